@@ -1,1 +1,178 @@
-//! Integration tests live in `tests/`.
+//! The integration-test harness: runs the real `hdfs-ingest` binary as child processes, kills them with
+//! SIGKILL, and gives tests free ports and scratch configurations. The tests are in `it/tests/`.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// The `hdfs-ingest` binary of this build profile, built on first use (cargo does not build a
+/// dependency's binaries for another package's tests).
+pub fn bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test>-<hash>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "hdfs-ingest", "--bin", "hdfs-ingest", "--manifest-path"]).arg(&manifest);
+        if release {
+            cmd.arg("--release");
+        }
+        if cfg!(feature = "failpoints") {
+            cmd.args(["--features", "failpoints"]);
+        }
+        let target_dir = profile_dir.parent().expect("target dir");
+        cmd.env("CARGO_TARGET_DIR", target_dir);
+        let st = cmd.status().expect("cargo build of hdfs-ingest");
+        assert!(st.success(), "building the hdfs-ingest binary failed");
+        profile_dir.join("hdfs-ingest")
+    })
+    .clone()
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+}
+
+/// A node process.
+pub struct NodeProc {
+    pub child: Child,
+    /// The addresses it printed on its `ready` line, in configuration order.
+    pub addresses: Vec<String>,
+}
+
+impl NodeProc {
+    /// Starts `hdfs-ingest run --config <config>` and waits (up to 60 s) for its `ready` line.
+    pub fn start(config: &Path, envs: &[(&str, &str)]) -> anyhow::Result<NodeProc> {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"]).arg(config).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawn hdfs-ingest run")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut sent = false;
+            for l in lines.by_ref().map_while(Result::ok) {
+                if !sent && l.starts_with("ready ") {
+                    let _ = tx.send(l[6..].split_whitespace().map(String::from).collect::<Vec<_>>());
+                    sent = true;
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addresses) => Ok(NodeProc { child, addresses }),
+            Err(_) => {
+                let _ = child.kill();
+                let st = child.wait()?;
+                bail!("node did not become ready (exit {st})")
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(mut self) -> anyhow::Result<()> {
+        signal(self.pid(), "KILL")?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM (the node commits what is durable), then wait for a clean exit.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        signal(self.pid(), "TERM")?;
+        let st = self.child.wait()?;
+        if !st.success() {
+            bail!("node exited with {st} after SIGTERM");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal by name (`KILL`, `TERM`, `STOP`, `CONT`) through kill(1).
+pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let st = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
+    if !st.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+/// Writes a node configuration: `data_dir` under `dir`, and the TOML in `body` after it.
+pub fn write_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join("node.toml");
+    let text = format!("[node]\ndata_dir = {:?}\n{body}", dir.join("data").display().to_string());
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Files left in staging anywhere under an output dir.
+pub fn leftover_staging(output: &Path) -> Vec<PathBuf> {
+    let staging = output.join("_temporary");
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&staging) {
+        for e in rd.flatten() {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// A node in this process (for receiver tests, which need no kill): data under `dir`, the given sources
+/// (use port 0), a short batch interval; `tweak` adjusts the rest.
+pub async fn start_in_process(
+    dir: &Path,
+    sources: Vec<hdfs_ingest::config::SourceConfig>,
+    tweak: impl FnOnce(&mut hdfs_ingest::config::Config),
+) -> anyhow::Result<InProcess> {
+    let mut cfg = hdfs_ingest::config::Config::default();
+    cfg.node.data_dir = dir.join("data");
+    cfg.receiver.sources = sources;
+    cfg.batch.interval = Duration::from_millis(100);
+    tweak(&mut cfg);
+    cfg.validate()?;
+    let output = cfg.output_dir();
+    let node = hdfs_ingest::node::Node::open(cfg).await?;
+    let (node, addresses, tasks) = hdfs_ingest::cli::start_node(node).await?;
+    Ok(InProcess { node, addresses, tasks, output })
+}
+
+pub struct InProcess {
+    pub node: hdfs_ingest::node::Node,
+    pub addresses: Vec<String>,
+    pub tasks: tokio::task::JoinSet<()>,
+    pub output: PathBuf,
+}
+
+impl InProcess {
+    /// Stops receivers and commits everything durable.
+    pub async fn stop(self) -> anyhow::Result<PathBuf> {
+        hdfs_ingest::cli::stop_node(self.node, self.tasks).await?;
+        Ok(self.output)
+    }
+}

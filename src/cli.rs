@@ -1,0 +1,338 @@
+//! The `hdfs-ingest` command line. `main` calls [`main`]; every command is a function here or in
+//! [`crate::demo`] / [`crate::bench`], so the binary stays thin.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing::info;
+
+use crate::config::Config;
+use crate::images::ImageSet;
+use crate::node::Node;
+use crate::receiver::protocol::AckLevel;
+use crate::send::manifest::{read_manifest, ManifestWriter};
+use crate::send::push::{self, Protocol, PushOptions};
+use crate::send::serve::{self, ServeOptions};
+use crate::size::ByteSize;
+
+#[derive(Parser, Debug)]
+#[command(name = "hdfs-ingest", version, about = "Lands streams of images on HDFS or a local directory exactly once")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node: receivers → WAL → batches → output, with checkpoints.
+    Run {
+        /// The TOML configuration (see config/none.toml); without it, the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Start even if the WAL is corrupt in its middle, dropping the damaged record and the rest of its
+        /// segment (what is dropped is logged). Same as `wal.salvage = true`.
+        #[arg(long)]
+        salvage_wal: bool,
+    },
+    /// The upstream: serve images the classic way, or push them raw or framed.
+    #[command(subcommand)]
+    Send(SendCommand),
+    /// Check an output directory against a sender's manifest; exits 1 if an acknowledged image is
+    /// missing, duplicated or corrupt.
+    Verify {
+        #[arg(long)]
+        manifest: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        /// Every image in the manifest must be there, acknowledged or not (runs without failures; raw senders).
+        #[arg(long)]
+        expect_all: bool,
+        /// Print the full report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The whole pipeline on the embedded defaults: a node, a sender pushing real JPEG and BMP images, verify.
+    Demo {
+        /// Images to push (framed; a tenth more go raw).
+        #[arg(long, default_value_t = 400)]
+        images: u64,
+        /// Where the demo keeps its data (wiped at the start).
+        #[arg(long, default_value = "./hdfs-ingest-data/demo")]
+        dir: PathBuf,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Print the effective configuration (the defaults, or FILE's after validation).
+    Config {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SendCommand {
+    /// Serve images like the classic Java image sender: bind, accept one connection, write one image, close, repeat.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        address: String,
+        #[command(flatten)]
+        images: ImageArgs,
+        /// Images to serve.
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        /// Pause between images.
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        pause: Duration,
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+    /// Push images to a node.
+    Push {
+        #[arg(long, default_value = "127.0.0.1:9998")]
+        address: String,
+        #[arg(long, value_enum, default_value = "framed")]
+        protocol: Protocol,
+        #[command(flatten)]
+        images: ImageArgs,
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Images per second over all connections (default: as fast as acks allow).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Framed streams are named `<prefix>-<n>` (default `send-<unix ms>`: new streams every run).
+        #[arg(long)]
+        source_prefix: Option<String>,
+        #[arg(long)]
+        token: Option<String>,
+        /// Unacknowledged blocks a stream keeps (then it waits).
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// The acknowledgement that lets a block go.
+        #[arg(long, value_enum, default_value = "durable")]
+        ack: AckArg,
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// Send the files of this directory (round-robin).
+    #[arg(long, conflicts_with = "size")]
+    pub dir: Option<PathBuf>,
+    /// Otherwise, generate distinct JPEG and BMP images of about this size.
+    #[arg(long, default_value = "64KiB")]
+    pub size: ByteSize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl ImageArgs {
+    fn load(&self) -> anyhow::Result<ImageSet> {
+        match &self.dir {
+            Some(d) => ImageSet::from_dir(d).with_context(|| format!("images from {}", d.display())),
+            None => Ok(ImageSet::Generated { size: self.size.as_usize(), seed: self.seed }),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AckArg {
+    Durable,
+    Committed,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// End to end: a node process, a framed sender; images/s, MB/s, ack latency, and the node's peak RSS
+    /// as the stream grows.
+    Ingest(crate::bench::IngestArgs),
+}
+
+/// Logs go to stderr through tracing; `RUST_LOG` sets the filter (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Run { config, salvage_wal } => {
+            let mut cfg = load_config(config.as_deref())?;
+            cfg.wal.salvage |= salvage_wal;
+            run_node(cfg, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Send(s) => send(s).await,
+        Command::Verify { manifest, output, expect_all, json } => {
+            let m = read_manifest(&manifest)?;
+            let r = crate::verify::verify(&m, &output, expect_all)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for l in r.lost.iter().take(20) {
+                    println!("lost: {l}");
+                }
+                for d in r.duplicated.iter().take(20) {
+                    println!("duplicated: {d}");
+                }
+                for c in r.corrupt.iter().take(20) {
+                    println!("corrupt: {c}");
+                }
+                println!("{}", r.summary());
+            }
+            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Demo { images, dir } => crate::demo::run(images, &dir).await,
+        Command::Bench(BenchCommand::Ingest(a)) => crate::bench::ingest(a).await,
+        Command::Config { config } => {
+            let cfg = load_config(config.as_deref())?;
+            print!("{}", toml::to_string_pretty(&cfg)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs a node until `shutdown` resolves or the node fails; commits what is durable before returning.
+/// Prints `ready <addresses>` on stdout once every listener is bound and recovery is done.
+pub async fn run_node(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let node = Node::open(cfg).await?;
+    let (node, bound, tasks) = start_node(node).await?;
+    println!("ready {}", bound.join(" "));
+    tokio::select! {
+        _ = shutdown => node.request_stop("shutdown requested"),
+        _ = node.stopped() => {}
+    }
+    stop_node(node, tasks).await
+}
+
+/// A node serving: its receivers and batcher run in `tasks`.
+pub async fn start_node(node: Node) -> anyhow::Result<(Node, Vec<String>, tokio::task::JoinSet<()>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let bound = crate::receiver::start(&node, &mut tasks).await?;
+    let batcher = node.clone();
+    tasks.spawn(async move {
+        let _ = batcher.run_batcher().await;
+    });
+    info!(addresses = ?bound, "node ready");
+    Ok((node, bound, tasks))
+}
+
+/// Stops receivers, commits what is durable, closes the WAL; an error if the node failed.
+pub async fn stop_node(node: Node, mut tasks: tokio::task::JoinSet<()>) -> anyhow::Result<()> {
+    node.request_stop("stopping");
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+        tasks.shutdown().await;
+    }
+    let reason = node.stop_reason().unwrap_or_default();
+    node.shutdown().await?;
+    if reason.starts_with("fatal") {
+        anyhow::bail!("{reason}");
+    }
+    info!("node stopped");
+    Ok(())
+}
+
+async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SendCommand::Serve { address, images, count, pause, manifest } => {
+            let m = manifest.as_deref().map(ManifestWriter::create).transpose()?.map(Arc::new);
+            let n = serve::serve(ServeOptions { address, count, pause }, images.load()?, m).await?;
+            println!("served {n} images");
+        }
+        SendCommand::Push { address, protocol, images, count, concurrency, rate, source_prefix, token, window, ack, manifest } => {
+            let m = manifest.as_deref().map(ManifestWriter::create).transpose()?.map(Arc::new);
+            let opts = PushOptions {
+                address,
+                protocol,
+                count,
+                concurrency,
+                rate,
+                source_prefix: source_prefix.unwrap_or_else(push::default_source_prefix),
+                token,
+                window: window.max(1),
+                ack: match ack {
+                    AckArg::Durable => AckLevel::Durable,
+                    AckArg::Committed => AckLevel::Committed,
+                },
+                ..PushOptions::default()
+            };
+            let r = push::push(opts, images.load()?, m).await?;
+            let secs = r.elapsed.as_secs_f64().max(1e-9);
+            println!(
+                "pushed {} images ({} acked, {} re-sent, {} reconnects), {:.1} MB in {:.2} s: {:.0} images/s, {:.1} MB/s, ack p50 {} p99 {}",
+                r.sent,
+                r.acked,
+                r.resent,
+                r.reconnects,
+                r.bytes as f64 / 1e6,
+                secs,
+                r.sent as f64 / secs,
+                r.bytes as f64 / 1e6 / secs,
+                fmt_ms(r.percentile(0.5)),
+                fmt_ms(r.percentile(0.99)),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn fmt_ms(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.2} ms", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into())
+}

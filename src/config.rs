@@ -1,0 +1,423 @@
+//! Configuration: one TOML file, read by every role (`run`, `send`).
+//!
+//! Every section and every field has a default that serves a first run on one machine, so an empty file
+//! (or no file: `hdfs-ingest demo`) is a valid configuration. Unknown keys are errors, with the line and
+//! column the TOML parser gives; [`Config::validate`] then checks values and names the key at fault.
+//! Sizes are human-readable (`"64 MiB"`), durations too (`"2s"`, `"500ms"`). Relative paths are relative
+//! to the working directory.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::receiver::protocol::valid_source_id;
+use crate::size::ByteSize;
+
+/// A configuration that cannot be used, with the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub receiver: ReceiverConfig,
+    pub wal: WalConfig,
+    pub batch: BatchConfig,
+    pub output: OutputConfig,
+    pub analysis: AnalysisConfig,
+    pub checkpoint: CheckpointConfig,
+    pub strategy: StrategyConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's name, in logs, checkpoints and epoch claims.
+    pub name: String,
+    /// Where the WAL, the sled checkpoint store and (by default) the output live.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { name: "node-1".into(), data_dir: PathBuf::from("./hdfs-ingest-data") }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverConfig {
+    /// The largest image (raw) or block (framed) accepted; larger ones are refused and nothing is stored.
+    pub max_block_size: ByteSize,
+    /// Connections served at once, over all listeners; more wait in the accept queue.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The sources: listeners and outbound raw connections.
+    pub sources: Vec<SourceConfig>,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            max_block_size: ByteSize::mib(64),
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60),
+            sources: vec![
+                SourceConfig::RawListen { address: "127.0.0.1:9997".into(), source: "raw".into() },
+                SourceConfig::FramedListen { address: "127.0.0.1:9998".into(), token: None },
+            ],
+        }
+    }
+}
+
+/// One way images come in.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// The classic raw protocol, senders connect to us: one image per connection, bytes up to EOF.
+    RawListen {
+        address: String,
+        /// The source id the images get in the output (`<source>-<seq>.<ext>`).
+        #[serde(default = "default_raw_source")]
+        source: String,
+    },
+    /// The classic raw protocol, we connect out to a sender that serves one image per connection
+    /// (like Spark's socket receiver); reconnects with bounded backoff for as long as the node runs.
+    RawConnect {
+        address: String,
+        source: String,
+        #[serde(default = "default_backoff_max", with = "humantime_serde")]
+        backoff_max: Duration,
+    },
+    /// Our framed protocol with sequence numbers and acknowledgements (docs/PROTOCOL.md).
+    FramedListen {
+        address: String,
+        /// If set, a hello must carry this token.
+        #[serde(default)]
+        token: Option<String>,
+    },
+}
+
+fn default_raw_source() -> String {
+    "raw".into()
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl SourceConfig {
+    pub fn address(&self) -> &str {
+        match self {
+            SourceConfig::RawListen { address, .. }
+            | SourceConfig::RawConnect { address, .. }
+            | SourceConfig::FramedListen { address, .. } => address,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Defaults to `<data_dir>/wal`.
+    pub dir: Option<PathBuf>,
+    /// A segment file is closed and a new one started past this size.
+    pub segment_size: ByteSize,
+    /// Open a WAL with a corrupt record in its middle by dropping that record and the rest of its
+    /// segment (what was dropped is logged). Off: the node refuses to start and names the segment and offset.
+    pub salvage: bool,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig { dir: None, segment_size: ByteSize::mib(64), salvage: false }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Like Spark's batch duration: durable blocks are written out this often.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Batch directories are `<prefix>-<batch time ms>`.
+    pub prefix: String,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { interval: Duration::from_secs(2), prefix: "images".into() }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// A directory path or `file:///abs/path`. Defaults to `<data_dir>/output`.
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisConfig {
+    /// Write format, width, height, size and CRC32 of every image to `<batch dir>/_analysis.jsonl`.
+    pub enabled: bool,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig { enabled: true }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    pub store: StoreConfig,
+    /// How many checkpoint objects to keep (the newest ones).
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { store: StoreConfig::Sled { path: None }, keep: 3 }
+    }
+}
+
+/// Where checkpoints go.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// An embedded sled database (default `<data_dir>/checkpoints.sled`); one process at a time.
+    Sled { path: Option<PathBuf> },
+    /// A local directory through object_store.
+    Local { path: PathBuf },
+    /// In memory: gone with the process. For tests and benchmarks only.
+    Memory,
+}
+
+/// The fault-tolerance strategy.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StrategyConfig {
+    /// One node; a restart replays the local WAL.
+    #[default]
+    None,
+}
+
+impl Config {
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let cfg = Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_path_buf(), message },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.name.is_empty() || !valid_source_id(&self.node.name) {
+            return Err(invalid("node.name", format!("`{}` must be 1-128 of A-Z a-z 0-9 . _ -", self.node.name)));
+        }
+        let mbs = self.receiver.max_block_size.as_u64();
+        if mbs == 0 || mbs > u32::MAX as u64 {
+            return Err(invalid("receiver.max_block_size", format!("must be between 1 B and 4 GiB (got {})", self.receiver.max_block_size)));
+        }
+        if self.receiver.max_connections == 0 {
+            return Err(invalid("receiver.max_connections", "must be at least 1"));
+        }
+        if self.receiver.idle_timeout < Duration::from_millis(100) {
+            return Err(invalid("receiver.idle_timeout", "must be at least 100ms"));
+        }
+        let mut addresses = HashSet::new();
+        let mut sources = HashSet::new();
+        for (i, s) in self.receiver.sources.iter().enumerate() {
+            let key = format!("receiver.sources[{i}]");
+            if let SourceConfig::RawListen { address, .. } | SourceConfig::FramedListen { address, .. } = s {
+                address
+                    .parse::<SocketAddr>()
+                    .map_err(|e| invalid(format!("{key}.address"), format!("`{address}` is not host:port ({e})")))?;
+                if !addresses.insert(address.clone()) {
+                    return Err(invalid(format!("{key}.address"), format!("`{address}` is used by two listeners")));
+                }
+            }
+            if let SourceConfig::RawConnect { address, .. } = s {
+                if !address.contains(':') {
+                    return Err(invalid(format!("{key}.address"), format!("`{address}` is not host:port")));
+                }
+            }
+            if let SourceConfig::RawListen { source, .. } | SourceConfig::RawConnect { source, .. } = s {
+                if !valid_source_id(source) {
+                    return Err(invalid(
+                        format!("{key}.source"),
+                        format!("`{source}` must be 1-128 of A-Z a-z 0-9 . _ -, not starting with . or _"),
+                    ));
+                }
+                if !sources.insert(source.clone()) {
+                    return Err(invalid(
+                        format!("{key}.source"),
+                        format!("`{source}` is used by two raw sources; their sequence numbers would collide"),
+                    ));
+                }
+            }
+        }
+        if self.wal.segment_size < ByteSize::mib(1) {
+            return Err(invalid("wal.segment_size", format!("must be at least 1 MiB (got {})", self.wal.segment_size)));
+        }
+        if self.batch.interval < Duration::from_millis(10) || self.batch.interval > Duration::from_secs(3600) {
+            return Err(invalid(
+                "batch.interval",
+                format!("must be between 10ms and 1h (got {})", humantime::format_duration(self.batch.interval)),
+            ));
+        }
+        if !valid_source_id(&self.batch.prefix) {
+            return Err(invalid("batch.prefix", format!("`{}` must be 1-128 of A-Z a-z 0-9 . _ -", self.batch.prefix)));
+        }
+        if let Some(url) = &self.output.url {
+            if url.is_empty() {
+                return Err(invalid("output.url", "is empty"));
+            }
+            if let Some((scheme, _)) = url.split_once("://") {
+                if scheme != "file" {
+                    return Err(invalid("output.url", format!("scheme `{scheme}` is not supported (use a path or file:///path)")));
+                }
+            }
+        }
+        if self.checkpoint.keep == 0 {
+            return Err(invalid("checkpoint.keep", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal.dir.clone().unwrap_or_else(|| self.node.data_dir.join("wal"))
+    }
+
+    /// The output directory.
+    pub fn output_dir(&self) -> PathBuf {
+        match &self.output.url {
+            Some(url) => PathBuf::from(url.strip_prefix("file://").unwrap_or(url)),
+            None => self.node.data_dir.join("output"),
+        }
+    }
+
+    pub fn sled_path(&self) -> Option<PathBuf> {
+        match &self.checkpoint.store {
+            StoreConfig::Sled { path } => {
+                Some(path.clone().unwrap_or_else(|| self.node.data_dir.join("checkpoints.sled")))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_a_valid_configuration_with_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.batch.interval, Duration::from_secs(2));
+        assert_eq!(c.receiver.sources.len(), 2);
+        assert_eq!(c.wal_dir(), PathBuf::from("./hdfs-ingest-data/wal"));
+        assert!(c.analysis.enabled);
+        assert_eq!(c.strategy, StrategyConfig::None);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let err = Config::parse("[batch]\ninterval = \"1s\"\nintervall = \"2s\"\n").unwrap_err().to_string();
+        assert!(err.contains("intervall"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_durations_are_human_readable() {
+        let c = Config::parse("[wal]\nsegment_size = \"8 MiB\"\n[batch]\ninterval = \"500ms\"\n").unwrap();
+        assert_eq!(c.wal.segment_size, ByteSize::mib(8));
+        assert_eq!(c.batch.interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_bad_value_is_named_by_its_key_and_reason() {
+        let err = Config::parse("[batch]\ninterval = \"1ms\"\n").unwrap_err().to_string();
+        assert!(err.contains("batch.interval") && err.contains("10ms"), "{err}");
+        let err = Config::parse("[wal]\nsegment_size = \"12 parsecs\"\n").unwrap_err().to_string();
+        assert!(err.contains("parsecs"), "{err}");
+        let err = Config::parse(
+            "[[receiver.sources]]\nkind = \"raw-listen\"\naddress = \"nowhere\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("receiver.sources[0].address"), "{err}");
+    }
+
+    #[test]
+    fn sources_are_tagged_by_kind_and_an_unknown_kind_is_refused() {
+        let c = Config::parse(
+            "[[receiver.sources]]\nkind = \"raw-connect\"\naddress = \"127.0.0.1:9999\"\nsource = \"cam-1\"\n\
+             [[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:9000\"\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        assert!(matches!(&c.receiver.sources[0], SourceConfig::RawConnect { source, .. } if source == "cam-1"));
+        let err = Config::parse("[[receiver.sources]]\nkind = \"carrier-pigeon\"\naddress = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("carrier-pigeon"), "{err}");
+    }
+
+    #[test]
+    fn two_raw_sources_with_one_name_are_refused() {
+        let err = Config::parse(
+            "[[receiver.sources]]\nkind = \"raw-listen\"\naddress = \"127.0.0.1:1\"\nsource = \"a\"\n\
+             [[receiver.sources]]\nkind = \"raw-listen\"\naddress = \"127.0.0.1:2\"\nsource = \"a\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("receiver.sources[1].source"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_config_files_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no config files in {}", dir.display());
+    }
+}

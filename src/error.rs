@@ -1,0 +1,28 @@
+//! The node's error type. Corruption (of the WAL, of a checkpoint) stays distinct from I/O all the way up,
+//! so an operator can tell "the disk said no" from "the data is damaged".
+
+use crate::wal::WalError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Store(#[from] strategies::store::StoreError),
+    #[error(transparent)]
+    Checkpoint(#[from] strategies::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Epoch(#[from] strategies::epoch::EpochError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error("WAL record {lsn} cannot be decoded: {reason}")]
+    Record { lsn: u64, reason: String },
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("node failed: {0}")]
+    Failed(String),
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}

@@ -1,0 +1,409 @@
+//! The framed wire protocol, version 1: a hello, then CRC-checked blocks with sequence numbers, and
+//! acknowledgements back on the same connection. `docs/PROTOCOL.md` is the specification for writers of
+//! clients in other languages; this module is its reference implementation, for both ends.
+//!
+//! All integers are big-endian.
+//!
+//! ```text
+//! client → node   HELLO    "HIMG" | version u8 (=1) | source_len u8 | source utf-8 | token_len u16 | token bytes
+//! node → client   WELCOME  0x80 | version u8 | max_block_size u32
+//! client → node   BLOCK    0x01 | seq u64 | len u32 | crc32 u32 | len bytes      (CRC-32/ISO-HDLC of the bytes)
+//! node → client   ACK      0x81 | level u8 (1 = durable, 2 = committed) | seq u64
+//! node → client   ERROR    0xEE | code u16 | msg_len u16 | msg utf-8            (then the node closes)
+//! ```
+
+use std::fmt;
+use std::io;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub const MAGIC: [u8; 4] = *b"HIMG";
+pub const VERSION: u8 = 1;
+pub const TAG_BLOCK: u8 = 0x01;
+pub const TAG_WELCOME: u8 = 0x80;
+pub const TAG_ACK: u8 = 0x81;
+pub const TAG_ERROR: u8 = 0xEE;
+/// The longest source id a hello may carry.
+pub const MAX_SOURCE_LEN: usize = 128;
+
+/// How far a block has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AckLevel {
+    /// In the write-ahead log and synced to disk.
+    Durable = 1,
+    /// In a published, checkpointed output batch.
+    Committed = 2,
+}
+
+impl AckLevel {
+    fn from_u8(v: u8) -> Option<AckLevel> {
+        match v {
+            1 => Some(AckLevel::Durable),
+            2 => Some(AckLevel::Committed),
+            _ => None,
+        }
+    }
+}
+
+/// Why the node refused a connection or a block; sent as the ERROR frame's code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadMagic = 1,
+    UnsupportedVersion = 2,
+    Unauthorized = 3,
+    BlockTooLarge = 4,
+    CrcMismatch = 5,
+    Malformed = 6,
+    InvalidSource = 7,
+    Internal = 8,
+    ShuttingDown = 9,
+}
+
+impl ErrorCode {
+    pub fn from_u16(v: u16) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        Some(match v {
+            1 => BadMagic,
+            2 => UnsupportedVersion,
+            3 => Unauthorized,
+            4 => BlockTooLarge,
+            5 => CrcMismatch,
+            6 => Malformed,
+            7 => InvalidSource,
+            8 => Internal,
+            9 => ShuttingDown,
+            _ => return None,
+        })
+    }
+}
+
+/// A protocol violation or a transport failure while reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("bad magic {0:02x?} (expected \"HIMG\")")]
+    BadMagic([u8; 4]),
+    #[error("unsupported protocol version {0} (this node speaks version {VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("wrong or missing token for source `{0}`")]
+    Unauthorized(String),
+    #[error("block {seq} is {len} bytes, over max_block_size {max}")]
+    BlockTooLarge { seq: u64, len: u64, max: u64 },
+    #[error("block {seq} failed its CRC check (frame says {expected:08x}, bytes give {actual:08x})")]
+    CrcMismatch { seq: u64, expected: u32, actual: u32 },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("invalid source id `{0}` (1 to 128 of A-Z a-z 0-9 . _ -, not starting with . or _)")]
+    InvalidSource(String),
+    #[error("node refused: {code:?}: {message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("connection closed in the middle of a frame")]
+    UnexpectedEof,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl ProtocolError {
+    /// The code an ERROR frame carries for this error, if the peer should be told.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProtocolError::BadMagic(_) => ErrorCode::BadMagic,
+            ProtocolError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            ProtocolError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ProtocolError::BlockTooLarge { .. } => ErrorCode::BlockTooLarge,
+            ProtocolError::CrcMismatch { .. } => ErrorCode::CrcMismatch,
+            ProtocolError::InvalidSource(_) => ErrorCode::InvalidSource,
+            ProtocolError::Malformed(_) | ProtocolError::UnexpectedEof => ErrorCode::Malformed,
+            ProtocolError::Refused { code, .. } => *code,
+            ProtocolError::Io(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Source ids name files in the output, so they are restricted to a safe alphabet.
+pub fn valid_source_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_SOURCE_LEN
+        && !s.starts_with('.')
+        && !s.starts_with('_')
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u8,
+    pub source: String,
+    pub token: Option<String>,
+}
+
+impl Hello {
+    pub fn encode(&self) -> Bytes {
+        let token = self.token.as_deref().unwrap_or("");
+        let mut b = BytesMut::with_capacity(8 + self.source.len() + token.len());
+        b.put_slice(&MAGIC);
+        b.put_u8(self.version);
+        b.put_u8(self.source.len() as u8);
+        b.put_slice(self.source.as_bytes());
+        b.put_u16(token.len() as u16);
+        b.put_slice(token.as_bytes());
+        b.freeze()
+    }
+}
+
+/// Reads `buf.len()` bytes; an EOF part-way is [`ProtocolError::UnexpectedEof`].
+async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), ProtocolError> {
+    match r.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ProtocolError::UnexpectedEof),
+        Err(e) => Err(ProtocolError::Io(e)),
+    }
+}
+
+/// Reads a hello. Checks magic, version and the source id; the token is checked by the caller.
+pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Hello, ProtocolError> {
+    let mut head = [0u8; 6];
+    read_exact(r, &mut head).await?;
+    let magic = [head[0], head[1], head[2], head[3]];
+    if magic != MAGIC {
+        return Err(ProtocolError::BadMagic(magic));
+    }
+    let version = head[4];
+    if version != VERSION {
+        return Err(ProtocolError::UnsupportedVersion(version));
+    }
+    let mut source = vec![0u8; head[5] as usize];
+    read_exact(r, &mut source).await?;
+    let source = String::from_utf8(source)
+        .map_err(|_| ProtocolError::Malformed("source id is not UTF-8".into()))?;
+    if !valid_source_id(&source) {
+        return Err(ProtocolError::InvalidSource(source));
+    }
+    let mut tl = [0u8; 2];
+    read_exact(r, &mut tl).await?;
+    let mut token = vec![0u8; u16::from_be_bytes(tl) as usize];
+    read_exact(r, &mut token).await?;
+    let token = if token.is_empty() {
+        None
+    } else {
+        Some(String::from_utf8(token).map_err(|_| ProtocolError::Malformed("token is not UTF-8".into()))?)
+    };
+    Ok(Hello { version, source, token })
+}
+
+/// One block as it arrived, CRC already checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub seq: u64,
+    pub data: Bytes,
+}
+
+/// Encodes the header of a BLOCK frame (the caller writes `data` after it).
+pub fn block_header(seq: u64, data: &[u8]) -> [u8; 17] {
+    let mut h = [0u8; 17];
+    h[0] = TAG_BLOCK;
+    h[1..9].copy_from_slice(&seq.to_be_bytes());
+    h[9..13].copy_from_slice(&(data.len() as u32).to_be_bytes());
+    h[13..17].copy_from_slice(&crc32fast::hash(data).to_be_bytes());
+    h
+}
+
+/// Reads the next BLOCK frame; `Ok(None)` on a clean EOF between frames. A frame longer than `max`
+/// is refused before its body is read, so an oversized frame costs no memory.
+pub async fn read_block<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result<Option<Block>, ProtocolError> {
+    let mut tag = [0u8; 1];
+    match r.read(&mut tag).await? {
+        0 => return Ok(None),
+        _ if tag[0] != TAG_BLOCK => {
+            return Err(ProtocolError::Malformed(format!("unknown frame tag 0x{:02x}", tag[0])))
+        }
+        _ => {}
+    }
+    let mut h = [0u8; 16];
+    read_exact(r, &mut h).await?;
+    let seq = u64::from_be_bytes(h[0..8].try_into().expect("8 bytes"));
+    let len = u32::from_be_bytes(h[8..12].try_into().expect("4 bytes")) as u64;
+    let expected = u32::from_be_bytes(h[12..16].try_into().expect("4 bytes"));
+    if len > max {
+        return Err(ProtocolError::BlockTooLarge { seq, len, max });
+    }
+    if len == 0 {
+        return Err(ProtocolError::Malformed(format!("block {seq} is empty")));
+    }
+    let mut data = BytesMut::zeroed(len as usize);
+    read_exact(r, &mut data).await?;
+    let actual = crc32fast::hash(&data);
+    if actual != expected {
+        return Err(ProtocolError::CrcMismatch { seq, expected, actual });
+    }
+    Ok(Some(Block { seq, data: data.freeze() }))
+}
+
+/// What the node sends back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerFrame {
+    Welcome { version: u8, max_block_size: u32 },
+    Ack { level: AckLevel, seq: u64 },
+    Error { code: ErrorCode, message: String },
+}
+
+impl ServerFrame {
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            ServerFrame::Welcome { version, max_block_size } => {
+                out.put_u8(TAG_WELCOME);
+                out.put_u8(*version);
+                out.put_u32(*max_block_size);
+            }
+            ServerFrame::Ack { level, seq } => {
+                out.put_u8(TAG_ACK);
+                out.put_u8(*level as u8);
+                out.put_u64(*seq);
+            }
+            ServerFrame::Error { code, message } => {
+                let msg = &message.as_bytes()[..message.len().min(u16::MAX as usize)];
+                out.put_u8(TAG_ERROR);
+                out.put_u16(*code as u16);
+                out.put_u16(msg.len() as u16);
+                out.put_slice(msg);
+            }
+        }
+    }
+
+    pub async fn write<W: AsyncWrite + Unpin>(&self, w: &mut W) -> io::Result<()> {
+        let mut b = BytesMut::with_capacity(16);
+        self.encode(&mut b);
+        w.write_all(&b).await
+    }
+
+    /// Reads one frame; `Ok(None)` on a clean EOF between frames.
+    pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<ServerFrame>, ProtocolError> {
+        let mut tag = [0u8; 1];
+        if r.read(&mut tag).await? == 0 {
+            return Ok(None);
+        }
+        match tag[0] {
+            TAG_WELCOME => {
+                let mut b = [0u8; 5];
+                read_exact(r, &mut b).await?;
+                Ok(Some(ServerFrame::Welcome {
+                    version: b[0],
+                    max_block_size: u32::from_be_bytes(b[1..5].try_into().expect("4 bytes")),
+                }))
+            }
+            TAG_ACK => {
+                let mut b = [0u8; 9];
+                read_exact(r, &mut b).await?;
+                let level = AckLevel::from_u8(b[0])
+                    .ok_or_else(|| ProtocolError::Malformed(format!("unknown ack level {}", b[0])))?;
+                Ok(Some(ServerFrame::Ack {
+                    level,
+                    seq: u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")),
+                }))
+            }
+            TAG_ERROR => {
+                let mut b = [0u8; 4];
+                read_exact(r, &mut b).await?;
+                let code = u16::from_be_bytes([b[0], b[1]]);
+                let mut msg = vec![0u8; u16::from_be_bytes([b[2], b[3]]) as usize];
+                read_exact(r, &mut msg).await?;
+                Ok(Some(ServerFrame::Error {
+                    code: ErrorCode::from_u16(code).unwrap_or(ErrorCode::Internal),
+                    message: String::from_utf8_lossy(&msg).into_owned(),
+                }))
+            }
+            t => Err(ProtocolError::Malformed(format!("unknown server frame tag 0x{t:02x}"))),
+        }
+    }
+}
+
+impl fmt::Display for AckLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AckLevel::Durable => "durable",
+            AckLevel::Committed => "committed",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hello_round_trips_with_and_without_token() {
+        for token in [None, Some("s3cret".to_string())] {
+            let h = Hello { version: VERSION, source: "cam-1".into(), token };
+            let bytes = h.encode();
+            let got = read_hello(&mut &bytes[..]).await.unwrap();
+            assert_eq!(got, h);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hello_with_bad_magic_or_version_is_refused() {
+        let mut b = Hello { version: VERSION, source: "a".into(), token: None }.encode().to_vec();
+        b[0] = b'X';
+        assert!(matches!(read_hello(&mut &b[..]).await, Err(ProtocolError::BadMagic(_))));
+        let b = Hello { version: 9, source: "a".into(), token: None }.encode();
+        assert!(matches!(read_hello(&mut &b[..]).await, Err(ProtocolError::UnsupportedVersion(9))));
+    }
+
+    #[tokio::test]
+    async fn a_source_id_that_could_escape_the_output_dir_is_refused() {
+        for bad in ["../x", "_tmp", ".hidden", "a/b", ""] {
+            let b = Hello { version: VERSION, source: bad.into(), token: None }.encode();
+            assert!(
+                matches!(read_hello(&mut &b[..]).await, Err(ProtocolError::InvalidSource(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn blocks_round_trip_and_a_flipped_bit_fails_the_crc() {
+        let data = b"hello image".to_vec();
+        let mut frame = block_header(7, &data).to_vec();
+        frame.extend_from_slice(&data);
+        let got = read_block(&mut &frame[..], 1024).await.unwrap().unwrap();
+        assert_eq!(got, Block { seq: 7, data: Bytes::from(data) });
+        let last = frame.len() - 1;
+        frame[last] ^= 0x10;
+        assert!(matches!(
+            read_block(&mut &frame[..], 1024).await,
+            Err(ProtocolError::CrcMismatch { seq: 7, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_block_is_refused_before_its_body_is_read() {
+        let frame = block_header(1, &[0u8; 2048]); // header only: the body is never read
+        let err = read_block(&mut &frame[..], 1024).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::BlockTooLarge { seq: 1, len: 2048, max: 1024 }));
+    }
+
+    #[tokio::test]
+    async fn a_clean_eof_between_blocks_is_not_an_error_but_a_cut_frame_is() {
+        assert!(read_block(&mut &b""[..], 10).await.unwrap().is_none());
+        let frame = block_header(1, b"abc");
+        assert!(matches!(read_block(&mut &frame[..10], 10).await, Err(ProtocolError::UnexpectedEof)));
+    }
+
+    #[tokio::test]
+    async fn server_frames_round_trip() {
+        let frames = [
+            ServerFrame::Welcome { version: 1, max_block_size: 1 << 20 },
+            ServerFrame::Ack { level: AckLevel::Durable, seq: 3 },
+            ServerFrame::Ack { level: AckLevel::Committed, seq: u64::MAX },
+            ServerFrame::Error { code: ErrorCode::CrcMismatch, message: "bad crc".into() },
+        ];
+        let mut b = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut b);
+        }
+        let mut r = &b[..];
+        for f in &frames {
+            assert_eq!(&ServerFrame::read(&mut r).await.unwrap().unwrap(), f);
+        }
+        assert!(ServerFrame::read(&mut r).await.unwrap().is_none());
+    }
+}
