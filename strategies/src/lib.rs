@@ -1,1 +1,51 @@
-pub fn placeholder() {}
+//! Fault-tolerance building blocks for hdfs-ingest: the checkpoint store, the checkpoint
+//! format, epoch fencing and the recovery decisions.
+//!
+//! # Layout
+//!
+//! ```text
+//! store/           CheckpointStore: a small, byte-level, async, object-safe key/value trait
+//!   mod.rs         the trait, its contract, StoreError and key validation
+//!   sled.rs        SledStore: the embedded default (one process per database)
+//!   object.rs      ObjectStoreBackend: any object_store (local directory, memory, ...)
+//!   conformance.rs the one shared test suite every backend runs
+//! snapshot.rs      Snapshot and SeqSet: what a checkpoint records (serde, JSON)
+//! paths.rs         the one place that builds and parses every key in the store
+//! checkpoint.rs    Checkpointer: immutable checkpoint objects plus one moving pointer
+//! epoch.rs         fencing: claim a new epoch with create-if-absent, detect a newer one
+//! recovery.rs      pure functions: from a snapshot and the WAL's seals to a recovery plan
+//! ```
+//!
+//! # How the parts fit
+//!
+//! The crate never sees sockets or files of the data path. A node hands it snapshots and WAL
+//! positions; the crate decides what is durable where.
+//!
+//! * A node that takes over first claims a new epoch ([`epoch::claim_next`]). Every later
+//!   checkpoint carries that epoch; a node that sees a newer epoch ([`epoch::is_fenced`])
+//!   stops writing. Claiming relies on one primitive only — atomic create-if-absent — so
+//!   there is no home-made consensus.
+//! * A checkpoint is written as an immutable object under a key that encodes `(epoch, id)`
+//!   ([`paths::checkpoint`]); only then does the pointer [`paths::current`] move to it. A
+//!   reader that follows the pointer therefore always finds a complete checkpoint, and a
+//!   crash between the two steps leaves an orphan object, never a torn checkpoint.
+//! * On restart, [`recovery::plan_recovery`] combines the newest snapshot with the seals
+//!   found in the local WAL into what to replay and what to re-commit.
+//!
+//! Every backend passes the same [`store::conformance`] suite, so the strategies can rely on
+//! the contract written on [`store::CheckpointStore`] and nothing more.
+
+pub mod checkpoint;
+pub mod epoch;
+pub mod paths;
+pub mod recovery;
+pub mod snapshot;
+pub mod store;
+
+pub use checkpoint::{CheckpointError, Checkpointer};
+pub use epoch::EpochError;
+pub use recovery::{plan_recovery, RecoveryPlan, SealInfo};
+pub use snapshot::{Lsn, SeqSet, Snapshot};
+pub use store::object::ObjectStoreBackend;
+pub use store::sled::SledStore;
+pub use store::{CheckpointStore, StoreError};

@@ -1,0 +1,282 @@
+//! What a checkpoint records: [`Snapshot`] and the per-source sequence sets in it.
+//!
+//! # Design
+//!
+//! A snapshot is the whole state a node needs to resume: which epoch wrote it, up to which
+//! seal record of the WAL the output is committed, from where the WAL is still needed, and per
+//! source every sequence number made durable so far. It is serialized as JSON (readable
+//! when debugging a stuck pipeline, and tiny next to the images) and stored as an immutable
+//! object by [`crate::checkpoint::Checkpointer`].
+//!
+//! [`SeqSet`] keeps "every seq made durable" compact: sources send sequence numbers mostly in
+//! order, so the set is a watermark `below` (every seq `< below` is present) plus the sparse
+//! out-of-order seqs `above` it. `insert` compacts `above` into `below` as gaps close, so a
+//! source that delivered a million blocks in order costs one integer. A deserialized set is
+//! validated (no element of `above` below the watermark) and normalized.
+//!
+//! `format` is [`Snapshot::FORMAT`] (1); a reader refuses other formats rather than guessing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// A log sequence number in the write-ahead log; the first record has LSN 1, 0 means none.
+pub type Lsn = u64;
+
+/// A set of sequence numbers stored as a watermark plus the out-of-order ones above it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SeqSetRepr")]
+pub struct SeqSet {
+    /// Every seq `< below` is in the set.
+    below: u64,
+    /// Members `> below` (never `below` itself: that would have been compacted).
+    above: BTreeSet<u64>,
+}
+
+#[derive(Deserialize)]
+struct SeqSetRepr {
+    below: u64,
+    above: BTreeSet<u64>,
+}
+
+impl TryFrom<SeqSetRepr> for SeqSet {
+    type Error = String;
+
+    fn try_from(repr: SeqSetRepr) -> Result<Self, String> {
+        if let Some(&first) = repr.above.first() {
+            if first < repr.below {
+                return Err(format!(
+                    "seq set lists {first} above the watermark {} it is below",
+                    repr.below
+                ));
+            }
+        }
+        let mut set = SeqSet {
+            below: repr.below,
+            above: repr.above,
+        };
+        set.compact();
+        Ok(set)
+    }
+}
+
+impl SeqSet {
+    /// The empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `seq`; `true` if it was not already present.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        if self.contains(seq) {
+            return false;
+        }
+        self.above.insert(seq);
+        self.compact();
+        true
+    }
+
+    fn compact(&mut self) {
+        while let Some(&first) = self.above.first() {
+            // `below` cannot pass u64::MAX, so u64::MAX itself stays in `above`.
+            if first != self.below || self.below == u64::MAX {
+                break;
+            }
+            self.above.pop_first();
+            self.below += 1;
+        }
+    }
+
+    /// Whether `seq` is in the set.
+    pub fn contains(&self, seq: u64) -> bool {
+        seq < self.below || self.above.contains(&seq)
+    }
+
+    /// The largest member, if any.
+    pub fn highest(&self) -> Option<u64> {
+        self.above
+            .last()
+            .copied()
+            .or_else(|| self.below.checked_sub(1))
+    }
+
+    /// The number of members (saturating at `u64::MAX`).
+    pub fn len(&self) -> u64 {
+        self.below.saturating_add(self.above.len() as u64)
+    }
+
+    /// Whether the set has no members.
+    pub fn is_empty(&self) -> bool {
+        self.below == 0 && self.above.is_empty()
+    }
+
+    /// One past the largest member, or 0 for the empty set (saturating at `u64::MAX`).
+    pub fn next_after_highest(&self) -> u64 {
+        self.highest().map_or(0, |h| h.saturating_add(1))
+    }
+
+    /// The smallest seq not in the set: every seq below it is present.
+    pub fn first_missing(&self) -> u64 {
+        self.below
+    }
+}
+
+/// One checkpoint of a pipeline's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The encoding version, [`Snapshot::FORMAT`].
+    pub format: u32,
+    /// The epoch of the node that wrote it.
+    pub epoch: u64,
+    /// Strictly increasing per checkpoint of a pipeline.
+    pub id: u64,
+    /// The node that wrote it.
+    pub node: String,
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// The batch time of the newest batch committed to the output, if any.
+    pub last_committed_batch_ms: Option<u64>,
+    /// The LSN of the seal record of the newest committed batch; 0 = nothing committed.
+    pub last_committed_seal_lsn: Lsn,
+    /// WAL records below this LSN are no longer needed.
+    pub wal_low_water: Lsn,
+    /// Per source, every seq made durable so far.
+    pub sources: BTreeMap<String, SeqSet>,
+}
+
+impl Snapshot {
+    /// The only encoding version this crate writes and reads.
+    pub const FORMAT: u32 = 1;
+
+    /// The state before anything was received: epoch `epoch`, checkpoint `id`, nothing
+    /// committed, the whole WAL needed.
+    pub fn empty(epoch: u64, id: u64, node: impl Into<String>, created_unix_ms: u64) -> Self {
+        Snapshot {
+            format: Self::FORMAT,
+            epoch,
+            id,
+            node: node.into(),
+            created_unix_ms,
+            last_committed_batch_ms: None,
+            last_committed_seal_lsn: 0,
+            wal_low_water: 0,
+            sources: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn in_order_inserts_collapse_into_the_watermark() {
+        let mut set = SeqSet::new();
+        for seq in 0..1000 {
+            assert!(set.insert(seq));
+        }
+        assert_eq!(set.first_missing(), 1000);
+        assert_eq!(set.len(), 1000);
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, r#"{"below":1000,"above":[]}"#);
+    }
+
+    #[test]
+    fn a_closed_gap_is_compacted() {
+        let mut set = SeqSet::new();
+        assert!(set.insert(1));
+        assert!(set.insert(2));
+        assert_eq!(set.first_missing(), 0);
+        assert!(!set.contains(0));
+        assert!(set.insert(0));
+        assert_eq!(set.first_missing(), 3);
+        assert!(!set.insert(1));
+        assert_eq!(set.highest(), Some(2));
+        assert_eq!(set.next_after_highest(), 3);
+    }
+
+    #[test]
+    fn the_empty_set_has_no_highest() {
+        let set = SeqSet::new();
+        assert!(set.is_empty());
+        assert_eq!(set.highest(), None);
+        assert_eq!(set.next_after_highest(), 0);
+        assert_eq!(set.len(), 0);
+    }
+
+    #[test]
+    fn the_largest_seq_can_be_inserted_without_overflow() {
+        let mut set = SeqSet::new();
+        assert!(set.insert(u64::MAX));
+        assert!(set.contains(u64::MAX));
+        assert_eq!(set.highest(), Some(u64::MAX));
+        assert_eq!(set.next_after_highest(), u64::MAX);
+        assert!(!set.insert(u64::MAX));
+    }
+
+    #[test]
+    fn a_seq_set_with_members_below_its_watermark_is_refused() {
+        let err = serde_json::from_str::<SeqSet>(r#"{"below":5,"above":[3]}"#).unwrap_err();
+        assert!(err.to_string().contains("watermark"), "{err}");
+    }
+
+    #[test]
+    fn a_decoded_seq_set_is_normalized() {
+        let set: SeqSet = serde_json::from_str(r#"{"below":2,"above":[2,3,7]}"#).unwrap();
+        assert_eq!(set.first_missing(), 4);
+        let mut expected = SeqSet::new();
+        for seq in [0, 1, 2, 3, 7] {
+            expected.insert(seq);
+        }
+        assert_eq!(set, expected);
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_through_json() {
+        let mut snap = Snapshot::empty(3, 42, "node-a", 1_700_000_000_000);
+        snap.last_committed_batch_ms = Some(1_700_000_000_000);
+        snap.last_committed_seal_lsn = 17;
+        snap.wal_low_water = 18;
+        let mut seqs = SeqSet::new();
+        for seq in [0, 1, 2, 9] {
+            seqs.insert(seq);
+        }
+        snap.sources.insert("camera-1".into(), seqs);
+        let json = serde_json::to_vec(&snap).unwrap();
+        let back: Snapshot = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, snap);
+        assert_eq!(back.format, Snapshot::FORMAT);
+    }
+
+    proptest! {
+        #[test]
+        fn a_seq_set_behaves_like_a_btree_set(
+            seqs in proptest::collection::vec(
+                prop_oneof![0u64..64, 0u64..4096, Just(u64::MAX), (u64::MAX - 3)..=u64::MAX],
+                0..200,
+            ),
+            probes in proptest::collection::vec(0u64..4200, 0..50),
+        ) {
+            let mut set = SeqSet::new();
+            let mut model = BTreeSet::new();
+            for seq in &seqs {
+                prop_assert_eq!(set.insert(*seq), model.insert(*seq));
+                prop_assert_eq!(set.len(), model.len() as u64);
+                prop_assert_eq!(set.highest(), model.last().copied());
+                prop_assert_eq!(set.is_empty(), model.is_empty());
+            }
+            for seq in seqs.iter().chain(probes.iter()) {
+                prop_assert_eq!(set.contains(*seq), model.contains(seq));
+            }
+            prop_assert_eq!(
+                set.next_after_highest(),
+                model.last().map_or(0, |h| h.saturating_add(1))
+            );
+            let first_missing = (0..).find(|s| !model.contains(s)).unwrap();
+            prop_assert_eq!(set.first_missing(), first_missing);
+            let back: SeqSet = serde_json::from_str(&serde_json::to_string(&set).unwrap()).unwrap();
+            prop_assert_eq!(back, set);
+        }
+    }
+}
