@@ -1,0 +1,451 @@
+//! The local-directory [`Output`]: object_store's `LocalFileSystem` for the files, POSIX for the
+//! atomic publish.
+//!
+//! # Why both
+//!
+//! The design sends output through `object_store` so that the local backend and the remote ones share
+//! one write path. Staged files are therefore written with [`LocalFileSystem`] rooted at the output
+//! directory (its `put` itself writes to a temporary name and renames, so a staged file is never
+//! half-written under its final name). But object stores have no directories and no directory
+//! rename, and publishing a batch needs exactly that: one atomic step that makes every file of the
+//! batch visible at once. A POSIX `rename(2)` of a directory within one file system is atomic, so
+//! publish uses it directly.
+//!
+//! # Durability
+//!
+//! `LocalFileSystem::put` does not fsync by default, and fsyncing each put separately would also
+//! fsync the staging directory once per file. Instead `publish` does, on a blocking thread:
+//! reopen + `sync_all` every staged file, `sync_all` the staging directory (so the entries exist),
+//! rename, then `sync_all` the output directory and `_temporary` (so the rename itself is durable).
+//! Only then is the outcome `Published`, and only then may the caller write its commit record.
+//!
+//! # Never overwrite
+//!
+//! On Linux the rename is `renameat2(…, RENAME_NOREPLACE)`: it fails with `EEXIST` if the destination
+//! exists, even an empty directory (plain `rename` would silently replace an empty one). On file
+//! systems or kernels without it (`EINVAL`/`ENOSYS`) and on other platforms, the destination is
+//! checked first and a plain `rename` follows; a non-empty destination makes that rename fail with
+//! `ENOTEMPTY`/`EEXIST` anyway, so only an empty directory created in the instant between the check
+//! and the rename could be replaced. Either way an existing destination means an earlier run
+//! published the batch: the staging is discarded and the outcome is `AlreadyPublished`.
+//!
+//! # Blocking calls
+//!
+//! Every `std::fs` call runs in `tokio::task::spawn_blocking`; `object_store` does the same for its
+//! own file I/O.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use super::{
+    failpoint, validate_component, Output, PublishOutcome, SinkError, StagedBatch, STAGING_DIR,
+};
+
+/// Batches published into a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalOutput {
+    root: PathBuf,
+    url: String,
+    store: Arc<LocalFileSystem>,
+}
+
+impl LocalOutput {
+    /// Opens (creating it if needed) the output directory `root`. The path is canonicalized, so
+    /// [`LocalOutput::root`] and [`Output::describe`] are absolute.
+    pub fn new(root: impl AsRef<Path>) -> Result<Self, SinkError> {
+        let given = root.as_ref();
+        let display = format!("file://{}", given.display());
+        std::fs::create_dir_all(given).map_err(|source| SinkError::Io {
+            output: display.clone(),
+            path: given.display().to_string(),
+            op: "create the output directory",
+            source,
+        })?;
+        let root = std::fs::canonicalize(given).map_err(|source| SinkError::Io {
+            output: display.clone(),
+            path: given.display().to_string(),
+            op: "canonicalize the output directory",
+            source,
+        })?;
+        let url = format!("file://{}", root.display());
+        let store =
+            LocalFileSystem::new_with_prefix(&root).map_err(|source| SinkError::ObjectStore {
+                output: url.clone(),
+                path: root.display().to_string(),
+                op: "open the output directory",
+                source: Box::new(source),
+            })?;
+        Ok(LocalOutput {
+            root,
+            url,
+            store: Arc::new(store),
+        })
+    }
+
+    /// The absolute output directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn staging_root(&self) -> PathBuf {
+        self.root.join(STAGING_DIR)
+    }
+}
+
+/// Runs a blocking closure on tokio's blocking pool. A panic in the closure is re-raised here; a
+/// cancelled task (runtime shutting down) becomes an I/O error naming `op` and `path`.
+async fn blocking<T, F>(output: &str, path: &Path, op: &'static str, f: F) -> Result<T, SinkError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, SinkError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(join) => Err(SinkError::Io {
+            output: output.to_owned(),
+            path: path.display().to_string(),
+            op,
+            source: io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+fn io_err(output: &str, path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> SinkError {
+    let output = output.to_owned();
+    let path = path.display().to_string();
+    move |source| SinkError::Io {
+        output,
+        path,
+        op,
+        source,
+    }
+}
+
+fn sync_dir(output: &str, dir: &Path) -> Result<(), SinkError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(output, dir, "fsync directory"))
+}
+
+/// Removes `dir` and everything in it; a missing `dir` is not an error. Returns whether it existed.
+fn remove_tree(output: &str, dir: &Path) -> Result<bool, SinkError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(output, dir, "remove staging directory")(e)),
+    }
+}
+
+/// Removes `_temporary` if it is empty; a missing or non-empty one is left alone (another batch may
+/// be staging), other failures are logged, since the caller's work is already done.
+fn remove_staging_root_if_empty(output: &str, staging_root: &Path) {
+    match std::fs::remove_dir(staging_root) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty
+            ) => {}
+        Err(e) => tracing::warn!(
+            output,
+            path = %staging_root.display(),
+            error = %e,
+            "could not remove the empty staging directory"
+        ),
+    }
+}
+
+/// `rename(from, to)` that fails with `AlreadyExists` instead of replacing an existing `to`.
+#[cfg(target_os = "linux")]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+
+    let from_c = CString::new(from.as_os_str().as_bytes())?;
+    let to_c = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both pointers come from live, NUL-terminated CStrings that outlive the call; AT_FDCWD
+    // makes the (absolute) paths resolve as with rename(2).
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // The file system or kernel does not support RENAME_NOREPLACE.
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => rename_checked(from, to),
+        _ => Err(err),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    rename_checked(from, to)
+}
+
+fn rename_checked(from: &Path, to: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(to) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} already exists", to.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::rename(from, to),
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait::async_trait]
+impl Output for LocalOutput {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn is_published(&self, batch_dir: &str) -> Result<bool, SinkError> {
+        validate_component("batch directory", batch_dir)?;
+        let dest = self.root.join(batch_dir);
+        let output = self.url.clone();
+        blocking(
+            &self.url,
+            &dest.clone(),
+            "stat batch directory",
+            move || match std::fs::metadata(&dest) {
+                Ok(meta) if meta.is_dir() => Ok(true),
+                Ok(_) => Err(SinkError::NotADirectory {
+                    output,
+                    path: dest.display().to_string(),
+                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(io_err(&output, &dest, "stat batch directory")(e)),
+            },
+        )
+        .await
+    }
+
+    async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError> {
+        validate_component("batch directory", batch_dir)?;
+        let staging = self.staging_root().join(batch_dir);
+        let output = self.url.clone();
+        let dir = staging.clone();
+        let batch = batch_dir.to_owned();
+        blocking(&self.url, &staging, "create staging directory", move || {
+            if remove_tree(&output, &dir)? {
+                tracing::warn!(output, batch, path = %dir.display(), "removed stale staging of this batch");
+            }
+            std::fs::create_dir_all(&dir).map_err(io_err(&output, &dir, "create staging directory"))
+        })
+        .await?;
+        tracing::debug!(output = %self.url, batch = batch_dir, "batch staged");
+        Ok(Box::new(LocalStagedBatch {
+            store: Arc::clone(&self.store),
+            output: self.url.clone(),
+            root: self.root.clone(),
+            batch: batch_dir.to_owned(),
+            staging,
+            files: Vec::new(),
+        }))
+    }
+
+    async fn clean_staging(&self) -> Result<usize, SinkError> {
+        let output = self.url.clone();
+        let root = self.root.clone();
+        let staging_root = self.staging_root();
+        blocking(
+            &self.url,
+            &staging_root.clone(),
+            "clean staging",
+            move || {
+                let entries = match std::fs::read_dir(&staging_root) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                    Err(e) => {
+                        return Err(io_err(&output, &staging_root, "list staging directory")(e))
+                    }
+                };
+                let mut removed = 0;
+                for entry in entries {
+                    let entry =
+                        entry.map_err(io_err(&output, &staging_root, "list staging directory"))?;
+                    let path = entry.path();
+                    let file_type =
+                        entry
+                            .file_type()
+                            .map_err(io_err(&output, &path, "stat staging entry"))?;
+                    if file_type.is_dir() {
+                        remove_tree(&output, &path)?;
+                    } else {
+                        std::fs::remove_file(&path).map_err(io_err(
+                            &output,
+                            &path,
+                            "remove staging entry",
+                        ))?;
+                    }
+                    tracing::warn!(output, path = %path.display(), "removed leftover staging");
+                    removed += 1;
+                }
+                remove_staging_root_if_empty(&output, &staging_root);
+                sync_dir(&output, &root)?;
+                Ok(removed)
+            },
+        )
+        .await
+    }
+}
+
+/// A batch staged under `<output>/_temporary/<batch dir>/`.
+#[derive(Debug)]
+struct LocalStagedBatch {
+    store: Arc<LocalFileSystem>,
+    output: String,
+    root: PathBuf,
+    batch: String,
+    staging: PathBuf,
+    /// Names put so far, in order, without duplicates: the files to fsync at publish.
+    files: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl StagedBatch for LocalStagedBatch {
+    async fn put(&mut self, file_name: &str, bytes: Bytes) -> Result<(), SinkError> {
+        validate_component("file name", file_name)?;
+        let location = ObjectPath::from_iter([STAGING_DIR, self.batch.as_str(), file_name]);
+        failpoint("sink::put::fault", &self.batch).map_err(io_err(
+            &self.output,
+            &self.staging.join(file_name),
+            "put staged file",
+        ))?;
+        self.store
+            .put(&location, PutPayload::from(bytes))
+            .await
+            .map_err(|source| SinkError::ObjectStore {
+                output: self.output.clone(),
+                path: location.to_string(),
+                op: "put staged file",
+                source: Box::new(source),
+            })?;
+        if !self.files.iter().any(|f| f == file_name) {
+            self.files.push(file_name.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn publish(self: Box<Self>) -> Result<PublishOutcome, SinkError> {
+        let LocalStagedBatch {
+            output,
+            root,
+            batch,
+            staging,
+            files,
+            ..
+        } = *self;
+        let dest = root.join(&batch);
+        let staging_for_err = staging.clone();
+        let log_output = output.clone();
+        let log_batch = batch.clone();
+        let file_count = files.len();
+        let outcome = blocking(&log_output, &staging_for_err, "publish batch", move || {
+            for name in &files {
+                let path = staging.join(name);
+                File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err(&output, &path, "fsync staged file"))?;
+            }
+            sync_dir(&output, &staging)?;
+            failpoint("sink::publish::fault", &batch).map_err(io_err(
+                &output,
+                &dest,
+                "publish batch",
+            ))?;
+
+            let staging_root = root.join(STAGING_DIR);
+            match rename_noreplace(&staging, &dest) {
+                Ok(()) => {
+                    sync_dir(&output, &root)?;
+                    sync_dir(&output, &staging_root)?;
+                    remove_staging_root_if_empty(&output, &staging_root);
+                    Ok(PublishOutcome::Published)
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::AlreadyExists | io::ErrorKind::DirectoryNotEmpty
+                    ) =>
+                {
+                    if !dest.is_dir() {
+                        return Err(SinkError::NotADirectory {
+                            output,
+                            path: dest.display().to_string(),
+                        });
+                    }
+                    remove_tree(&output, &staging)?;
+                    remove_staging_root_if_empty(&output, &staging_root);
+                    Ok(PublishOutcome::AlreadyPublished)
+                }
+                Err(e) => Err(io_err(&output, &dest, "rename staging to batch directory")(
+                    e,
+                )),
+            }
+        })
+        .await?;
+        match outcome {
+            PublishOutcome::Published => {
+                tracing::info!(output = %log_output, batch = %log_batch, files = file_count, "batch published")
+            }
+            PublishOutcome::AlreadyPublished => {
+                tracing::warn!(output = %log_output, batch = %log_batch, "batch was already published; staging discarded")
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_portable_rename_refuses_an_existing_destination_and_moves_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("staged");
+        std::fs::create_dir(&from).unwrap();
+        std::fs::write(from.join("f"), b"new").unwrap();
+        let taken = dir.path().join("taken");
+        std::fs::create_dir(&taken).unwrap();
+
+        let err = rename_checked(&from, &taken).expect_err("destination exists");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(from.join("f").exists() && !taken.join("f").exists());
+
+        let free = dir.path().join("free");
+        rename_checked(&from, &free).unwrap();
+        assert_eq!(std::fs::read(free.join("f")).unwrap(), b"new");
+        assert!(!from.exists());
+    }
+
+    #[test]
+    fn the_noreplace_rename_refuses_an_existing_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("staged");
+        std::fs::create_dir(&from).unwrap();
+        let to = dir.path().join("published");
+        std::fs::create_dir(&to).unwrap();
+
+        let err = rename_noreplace(&from, &to).expect_err("destination exists");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(from.is_dir() && to.is_dir());
+    }
+}

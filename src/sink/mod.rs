@@ -1,0 +1,345 @@
+//! Batch output: every batch interval's durable blocks become one directory of image files,
+//! published atomically.
+//!
+//! # Layout
+//!
+//! A batch lands as `<output>/<prefix>-<batch ms>/<source>-<seq>.<ext>` (the `saveAsNewAPIHadoopFiles`
+//! convention), plus `<batch dir>/_analysis.jsonl` when analysis is on: one JSON [`ImageReport`]
+//! line per image, in block order. The extension comes from [`ImageFormat::sniff`], so every name
+//! is a pure function of the block (`source`, `seq`, bytes) and the batch (`prefix`, `batch ms`):
+//! a re-run of the same batch computes exactly the same names.
+//!
+//! # Exactly once: stage, sync, one rename
+//!
+//! A batch is written into `<output>/_temporary/<batch dir>/` ([`STAGING_DIR`]) and published with
+//! **one** atomic rename of that directory to `<output>/<batch dir>`. Readers therefore see either
+//! no batch directory or a complete one, never a partial batch. The sequence is:
+//!
+//! 1. [`Output::is_published`]: if `<batch dir>` already exists, an earlier run published it and
+//!    [`write_batch`] returns [`PublishOutcome::AlreadyPublished`] without consuming a single block.
+//! 2. [`Output::stage`]: removes any stale staging of this batch (a crash mid-staging) and creates
+//!    an empty staging directory.
+//! 3. [`StagedBatch::put`] for every image, then `_analysis.jsonl`.
+//! 4. [`StagedBatch::publish`]: makes every staged file durable (fsync each file, then the staging
+//!    directory), renames the staging directory to its final name **without replacing** an existing
+//!    destination (Linux `renameat2(RENAME_NOREPLACE)`; elsewhere an existence check, and a
+//!    non-empty destination makes the rename fail anyway), then fsyncs the output directory so the
+//!    rename itself survives a power loss. If the destination appeared in the meantime, the staging
+//!    is discarded and the outcome is `AlreadyPublished`: a published batch is never overwritten.
+//! 5. `_temporary` is removed once empty, so a quiet output holds only batch directories.
+//!
+//! A crash at any point leaves either nothing visible (a stale staging directory, cleaned by the next
+//! `stage` of that batch or by [`Output::clean_staging`] at start-up) or the complete batch. Re-running
+//! the batch then duplicates nothing, overwrites nothing and leaves no temporary files behind. The
+//! batch's commit record (in the checkpoint store) is the caller's step after `publish` returns;
+//! `AlreadyPublished` tells it the rename had happened before the crash and only the record is left.
+//!
+//! # Memory
+//!
+//! [`write_batch`] takes the blocks as a [`futures::Stream`] and pulls the next block only after the
+//! previous one has been handed to [`StagedBatch::put`] and its write has completed, so at most one
+//! image is held by the sink at a time (the local backend writes it to the staging file and drops
+//! it). The only per-batch state that grows with the number of images is small: the names already
+//! written (to skip a duplicated `(source, seq)`), the names to fsync at publish, and the analysis
+//! lines (about 200 bytes per image) that are written as one file at the end.
+//!
+//! # Names
+//!
+//! Source ids and prefixes become path components, so they are validated: `[A-Za-z0-9._-]`, 1 to 128
+//! characters, not starting with `.` or `_` (`_` is reserved for `_temporary` and `_analysis.jsonl`,
+//! `.` for hidden files and `..`). Anything else is [`SinkError::InvalidName`], never a path
+//! escaping the output directory.
+//!
+//! # Failpoints
+//!
+//! With the `failpoints` feature: `sink::put::fault` (before a staged file is written) and
+//! `sink::publish::fault` (after the staged files are durable, before the rename). `return` injects an
+//! I/O error; `return(<batch dir>)` injects it only for that batch; `panic`, `sleep` and `pause`
+//! behave as in the `fail` crate.
+
+pub mod analysis;
+pub mod format;
+pub mod local;
+#[cfg(test)]
+mod test_images;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::pin::pin;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+pub use analysis::{analyze, ImageReport};
+pub use format::ImageFormat;
+pub use local::LocalOutput;
+
+/// Name of the per-batch analysis file (one JSON line per image).
+pub const ANALYSIS_FILE: &str = "_analysis.jsonl";
+/// Directory under the output root that holds batches being staged.
+pub const STAGING_DIR: &str = "_temporary";
+/// Longest accepted source id or prefix.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// `"<prefix>-<batch_ms>"`.
+pub fn batch_dir_name(prefix: &str, batch_ms: u64) -> String {
+    format!("{prefix}-{batch_ms}")
+}
+
+/// `"<source>-<seq>.<ext>"`.
+pub fn image_file_name(source: &str, seq: u64, ext: &str) -> String {
+    format!("{source}-{seq}.{ext}")
+}
+
+/// Checks that `name` (a source id or a prefix, named `kind` in the error) is safe as a path
+/// component: `[A-Za-z0-9._-]{1,128}`, not starting with `.` or `_`.
+pub fn validate_name(kind: &'static str, name: &str) -> Result<(), SinkError> {
+    check_component(kind, name, MAX_NAME_LEN)
+}
+
+/// Like [`validate_name`], for names the sink builds itself (batch directories, file names): same
+/// alphabet and leading-character rule, up to 255 bytes (a file-name component's limit). The
+/// analysis file is the one reserved name allowed.
+fn validate_component(kind: &'static str, name: &str) -> Result<(), SinkError> {
+    if name == ANALYSIS_FILE {
+        return Ok(());
+    }
+    check_component(kind, name, 255)
+}
+
+fn check_component(kind: &'static str, name: &str, max: usize) -> Result<(), SinkError> {
+    let invalid = |reason: &'static str| SinkError::InvalidName {
+        kind,
+        name: name.to_owned(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(invalid("is empty"));
+    }
+    if name.len() > max {
+        return Err(invalid("is too long"));
+    }
+    if name.starts_with('.') || name.starts_with('_') {
+        return Err(invalid("starts with '.' or '_'"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(invalid("has a character outside [A-Za-z0-9._-]"));
+    }
+    Ok(())
+}
+
+/// What [`StagedBatch::publish`] (and [`write_batch`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// This call renamed the staged batch into place.
+    Published,
+    /// The batch directory already existed (an earlier run published it); nothing was written.
+    AlreadyPublished,
+}
+
+/// Errors of the sink. Every variant names the output and the path or name involved.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A file-system operation failed.
+    #[error("{op} {path} failed (output {output})")]
+    Io {
+        output: String,
+        path: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An object_store operation failed.
+    #[error("{op} {path} failed (output {output})")]
+    ObjectStore {
+        output: String,
+        path: String,
+        op: &'static str,
+        /// Boxed: `object_store::Error` is large and would bloat every `Result` of the sink.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    /// A source id, prefix or file name cannot be used as a path component.
+    #[error("invalid {kind} {name:?}: {reason}")]
+    InvalidName {
+        kind: &'static str,
+        name: String,
+        reason: &'static str,
+    },
+    /// Something that is not a batch directory occupies a batch directory's name.
+    #[error("{path} exists but is not a directory (output {output})")]
+    NotADirectory { output: String, path: String },
+    /// The stream of blocks handed to [`write_batch`] failed; nothing of the batch was published.
+    #[error("reading the blocks of batch {batch} failed (output {output})")]
+    Blocks {
+        output: String,
+        batch: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An analysis report could not be encoded.
+    #[error("encoding the analysis of {file} in batch {batch} failed")]
+    Encode {
+        batch: String,
+        file: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Where batches are published.
+#[async_trait::async_trait]
+pub trait Output: Send + Sync + std::fmt::Debug {
+    /// A URL-like description for logs, e.g. `file:///abs/out`.
+    fn describe(&self) -> String;
+    /// Whether `<output>/<batch_dir>` exists (an earlier run published it).
+    async fn is_published(&self, batch_dir: &str) -> Result<bool, SinkError>;
+    /// Starts a batch: removes any stale staging of this batch first.
+    async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError>;
+    /// Removes every leftover staging directory (called at start-up, after a crash). Returns how many
+    /// entries of `_temporary` were removed.
+    async fn clean_staging(&self) -> Result<usize, SinkError>;
+}
+
+/// A batch being written into the staging area. Dropping it without [`StagedBatch::publish`] leaves
+/// the staging behind (as a crash would); the next `stage` of the batch or `clean_staging` removes it.
+#[async_trait::async_trait]
+pub trait StagedBatch: Send {
+    /// Writes one file of the batch into the staging directory (replacing a file of the same name).
+    async fn put(&mut self, file_name: &str, bytes: Bytes) -> Result<(), SinkError>;
+    /// Makes every staged file durable, then publishes with one atomic rename. If the destination already
+    /// exists (an earlier run published it), discards the staging and returns AlreadyPublished.
+    async fn publish(self: Box<Self>) -> Result<PublishOutcome, SinkError>;
+}
+
+/// One durable block of a batch.
+#[derive(Debug, Clone)]
+pub struct BatchBlock {
+    pub source: String,
+    pub seq: u64,
+    pub bytes: Bytes,
+}
+
+/// What [`write_batch`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct BatchSummary {
+    /// Image files written (0 when the batch was already published).
+    pub files: usize,
+    /// Image bytes written.
+    pub bytes: u64,
+    /// Images whose analysis found them invalid (always 0 without analysis).
+    pub invalid: usize,
+    pub outcome: Option<PublishOutcome>,
+}
+
+/// Writes one batch.
+///
+/// `is_published` first: if the batch directory exists, returns `AlreadyPublished` without pulling
+/// a single block from `blocks` and without writing anything. Otherwise stages the batch, puts every
+/// image (named [`image_file_name`] with the sniffed extension) and, if `analysis`, `_analysis.jsonl`,
+/// then publishes.
+///
+/// `blocks` is pulled one block at a time; a block is written to the staging area before the next
+/// one is requested, so the batch is never in memory at once (see the module docs). A block whose
+/// `(source, seq)` was already written in this batch is skipped (logged at warn), so a block that
+/// reached the batch twice lands once. An error from the stream aborts the batch before publishing
+/// ([`SinkError::Blocks`]); the staging it leaves is removed by the next attempt.
+pub async fn write_batch<S, E>(
+    output: &dyn Output,
+    prefix: &str,
+    batch_ms: u64,
+    analysis: bool,
+    blocks: S,
+) -> Result<BatchSummary, SinkError>
+where
+    S: Stream<Item = Result<BatchBlock, E>> + Send,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    validate_name("prefix", prefix)?;
+    let batch = batch_dir_name(prefix, batch_ms);
+    if output.is_published(&batch).await? {
+        tracing::info!(output = %output.describe(), batch = %batch, "batch already published, nothing written");
+        return Ok(BatchSummary {
+            outcome: Some(PublishOutcome::AlreadyPublished),
+            ..BatchSummary::default()
+        });
+    }
+
+    let mut staged = output.stage(&batch).await?;
+    let mut summary = BatchSummary::default();
+    let mut seen: HashSet<(String, u64)> = HashSet::new();
+    let mut reports: Vec<u8> = Vec::new();
+    let mut blocks = pin!(blocks);
+    while let Some(block) = blocks.next().await {
+        let block = block.map_err(|e| SinkError::Blocks {
+            output: output.describe(),
+            batch: batch.clone(),
+            source: e.into(),
+        })?;
+        validate_name("source id", &block.source)?;
+        if !seen.insert((block.source.clone(), block.seq)) {
+            tracing::warn!(batch = %batch, source = %block.source, seq = block.seq, "block appears twice in the batch; written once");
+            continue;
+        }
+        let file = image_file_name(
+            &block.source,
+            block.seq,
+            ImageFormat::sniff(&block.bytes).ext(),
+        );
+        if analysis {
+            let report = analyze(&file, &block.source, block.seq, &block.bytes);
+            if !report.valid {
+                summary.invalid += 1;
+            }
+            let line = report.to_json_line().map_err(|source| SinkError::Encode {
+                batch: batch.clone(),
+                file: file.clone(),
+                source,
+            })?;
+            reports.extend_from_slice(&line);
+        }
+        summary.files += 1;
+        summary.bytes += block.bytes.len() as u64;
+        staged.put(&file, block.bytes).await?;
+    }
+    if analysis {
+        staged.put(ANALYSIS_FILE, Bytes::from(reports)).await?;
+    }
+    let outcome = staged.publish().await?;
+    if outcome == PublishOutcome::AlreadyPublished {
+        // Someone else published between our check and our rename; we wrote nothing visible.
+        summary.files = 0;
+        summary.bytes = 0;
+        summary.invalid = 0;
+    }
+    summary.outcome = Some(outcome);
+    tracing::info!(
+        output = %output.describe(),
+        batch = %batch,
+        files = summary.files,
+        bytes = summary.bytes,
+        invalid = summary.invalid,
+        outcome = ?outcome,
+        "batch written"
+    );
+    Ok(summary)
+}
+
+/// Evaluates the failpoint `name`. `return` (or `return(<batch>)` for this batch) gives an injected
+/// I/O error; without the `failpoints` feature this compiles to `Ok(())`.
+#[allow(unused_variables)]
+pub(crate) fn failpoint(name: &'static str, batch: &str) -> Result<(), std::io::Error> {
+    fail::fail_point!(name, |arg: Option<String>| {
+        match arg.as_deref() {
+            Some(only) if !only.is_empty() && only != batch => Ok(()),
+            _ => Err(std::io::Error::other(format!(
+                "failpoint {name} injected for batch {batch}"
+            ))),
+        }
+    });
+    Ok(())
+}
