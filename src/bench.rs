@@ -55,7 +55,8 @@ pub fn rss_of(pid: u32) -> Option<(u64, u64)> {
 
 pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
     if a.dir.exists() {
-        std::fs::remove_dir_all(&a.dir).with_context(|| format!("cannot clear {}", a.dir.display()))?;
+        std::fs::remove_dir_all(&a.dir)
+            .with_context(|| format!("cannot clear {}", a.dir.display()))?;
     }
     std::fs::create_dir_all(&a.dir)?;
     let config = a.dir.join("node.toml");
@@ -73,7 +74,10 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         .arg(&config)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .spawn()
         .context("cannot start the node")?;
     let pid = child.id();
@@ -92,8 +96,14 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
     let size = a.size.as_usize().max(64);
     let count = (a.total.as_u64() / size as u64).max(1);
     // A pool of distinct BMPs, sent round-robin (names stay unique: every block has its own sequence number).
-    let pool: Vec<(PathBuf, Bytes)> =
-        (0..32).map(|i| (PathBuf::from(format!("pool:{i}")), Bytes::from(bmp_of_size(size, i)))).collect();
+    let pool: Vec<(PathBuf, Bytes)> = (0..32)
+        .map(|i| {
+            (
+                PathBuf::from(format!("pool:{i}")),
+                Bytes::from(bmp_of_size(size, i)),
+            )
+        })
+        .collect();
     let progress = Arc::new(AtomicU64::new(0));
     let opts = PushOptions {
         address,
@@ -105,7 +115,12 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         progress: Some(progress.clone()),
         ..PushOptions::default()
     };
-    println!("bench ingest: {count} images of {} ({}) over {} streams, node pid {pid}", ByteSize(size as u64), ByteSize(count * size as u64), a.concurrency);
+    println!(
+        "bench ingest: {count} images of {} ({}) over {} streams, node pid {pid}",
+        ByteSize(size as u64),
+        ByteSize(count * size as u64),
+        a.concurrency
+    );
     let total = count * size as u64;
     let sampler = {
         let progress = progress.clone();
@@ -136,7 +151,11 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let r = push(opts, ImageSet::Files(pool), None).await?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    let (rows, peak) = tokio::time::timeout(Duration::from_secs(5), sampler).await.ok().and_then(|r| r.ok()).unwrap_or_default();
+    let (rows, peak) = tokio::time::timeout(Duration::from_secs(5), sampler)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
     terminate(pid);
     let status = child.wait()?;
     println!(
@@ -150,9 +169,18 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
     );
     println!("| acked so far | node RSS | node peak RSS so far |\n|---:|---:|---:|");
     for (done, rss, hwm) in &rows {
-        println!("| {} | {} | {} |", ByteSize(*done), ByteSize(*rss), ByteSize(*hwm));
+        println!(
+            "| {} | {} | {} |",
+            ByteSize(*done),
+            ByteSize(*rss),
+            ByteSize(*hwm)
+        );
     }
-    println!("bench ingest: node peak RSS {} over {}; node exit {status}", ByteSize(peak), ByteSize(total));
+    println!(
+        "bench ingest: node peak RSS {} over {}; node exit {status}",
+        ByteSize(peak),
+        ByteSize(total)
+    );
     if !a.keep {
         let _ = std::fs::remove_dir_all(&a.dir);
     }
@@ -161,5 +189,7 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
 
 /// SIGTERM, so the node commits and exits cleanly.
 fn terminate(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }

@@ -20,7 +20,11 @@ use crate::send::serve::{self, ServeOptions};
 use crate::size::ByteSize;
 
 #[derive(Parser, Debug)]
-#[command(name = "hdfs-ingest", version, about = "Lands streams of images on HDFS or a local directory exactly once")]
+#[command(
+    name = "hdfs-ingest",
+    version,
+    about = "Lands streams of images on HDFS or a local directory exactly once"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -137,8 +141,13 @@ pub struct ImageArgs {
 impl ImageArgs {
     fn load(&self) -> anyhow::Result<ImageSet> {
         match &self.dir {
-            Some(d) => ImageSet::from_dir(d).with_context(|| format!("images from {}", d.display())),
-            None => Ok(ImageSet::Generated { size: self.size.as_usize(), seed: self.seed }),
+            Some(d) => {
+                ImageSet::from_dir(d).with_context(|| format!("images from {}", d.display()))
+            }
+            None => Ok(ImageSet::Generated {
+                size: self.size.as_usize(),
+                seed: self.seed,
+            }),
         }
     }
 }
@@ -160,13 +169,19 @@ pub enum BenchCommand {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -184,14 +199,22 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Run { config, salvage_wal } => {
+        Command::Run {
+            config,
+            salvage_wal,
+        } => {
             let mut cfg = load_config(config.as_deref())?;
             cfg.wal.salvage |= salvage_wal;
             run_node(cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Send(s) => send(s).await,
-        Command::Verify { manifest, output, expect_all, json } => {
+        Command::Verify {
+            manifest,
+            output,
+            expect_all,
+            json,
+        } => {
             let m = read_manifest(&manifest)?;
             let r = crate::verify::verify(&m, &output, expect_all)?;
             if json {
@@ -208,7 +231,11 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
                 println!("{}", r.summary());
             }
-            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if r.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Demo { images, dir } => crate::demo::run(images, &dir).await,
         Command::Bench(BenchCommand::Ingest(a)) => crate::bench::ingest(a).await,
@@ -232,13 +259,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -250,7 +278,10 @@ pub async fn shutdown_signal() {
 
 /// Runs a node until `shutdown` resolves or the node fails; commits what is durable before returning.
 /// Prints `ready <addresses>` on stdout once every listener is bound and recovery is done.
-pub async fn run_node(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run_node(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let node = Node::open(cfg).await?;
     let (node, bound, tasks) = start_node(node).await?;
     println!("ready {}", bound.join(" "));
@@ -262,7 +293,9 @@ pub async fn run_node(cfg: Config, shutdown: impl std::future::Future<Output = (
 }
 
 /// A node serving: its receivers and batcher run in `tasks`.
-pub async fn start_node(node: Node) -> anyhow::Result<(Node, Vec<String>, tokio::task::JoinSet<()>)> {
+pub async fn start_node(
+    node: Node,
+) -> anyhow::Result<(Node, Vec<String>, tokio::task::JoinSet<()>)> {
     let mut tasks = tokio::task::JoinSet::new();
     let bound = crate::receiver::start(&node, &mut tasks).await?;
     let batcher = node.clone();
@@ -277,7 +310,10 @@ pub async fn start_node(node: Node) -> anyhow::Result<(Node, Vec<String>, tokio:
 pub async fn stop_node(node: Node, mut tasks: tokio::task::JoinSet<()>) -> anyhow::Result<()> {
     node.request_stop("stopping");
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
         tasks.shutdown().await;
     }
     let reason = node.stop_reason().unwrap_or_default();
@@ -291,13 +327,48 @@ pub async fn stop_node(node: Node, mut tasks: tokio::task::JoinSet<()>) -> anyho
 
 async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        SendCommand::Serve { address, images, count, pause, manifest } => {
-            let m = manifest.as_deref().map(ManifestWriter::create).transpose()?.map(Arc::new);
-            let n = serve::serve(ServeOptions { address, count, pause }, images.load()?, m).await?;
+        SendCommand::Serve {
+            address,
+            images,
+            count,
+            pause,
+            manifest,
+        } => {
+            let m = manifest
+                .as_deref()
+                .map(ManifestWriter::create)
+                .transpose()?
+                .map(Arc::new);
+            let n = serve::serve(
+                ServeOptions {
+                    address,
+                    count,
+                    pause,
+                },
+                images.load()?,
+                m,
+            )
+            .await?;
             println!("served {n} images");
         }
-        SendCommand::Push { address, protocol, images, count, concurrency, rate, source_prefix, token, window, ack, manifest } => {
-            let m = manifest.as_deref().map(ManifestWriter::create).transpose()?.map(Arc::new);
+        SendCommand::Push {
+            address,
+            protocol,
+            images,
+            count,
+            concurrency,
+            rate,
+            source_prefix,
+            token,
+            window,
+            ack,
+            manifest,
+        } => {
+            let m = manifest
+                .as_deref()
+                .map(ManifestWriter::create)
+                .transpose()?
+                .map(Arc::new);
             let opts = PushOptions {
                 address,
                 protocol,
@@ -334,5 +405,6 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub fn fmt_ms(d: Option<Duration>) -> String {
-    d.map(|d| format!("{:.2} ms", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into())
+    d.map(|d| format!("{:.2} ms", d.as_secs_f64() * 1000.0))
+        .unwrap_or_else(|| "-".into())
 }

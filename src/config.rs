@@ -20,7 +20,10 @@ use crate::size::ByteSize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: {key}: {reason}")]
@@ -28,7 +31,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -55,7 +61,10 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { name: "node-1".into(), data_dir: PathBuf::from("./hdfs-ingest-data") }
+        NodeConfig {
+            name: "node-1".into(),
+            data_dir: PathBuf::from("./hdfs-ingest-data"),
+        }
     }
 }
 
@@ -80,8 +89,14 @@ impl Default for ReceiverConfig {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
             sources: vec![
-                SourceConfig::RawListen { address: "127.0.0.1:9997".into(), source: "raw".into() },
-                SourceConfig::FramedListen { address: "127.0.0.1:9998".into(), token: None },
+                SourceConfig::RawListen {
+                    address: "127.0.0.1:9997".into(),
+                    source: "raw".into(),
+                },
+                SourceConfig::FramedListen {
+                    address: "127.0.0.1:9998".into(),
+                    token: None,
+                },
             ],
         }
     }
@@ -146,7 +161,11 @@ pub struct WalConfig {
 
 impl Default for WalConfig {
     fn default() -> Self {
-        WalConfig { dir: None, segment_size: ByteSize::mib(64), salvage: false }
+        WalConfig {
+            dir: None,
+            segment_size: ByteSize::mib(64),
+            salvage: false,
+        }
     }
 }
 
@@ -162,7 +181,10 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { interval: Duration::from_secs(2), prefix: "images".into() }
+        BatchConfig {
+            interval: Duration::from_secs(2),
+            prefix: "images".into(),
+        }
     }
 }
 
@@ -196,7 +218,10 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { store: StoreConfig::Sled { path: None }, keep: 3 }
+        CheckpointConfig {
+            store: StoreConfig::Sled { path: None },
+            keep: 3,
+        }
     }
 }
 
@@ -224,10 +249,15 @@ pub enum StrategyConfig {
 impl Config {
     /// Reads, parses and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let cfg = Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_path_buf(), message },
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
             other => other,
         })?;
         Ok(cfg)
@@ -246,11 +276,20 @@ impl Config {
     /// Checks values that parse but cannot work, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.node.name.is_empty() || !valid_source_id(&self.node.name) {
-            return Err(invalid("node.name", format!("`{}` must be 1-128 of A-Z a-z 0-9 . _ -", self.node.name)));
+            return Err(invalid(
+                "node.name",
+                format!("`{}` must be 1-128 of A-Z a-z 0-9 . _ -", self.node.name),
+            ));
         }
         let mbs = self.receiver.max_block_size.as_u64();
         if mbs == 0 || mbs > u32::MAX as u64 {
-            return Err(invalid("receiver.max_block_size", format!("must be between 1 B and 4 GiB (got {})", self.receiver.max_block_size)));
+            return Err(invalid(
+                "receiver.max_block_size",
+                format!(
+                    "must be between 1 B and 4 GiB (got {})",
+                    self.receiver.max_block_size
+                ),
+            ));
         }
         if self.receiver.max_connections == 0 {
             return Err(invalid("receiver.max_connections", "must be at least 1"));
@@ -262,20 +301,33 @@ impl Config {
         let mut sources = HashSet::new();
         for (i, s) in self.receiver.sources.iter().enumerate() {
             let key = format!("receiver.sources[{i}]");
-            if let SourceConfig::RawListen { address, .. } | SourceConfig::FramedListen { address, .. } = s {
-                address
-                    .parse::<SocketAddr>()
-                    .map_err(|e| invalid(format!("{key}.address"), format!("`{address}` is not host:port ({e})")))?;
+            if let SourceConfig::RawListen { address, .. }
+            | SourceConfig::FramedListen { address, .. } = s
+            {
+                address.parse::<SocketAddr>().map_err(|e| {
+                    invalid(
+                        format!("{key}.address"),
+                        format!("`{address}` is not host:port ({e})"),
+                    )
+                })?;
                 if !addresses.insert(address.clone()) {
-                    return Err(invalid(format!("{key}.address"), format!("`{address}` is used by two listeners")));
+                    return Err(invalid(
+                        format!("{key}.address"),
+                        format!("`{address}` is used by two listeners"),
+                    ));
                 }
             }
             if let SourceConfig::RawConnect { address, .. } = s {
                 if !address.contains(':') {
-                    return Err(invalid(format!("{key}.address"), format!("`{address}` is not host:port")));
+                    return Err(invalid(
+                        format!("{key}.address"),
+                        format!("`{address}` is not host:port"),
+                    ));
                 }
             }
-            if let SourceConfig::RawListen { source, .. } | SourceConfig::RawConnect { source, .. } = s {
+            if let SourceConfig::RawListen { source, .. }
+            | SourceConfig::RawConnect { source, .. } = s
+            {
                 if !valid_source_id(source) {
                     return Err(invalid(
                         format!("{key}.source"),
@@ -291,16 +343,27 @@ impl Config {
             }
         }
         if self.wal.segment_size < ByteSize::mib(1) {
-            return Err(invalid("wal.segment_size", format!("must be at least 1 MiB (got {})", self.wal.segment_size)));
+            return Err(invalid(
+                "wal.segment_size",
+                format!("must be at least 1 MiB (got {})", self.wal.segment_size),
+            ));
         }
-        if self.batch.interval < Duration::from_millis(10) || self.batch.interval > Duration::from_secs(3600) {
+        if self.batch.interval < Duration::from_millis(10)
+            || self.batch.interval > Duration::from_secs(3600)
+        {
             return Err(invalid(
                 "batch.interval",
-                format!("must be between 10ms and 1h (got {})", humantime::format_duration(self.batch.interval)),
+                format!(
+                    "must be between 10ms and 1h (got {})",
+                    humantime::format_duration(self.batch.interval)
+                ),
             ));
         }
         if !valid_source_id(&self.batch.prefix) {
-            return Err(invalid("batch.prefix", format!("`{}` must be 1-128 of A-Z a-z 0-9 . _ -", self.batch.prefix)));
+            return Err(invalid(
+                "batch.prefix",
+                format!("`{}` must be 1-128 of A-Z a-z 0-9 . _ -", self.batch.prefix),
+            ));
         }
         if let Some(url) = &self.output.url {
             if url.is_empty() {
@@ -308,7 +371,10 @@ impl Config {
             }
             if let Some((scheme, _)) = url.split_once("://") {
                 if scheme != "file" {
-                    return Err(invalid("output.url", format!("scheme `{scheme}` is not supported (use a path or file:///path)")));
+                    return Err(invalid(
+                        "output.url",
+                        format!("scheme `{scheme}` is not supported (use a path or file:///path)"),
+                    ));
                 }
             }
         }
@@ -319,7 +385,10 @@ impl Config {
     }
 
     pub fn wal_dir(&self) -> PathBuf {
-        self.wal.dir.clone().unwrap_or_else(|| self.node.data_dir.join("wal"))
+        self.wal
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join("wal"))
     }
 
     /// The output directory.
@@ -332,9 +401,10 @@ impl Config {
 
     pub fn sled_path(&self) -> Option<PathBuf> {
         match &self.checkpoint.store {
-            StoreConfig::Sled { path } => {
-                Some(path.clone().unwrap_or_else(|| self.node.data_dir.join("checkpoints.sled")))
-            }
+            StoreConfig::Sled { path } => Some(
+                path.clone()
+                    .unwrap_or_else(|| self.node.data_dir.join("checkpoints.sled")),
+            ),
             _ => None,
         }
     }
@@ -356,29 +426,38 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_named_with_its_line() {
-        let err = Config::parse("[batch]\ninterval = \"1s\"\nintervall = \"2s\"\n").unwrap_err().to_string();
+        let err = Config::parse("[batch]\ninterval = \"1s\"\nintervall = \"2s\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("intervall"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn sizes_and_durations_are_human_readable() {
-        let c = Config::parse("[wal]\nsegment_size = \"8 MiB\"\n[batch]\ninterval = \"500ms\"\n").unwrap();
+        let c = Config::parse("[wal]\nsegment_size = \"8 MiB\"\n[batch]\ninterval = \"500ms\"\n")
+            .unwrap();
         assert_eq!(c.wal.segment_size, ByteSize::mib(8));
         assert_eq!(c.batch.interval, Duration::from_millis(500));
     }
 
     #[test]
     fn a_bad_value_is_named_by_its_key_and_reason() {
-        let err = Config::parse("[batch]\ninterval = \"1ms\"\n").unwrap_err().to_string();
-        assert!(err.contains("batch.interval") && err.contains("10ms"), "{err}");
-        let err = Config::parse("[wal]\nsegment_size = \"12 parsecs\"\n").unwrap_err().to_string();
+        let err = Config::parse("[batch]\ninterval = \"1ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batch.interval") && err.contains("10ms"),
+            "{err}"
+        );
+        let err = Config::parse("[wal]\nsegment_size = \"12 parsecs\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("parsecs"), "{err}");
-        let err = Config::parse(
-            "[[receiver.sources]]\nkind = \"raw-listen\"\naddress = \"nowhere\"\n",
-        )
-        .unwrap_err()
-        .to_string();
+        let err =
+            Config::parse("[[receiver.sources]]\nkind = \"raw-listen\"\naddress = \"nowhere\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("receiver.sources[0].address"), "{err}");
     }
 
@@ -389,10 +468,13 @@ mod tests {
              [[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:9000\"\ntoken = \"t\"\n",
         )
         .unwrap();
-        assert!(matches!(&c.receiver.sources[0], SourceConfig::RawConnect { source, .. } if source == "cam-1"));
-        let err = Config::parse("[[receiver.sources]]\nkind = \"carrier-pigeon\"\naddress = \"x\"\n")
-            .unwrap_err()
-            .to_string();
+        assert!(
+            matches!(&c.receiver.sources[0], SourceConfig::RawConnect { source, .. } if source == "cam-1")
+        );
+        let err =
+            Config::parse("[[receiver.sources]]\nkind = \"carrier-pigeon\"\naddress = \"x\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("carrier-pigeon"), "{err}");
     }
 

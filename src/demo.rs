@@ -24,8 +24,14 @@ pub async fn run(images: u64, dir: &Path) -> anyhow::Result<ExitCode> {
     cfg.node.data_dir = dir.to_path_buf();
     // The default sources, on ports the OS picks, so the demo never collides with a running node.
     cfg.receiver.sources = vec![
-        SourceConfig::RawListen { address: "127.0.0.1:0".into(), source: "raw".into() },
-        SourceConfig::FramedListen { address: "127.0.0.1:0".into(), token: None },
+        SourceConfig::RawListen {
+            address: "127.0.0.1:0".into(),
+            source: "raw".into(),
+        },
+        SourceConfig::FramedListen {
+            address: "127.0.0.1:0".into(),
+            token: None,
+        },
     ];
     println!("demo: node on the embedded defaults (batch interval {}, WAL segments of {}, sled checkpoints), data in {}",
         humantime::format_duration(cfg.batch.interval), cfg.wal.segment_size, dir.display());
@@ -45,12 +51,29 @@ pub async fn run(images: u64, dir: &Path) -> anyhow::Result<ExitCode> {
         source_prefix: "demo".into(),
         ..PushOptions::default()
     };
-    let raw = PushOptions { address: raw_addr.clone(), protocol: Protocol::Raw, count: (images / 10).max(1), concurrency: 4, ..framed.clone() };
+    let raw = PushOptions {
+        address: raw_addr.clone(),
+        protocol: Protocol::Raw,
+        count: (images / 10).max(1),
+        concurrency: 4,
+        ..framed.clone()
+    };
     println!("demo: pushing {} framed images to {framed_addr} and {} raw images to {raw_addr} (JPEG and BMP, ~64 KiB each)", framed.count, raw.count);
     let started = Instant::now();
     let (f, r) = tokio::join!(
-        push(framed, ImageSet::Generated { size, seed: 1 }, Some(manifest.clone())),
-        push(raw, ImageSet::Generated { size, seed: 1_000_000 }, Some(manifest.clone())),
+        push(
+            framed,
+            ImageSet::Generated { size, seed: 1 },
+            Some(manifest.clone())
+        ),
+        push(
+            raw,
+            ImageSet::Generated {
+                size,
+                seed: 1_000_000
+            },
+            Some(manifest.clone())
+        ),
     );
     let (f, r) = (f?, r?);
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
@@ -68,6 +91,14 @@ pub async fn run(images: u64, dir: &Path) -> anyhow::Result<ExitCode> {
     );
     let report = crate::verify::verify(&read_manifest(&manifest_path)?, &output, true)?;
     println!("demo: {}", report.summary());
-    println!("demo: output in {} (one directory per batch, with _analysis.jsonl); manifest {}", output.display(), manifest_path.display());
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "demo: output in {} (one directory per batch, with _analysis.jsonl); manifest {}",
+        output.display(),
+        manifest_path.display()
+    );
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -20,7 +20,10 @@ pub enum NodeError {
     #[error("WAL record {lsn} cannot be decoded: {reason}")]
     Record { lsn: u64, reason: String },
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("node failed: {0}")]
     Failed(String),
     #[error("background task failed: {0}")]

@@ -16,14 +16,19 @@ pub fn jpeg(w: u16, h: u16, seed: u64) -> Vec<u8> {
     for y in 0..h_ {
         for x in 0..w_ {
             let n: u8 = rng.random_range(0..24);
-            px.push(((x * 255 / w_.max(1)) as u8).wrapping_add(tint[0]).wrapping_add(n));
+            px.push(
+                ((x * 255 / w_.max(1)) as u8)
+                    .wrapping_add(tint[0])
+                    .wrapping_add(n),
+            );
             px.push(((y * 255 / h_.max(1)) as u8).wrapping_add(tint[1]));
             px.push(tint[2].wrapping_add(n));
         }
     }
     let mut out = Vec::new();
     let enc = jpeg_encoder::Encoder::new(&mut out, 85);
-    enc.encode(&px, w, h, jpeg_encoder::ColorType::Rgb).expect("encoding into a Vec cannot fail");
+    enc.encode(&px, w, h, jpeg_encoder::ColorType::Rgb)
+        .expect("encoding into a Vec cannot fail");
     out
 }
 
@@ -102,7 +107,7 @@ impl ImageSet {
             }
             ImageSet::Generated { size, seed } => {
                 let s = seed.wrapping_add(i);
-                let data = if i % 2 == 0 {
+                let data = if i.is_multiple_of(2) {
                     // JPEG compresses, so ask for more pixels than bytes.
                     let side = ((*size as f64 / 0.6).sqrt() as u16).clamp(8, 4096);
                     jpeg(side, side, s)
@@ -122,9 +127,21 @@ mod tests {
     #[test]
     fn generated_images_are_real_and_distinct() {
         let j = jpeg(64, 48, 1);
-        assert_eq!(imagesize::blob_size(&j).unwrap(), imagesize::ImageSize { width: 64, height: 48 });
+        assert_eq!(
+            imagesize::blob_size(&j).unwrap(),
+            imagesize::ImageSize {
+                width: 64,
+                height: 48
+            }
+        );
         let b = bmp(31, 7, 1);
-        assert_eq!(imagesize::blob_size(&b).unwrap(), imagesize::ImageSize { width: 31, height: 7 });
+        assert_eq!(
+            imagesize::blob_size(&b).unwrap(),
+            imagesize::ImageSize {
+                width: 31,
+                height: 7
+            }
+        );
         assert_ne!(jpeg(64, 48, 2), j);
         assert_ne!(bmp(31, 7, 2), b);
     }

@@ -41,7 +41,9 @@ impl FromStr for ByteSize {
         let (num, unit) = t.split_at(split);
         let num = num.replace('_', "");
         if num.is_empty() {
-            return Err(format!("`{s}` is not a size (expected e.g. \"64 MiB\" or \"512KB\")"));
+            return Err(format!(
+                "`{s}` is not a size (expected e.g. \"64 MiB\" or \"512KB\")"
+            ));
         }
         let value: f64 = num
             .parse()
@@ -72,9 +74,14 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{} {name}", self.0 / size);
             }
         }

@@ -84,8 +84,12 @@ pub fn parse_image_name(name: &str) -> Option<(&str, u64)> {
 /// (`_temporary`, `_analysis.jsonl`) and dot-files.
 fn scan_output(output: &Path) -> std::io::Result<Vec<(String, OutFile)>> {
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(output)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot read output {}: {e}", output.display())))?;
+    let rd = std::fs::read_dir(output).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot read output {}: {e}", output.display()),
+        )
+    })?;
     for batch in rd {
         let batch = batch?;
         let bname = batch.file_name().to_string_lossy().into_owned();
@@ -100,7 +104,14 @@ fn scan_output(output: &Path) -> std::io::Result<Vec<(String, OutFile)>> {
             }
             let path = f.path();
             let sha256 = hash_file(&path)?;
-            out.push((name, OutFile { path, sha256, claimed: false }));
+            out.push((
+                name,
+                OutFile {
+                    path,
+                    sha256,
+                    claimed: false,
+                },
+            ));
         }
     }
     Ok(out)
@@ -108,9 +119,17 @@ fn scan_output(output: &Path) -> std::io::Result<Vec<(String, OutFile)>> {
 
 /// Compares an output directory with a manifest. `expect_all`: every image sent must be there,
 /// acknowledged or not (for runs without failures, and for raw senders).
-pub fn verify(manifest: &[ManifestEntry], output: &Path, expect_all: bool) -> std::io::Result<VerifyReport> {
+pub fn verify(
+    manifest: &[ManifestEntry],
+    output: &Path,
+    expect_all: bool,
+) -> std::io::Result<VerifyReport> {
     let mut files = scan_output(output)?;
-    let mut r = VerifyReport { manifest_entries: manifest.len(), output_files: files.len(), ..Default::default() };
+    let mut r = VerifyReport {
+        manifest_entries: manifest.len(),
+        output_files: files.len(),
+        ..Default::default()
+    };
 
     // Any name twice is a duplicate, whoever sent it.
     let mut by_name: HashMap<(String, u64), Vec<usize>> = HashMap::new();
@@ -121,8 +140,15 @@ pub fn verify(manifest: &[ManifestEntry], output: &Path, expect_all: bool) -> st
     }
     for ((s, q), idx) in &by_name {
         if idx.len() > 1 {
-            let paths: Vec<String> = idx.iter().map(|&i| files[i].1.path.display().to_string()).collect();
-            r.duplicated.push(format!("{s}-{q}: {} copies ({})", idx.len(), paths.join(", ")));
+            let paths: Vec<String> = idx
+                .iter()
+                .map(|&i| files[i].1.path.display().to_string())
+                .collect();
+            r.duplicated.push(format!(
+                "{s}-{q}: {} copies ({})",
+                idx.len(),
+                paths.join(", ")
+            ));
         }
     }
 
@@ -142,7 +168,13 @@ pub fn verify(manifest: &[ManifestEntry], output: &Path, expect_all: bool) -> st
                     }
                     let f = &files[idx[0]].1;
                     if f.sha256 != e.sha256 {
-                        r.corrupt.push(format!("{}: content differs from {} (sha256 {} vs {})", f.path.display(), e.path, f.sha256, e.sha256));
+                        r.corrupt.push(format!(
+                            "{}: content differs from {} (sha256 {} vs {})",
+                            f.path.display(),
+                            e.path,
+                            f.sha256,
+                            e.sha256
+                        ));
                     } else if must {
                         r.found += 1;
                     }
@@ -159,18 +191,30 @@ pub fn verify(manifest: &[ManifestEntry], output: &Path, expect_all: bool) -> st
     let mut unclaimed_by_hash: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, (_, f)) in files.iter().enumerate() {
         if !f.claimed {
-            unclaimed_by_hash.entry(f.sha256.clone()).or_default().push(i);
+            unclaimed_by_hash
+                .entry(f.sha256.clone())
+                .or_default()
+                .push(i);
         }
     }
     for (hash, (sent, paths)) in raw_sent {
         let have = unclaimed_by_hash.get(hash).map(|v| v.len()).unwrap_or(0);
         if have > sent {
-            r.duplicated.push(format!("raw image {} (sha256 {hash}): sent {sent}, {have} in output", paths[0]));
+            r.duplicated.push(format!(
+                "raw image {} (sha256 {hash}): sent {sent}, {have} in output",
+                paths[0]
+            ));
         }
         let needed = if expect_all { sent } else { 0 };
         let matched = have.min(sent);
         if needed > matched {
-            r.lost.extend(paths.iter().skip(matched).take(needed - matched).map(|p| format!("raw image {p} (sha256 {hash})")));
+            r.lost.extend(
+                paths
+                    .iter()
+                    .skip(matched)
+                    .take(needed - matched)
+                    .map(|p| format!("raw image {p} (sha256 {hash})")),
+            );
         } else if sent > matched {
             r.unconfirmed_missing += sent - matched;
         }
@@ -220,7 +264,11 @@ mod tests {
         put(d.path(), "images-1000", "_analysis.jsonl", b"{}");
         put(d.path(), "images-2000", "s-1.bmp", b"b");
         put(d.path(), "images-2000", "raw-0.bin", b"r");
-        let m = vec![entry(Some("s"), Some(0), b"a", true), entry(Some("s"), Some(1), b"b", true), entry(None, None, b"r", false)];
+        let m = vec![
+            entry(Some("s"), Some(0), b"a", true),
+            entry(Some("s"), Some(1), b"b", true),
+            entry(None, None, b"r", false),
+        ];
         let r = verify(&m, d.path(), true).unwrap();
         assert!(r.ok(), "{r:?}");
         assert_eq!(r.found, 3);
@@ -232,7 +280,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         put(d.path(), "images-1000", "s-0.jpg", b"a");
         put(d.path(), "images-2000", "s-0.jpg", b"a");
-        let m = vec![entry(Some("s"), Some(0), b"a", true), entry(Some("s"), Some(1), b"b", true)];
+        let m = vec![
+            entry(Some("s"), Some(0), b"a", true),
+            entry(Some("s"), Some(1), b"b", true),
+        ];
         let r = verify(&m, d.path(), false).unwrap();
         assert!(!r.ok());
         assert_eq!(r.lost.len(), 1, "{r:?}");
@@ -253,7 +304,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         put(d.path(), "images-1000", "raw-0.bin", b"r");
         put(d.path(), "images-1000", "raw-1.bin", b"r");
-        let m = vec![entry(None, None, b"r", false), entry(Some("s"), Some(0), b"z", false)];
+        let m = vec![
+            entry(None, None, b"r", false),
+            entry(Some("s"), Some(0), b"z", false),
+        ];
         let r = verify(&m, d.path(), false).unwrap();
         assert_eq!(r.duplicated.len(), 1, "{r:?}");
         assert_eq!(r.unconfirmed_missing, 1);
@@ -262,7 +316,10 @@ mod tests {
 
     #[test]
     fn image_names_parse_with_dashes_in_the_source() {
-        assert_eq!(parse_image_name("send-17-3-42.jpg"), Some(("send-17-3", 42)));
+        assert_eq!(
+            parse_image_name("send-17-3-42.jpg"),
+            Some(("send-17-3", 42))
+        );
         assert_eq!(parse_image_name("nodash.jpg"), None);
     }
 }

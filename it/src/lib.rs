@@ -18,12 +18,25 @@ pub fn bin() -> PathBuf {
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test>-<hash>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "hdfs-ingest", "--bin", "hdfs-ingest", "--manifest-path"]).arg(&manifest);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "hdfs-ingest",
+            "--bin",
+            "hdfs-ingest",
+            "--manifest-path",
+        ])
+        .arg(&manifest);
         if release {
             cmd.arg("--release");
         }
@@ -41,7 +54,11 @@ pub fn bin() -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// A node process.
@@ -55,7 +72,10 @@ impl NodeProc {
     /// Starts `hdfs-ingest run --config <config>` and waits (up to 60 s) for its `ready` line.
     pub fn start(config: &Path, envs: &[(&str, &str)]) -> anyhow::Result<NodeProc> {
         let mut cmd = Command::new(bin());
-        cmd.args(["run", "--config"]).arg(config).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
@@ -70,7 +90,12 @@ impl NodeProc {
             let mut sent = false;
             for l in lines.by_ref().map_while(Result::ok) {
                 if !sent && l.starts_with("ready ") {
-                    let _ = tx.send(l[6..].split_whitespace().map(String::from).collect::<Vec<_>>());
+                    let _ = tx.send(
+                        l[6..]
+                            .split_whitespace()
+                            .map(String::from)
+                            .collect::<Vec<_>>(),
+                    );
                     sent = true;
                 }
             }
@@ -116,7 +141,10 @@ impl Drop for NodeProc {
 
 /// Sends a signal by name (`KILL`, `TERM`, `STOP`, `CONT`) through kill(1).
 pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
-    let st = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
+    let st = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
     if !st.success() {
         bail!("kill -{name} {pid} failed");
     }
@@ -126,7 +154,10 @@ pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
 /// Writes a node configuration: `data_dir` under `dir`, and the TOML in `body` after it.
 pub fn write_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join("node.toml");
-    let text = format!("[node]\ndata_dir = {:?}\n{body}", dir.join("data").display().to_string());
+    let text = format!(
+        "[node]\ndata_dir = {:?}\n{body}",
+        dir.join("data").display().to_string()
+    );
     std::fs::write(&path, text)?;
     Ok(path)
 }
@@ -159,7 +190,12 @@ pub async fn start_in_process(
     let output = cfg.output_dir();
     let node = hdfs_ingest::node::Node::open(cfg).await?;
     let (node, addresses, tasks) = hdfs_ingest::cli::start_node(node).await?;
-    Ok(InProcess { node, addresses, tasks, output })
+    Ok(InProcess {
+        node,
+        addresses,
+        tasks,
+        output,
+    })
 }
 
 pub struct InProcess {

@@ -14,11 +14,15 @@ use it::{free_port, leftover_staging, write_config, NodeProc};
 use rand::{Rng, SeedableRng};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_acknowledged_image_survives_sigkill_at_seeded_random_moments_exactly_once() -> anyhow::Result<()> {
+async fn every_acknowledged_image_survives_sigkill_at_seeded_random_moments_exactly_once(
+) -> anyhow::Result<()> {
     let seed = env_u64("IT_SEED", 0x5eed_2026);
     let kills = env_u64("IT_KILLS", 6);
     println!("seed {seed}, {kills} kills");
@@ -51,7 +55,10 @@ async fn every_acknowledged_image_survives_sigkill_at_seeded_random_moments_exac
             give_up_after: Duration::from_secs(60),
             ..PushOptions::default()
         },
-        ImageSet::Generated { size: 12 * 1024, seed },
+        ImageSet::Generated {
+            size: 12 * 1024,
+            seed,
+        },
         Some(manifest.clone()),
     ));
     for k in 0..kills {
@@ -62,8 +69,14 @@ async fn every_acknowledged_image_survives_sigkill_at_seeded_random_moments_exac
         node = NodeProc::start(&config, &[])?;
     }
     let report = tokio::time::timeout(Duration::from_secs(120), sender).await???;
-    assert_eq!(report.acked, 4000, "the sender gets every image acknowledged in the end");
-    assert!(report.reconnects >= kills, "the sender saw the kills: {report:?}");
+    assert_eq!(
+        report.acked, 4000,
+        "the sender gets every image acknowledged in the end"
+    );
+    assert!(
+        report.reconnects >= kills,
+        "the sender saw the kills: {report:?}"
+    );
     // A last crash after everything was acknowledged, then a clean restart and stop: the restart
     // re-commits whatever was durable but not committed.
     node.kill9()?;
@@ -74,17 +87,33 @@ async fn every_acknowledged_image_survives_sigkill_at_seeded_random_moments_exac
     assert_eq!(entries.iter().filter(|e| e.acked).count(), 4000);
     let v = verify(&entries, &output, false)?;
     println!("{}", v.summary());
-    assert!(v.lost.is_empty(), "lost: {:?}", &v.lost[..v.lost.len().min(10)]);
-    assert!(v.duplicated.is_empty(), "duplicated: {:?}", &v.duplicated[..v.duplicated.len().min(10)]);
+    assert!(
+        v.lost.is_empty(),
+        "lost: {:?}",
+        &v.lost[..v.lost.len().min(10)]
+    );
+    assert!(
+        v.duplicated.is_empty(),
+        "duplicated: {:?}",
+        &v.duplicated[..v.duplicated.len().min(10)]
+    );
     assert!(v.corrupt.is_empty(), "corrupt: {:?}", v.corrupt);
     assert_eq!(v.found, 4000);
-    assert!(v.unexpected.is_empty(), "every stored image was acknowledged in the end: {:?}", v.unexpected);
-    assert!(leftover_staging(&output).is_empty(), "no staging left in the output");
+    assert!(
+        v.unexpected.is_empty(),
+        "every stored image was acknowledged in the end: {:?}",
+        v.unexpected
+    );
+    assert!(
+        leftover_staging(&output).is_empty(),
+        "no staging left in the output"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_killed_right_after_acknowledging_commits_those_images_on_restart() -> anyhow::Result<()> {
+async fn a_node_killed_right_after_acknowledging_commits_those_images_on_restart(
+) -> anyhow::Result<()> {
     // A long batch interval: the kill lands after the acks and before any batch is written.
     let dir = tempfile::tempdir()?;
     let port = free_port();
@@ -97,8 +126,17 @@ async fn a_node_killed_right_after_acknowledging_commits_those_images_on_restart
     let manifest = Arc::new(ManifestWriter::create(&manifest_path)?);
     let node = NodeProc::start(&config, &[])?;
     let r = push(
-        PushOptions { address: format!("127.0.0.1:{port}"), count: 300, concurrency: 3, source_prefix: "k".into(), ..PushOptions::default() },
-        ImageSet::Generated { size: 20_000, seed: 9 },
+        PushOptions {
+            address: format!("127.0.0.1:{port}"),
+            count: 300,
+            concurrency: 3,
+            source_prefix: "k".into(),
+            ..PushOptions::default()
+        },
+        ImageSet::Generated {
+            size: 20_000,
+            seed: 9,
+        },
         Some(manifest.clone()),
     )
     .await?;

@@ -1,13 +1,15 @@
 //! The receivers: raw (listen and connect) and framed, under many senders and bad input.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use hdfs_ingest::config::SourceConfig;
 use hdfs_ingest::images::ImageSet;
-use hdfs_ingest::receiver::protocol::{block_header, AckLevel, ErrorCode, Hello, ServerFrame, VERSION};
+use hdfs_ingest::receiver::protocol::{
+    block_header, AckLevel, ErrorCode, Hello, ServerFrame, VERSION,
+};
 use hdfs_ingest::send::manifest::{read_manifest, ManifestWriter};
 use hdfs_ingest::send::push::{push, Protocol, PushOptions};
 use hdfs_ingest::verify::verify;
@@ -16,10 +18,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn raw_listen() -> SourceConfig {
-    SourceConfig::RawListen { address: "127.0.0.1:0".into(), source: "raw".into() }
+    SourceConfig::RawListen {
+        address: "127.0.0.1:0".into(),
+        source: "raw".into(),
+    }
 }
 fn framed_listen(token: Option<&str>) -> SourceConfig {
-    SourceConfig::FramedListen { address: "127.0.0.1:0".into(), token: token.map(String::from) }
+    SourceConfig::FramedListen {
+        address: "127.0.0.1:0".into(),
+        token: token.map(String::from),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -29,8 +37,17 @@ async fn sixty_four_raw_senders_at_once_all_land_exactly_once() -> anyhow::Resul
     let mpath = dir.path().join("m.jsonl");
     let m = Arc::new(ManifestWriter::create(&mpath)?);
     let r = push(
-        PushOptions { address: n.addresses[0].clone(), protocol: Protocol::Raw, count: 320, concurrency: 64, ..PushOptions::default() },
-        ImageSet::Generated { size: 8 * 1024, seed: 64 },
+        PushOptions {
+            address: n.addresses[0].clone(),
+            protocol: Protocol::Raw,
+            count: 320,
+            concurrency: 64,
+            ..PushOptions::default()
+        },
+        ImageSet::Generated {
+            size: 8 * 1024,
+            seed: 64,
+        },
         Some(m.clone()),
     )
     .await?;
@@ -38,14 +55,22 @@ async fn sixty_four_raw_senders_at_once_all_land_exactly_once() -> anyhow::Resul
     let output = n.stop().await?;
     m.flush()?;
     let v = verify(&read_manifest(&mpath)?, &output, true)?;
-    assert!(v.ok() && v.found == 320 && v.unexpected.is_empty(), "{}", v.summary());
+    assert!(
+        v.ok() && v.found == 320 && v.unexpected.is_empty(),
+        "{}",
+        v.summary()
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_zero_length_or_oversized_raw_connection_stores_nothing_and_the_node_goes_on() -> anyhow::Result<()> {
+async fn a_zero_length_or_oversized_raw_connection_stores_nothing_and_the_node_goes_on(
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let n = start_in_process(dir.path(), vec![raw_listen()], |c| c.receiver.max_block_size = hdfs_ingest::size::ByteSize::kib(16)).await?;
+    let n = start_in_process(dir.path(), vec![raw_listen()], |c| {
+        c.receiver.max_block_size = hdfs_ingest::size::ByteSize::kib(16)
+    })
+    .await?;
     let addr = n.addresses[0].clone();
     // Empty: connect and close.
     drop(TcpStream::connect(&addr).await?);
@@ -67,10 +92,18 @@ async fn a_zero_length_or_oversized_raw_connection_stores_nothing_and_the_node_g
         }
     })
     .await?;
-    assert_eq!(node.stats().rejected.load(Ordering::Relaxed), 1, "the oversized image was refused");
+    assert_eq!(
+        node.stats().rejected.load(Ordering::Relaxed),
+        1,
+        "the oversized image was refused"
+    );
     let output = n.stop().await?;
     let files: Vec<_> = walk(&output);
-    assert_eq!(files, vec!["raw-0.gif".to_string()], "only the good image is stored");
+    assert_eq!(
+        files,
+        vec!["raw-0.gif".to_string()],
+        "only the good image is stored"
+    );
     Ok(())
 }
 
@@ -98,12 +131,28 @@ async fn pulling_from_a_classic_image_server_gets_every_image_it_serves() -> any
     let mpath = dir.path().join("served.jsonl");
     // The sender is a real process, serving 30 images, rebinding its port for each.
     let mut server = std::process::Command::new(bin())
-        .args(["send", "serve", "--address", &format!("127.0.0.1:{port}"), "--count", "30", "--pause", "20ms", "--size", "4KiB", "--manifest"])
+        .args([
+            "send",
+            "serve",
+            "--address",
+            &format!("127.0.0.1:{port}"),
+            "--count",
+            "30",
+            "--pause",
+            "20ms",
+            "--size",
+            "4KiB",
+            "--manifest",
+        ])
         .arg(&mpath)
         .spawn()?;
     let n = start_in_process(
         dir.path(),
-        vec![SourceConfig::RawConnect { address: format!("127.0.0.1:{port}"), source: "cam-1".into(), backoff_max: Duration::from_millis(50) }],
+        vec![SourceConfig::RawConnect {
+            address: format!("127.0.0.1:{port}"),
+            source: "cam-1".into(),
+            backoff_max: Duration::from_millis(50),
+        }],
         |_| {},
     )
     .await?;
@@ -151,7 +200,13 @@ impl Raw {
 }
 
 fn hello(source: &str, token: Option<&str>) -> Vec<u8> {
-    Hello { version: VERSION, source: source.into(), token: token.map(String::from) }.encode().to_vec()
+    Hello {
+        version: VERSION,
+        source: source.into(),
+        token: token.map(String::from),
+    }
+    .encode()
+    .to_vec()
 }
 
 fn error_code(frames: &[ServerFrame]) -> Option<ErrorCode> {
@@ -165,7 +220,10 @@ fn durable(frames: &[ServerFrame]) -> Vec<u64> {
     let mut v: Vec<u64> = frames
         .iter()
         .filter_map(|f| match f {
-            ServerFrame::Ack { level: AckLevel::Durable, seq } => Some(*seq),
+            ServerFrame::Ack {
+                level: AckLevel::Durable,
+                seq,
+            } => Some(*seq),
             _ => None,
         })
         .collect();
@@ -174,7 +232,8 @@ fn durable(frames: &[ServerFrame]) -> Vec<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_frames_get_an_error_naming_the_reason_and_cost_nobody_else_anything() -> anyhow::Result<()> {
+async fn bad_frames_get_an_error_naming_the_reason_and_cost_nobody_else_anything(
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let n = start_in_process(dir.path(), vec![framed_listen(Some("tok"))], |c| {
         c.receiver.max_block_size = hdfs_ingest::size::ByteSize::kib(64)
@@ -185,8 +244,19 @@ async fn bad_frames_get_an_error_naming_the_reason_and_cost_nobody_else_anything
     let m = Arc::new(ManifestWriter::create(&mpath)?);
     // A well-behaved sender runs through all of it.
     let good = tokio::spawn(push(
-        PushOptions { address: addr.clone(), count: 300, concurrency: 4, rate: Some(600.0), token: Some("tok".into()), source_prefix: "good".into(), ..PushOptions::default() },
-        ImageSet::Generated { size: 4096, seed: 3 },
+        PushOptions {
+            address: addr.clone(),
+            count: 300,
+            concurrency: 4,
+            rate: Some(600.0),
+            token: Some("tok".into()),
+            source_prefix: "good".into(),
+            ..PushOptions::default()
+        },
+        ImageSet::Generated {
+            size: 4096,
+            seed: 3,
+        },
         Some(m.clone()),
     ));
 
@@ -200,7 +270,10 @@ async fn bad_frames_get_an_error_naming_the_reason_and_cost_nobody_else_anything
     let f = Raw::open(&addr, &bad_version).await.frames().await;
     assert_eq!(error_code(&f), Some(ErrorCode::UnsupportedVersion), "{f:?}");
 
-    let f = Raw::open(&addr, &hello("x", Some("wrong"))).await.frames().await;
+    let f = Raw::open(&addr, &hello("x", Some("wrong")))
+        .await
+        .frames()
+        .await;
     assert_eq!(error_code(&f), Some(ErrorCode::Unauthorized), "{f:?}");
     let f = Raw::open(&addr, &hello("x", None)).await.frames().await;
     assert_eq!(error_code(&f), Some(ErrorCode::Unauthorized), "{f:?}");
@@ -235,8 +308,16 @@ async fn bad_frames_get_an_error_naming_the_reason_and_cost_nobody_else_anything
     let v = verify(&read_manifest(&mpath)?, &output, true)?;
     assert!(v.ok() && v.found == 300, "{}", v.summary());
     let names = walk(&output);
-    assert!(names.contains(&"crc-0.gif".to_string()) && names.contains(&"crc-1.gif".to_string()), "{names:?}");
-    assert!(!names.iter().any(|n| n.starts_with("crc-2") || n.starts_with("big-") || n.starts_with("junk-")), "{names:?}");
+    assert!(
+        names.contains(&"crc-0.gif".to_string()) && names.contains(&"crc-1.gif".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("crc-2") || n.starts_with("big-") || n.starts_with("junk-")),
+        "{names:?}"
+    );
     Ok(())
 }
 
@@ -256,11 +337,24 @@ async fn a_duplicate_source_and_seq_is_acknowledged_again_but_stored_once() -> a
     c.block(5, b"GIF89a-five").await;
     let f = c.frames().await;
     assert_eq!(durable(&f), vec![5]);
-    assert!(f.contains(&ServerFrame::Ack { level: AckLevel::Committed, seq: 5 }), "{f:?}");
+    assert!(
+        f.contains(&ServerFrame::Ack {
+            level: AckLevel::Committed,
+            seq: 5
+        }),
+        "{f:?}"
+    );
     let output = n.stop().await?;
     assert_eq!(walk(&output), vec!["dup-5.gif".to_string()]);
     let mut b = BytesMut::new();
-    b.extend_from_slice(&std::fs::read(std::fs::read_dir(&output)?.flatten().find(|e| !e.file_name().to_string_lossy().starts_with('_')).unwrap().path().join("dup-5.gif"))?);
+    b.extend_from_slice(&std::fs::read(
+        std::fs::read_dir(&output)?
+            .flatten()
+            .find(|e| !e.file_name().to_string_lossy().starts_with('_'))
+            .unwrap()
+            .path()
+            .join("dup-5.gif"),
+    )?);
     assert_eq!(&b[..], b"GIF89a-five");
     Ok(())
 }

@@ -91,7 +91,10 @@ struct Inner {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The batch time of the next seal: the current interval boundary, and always after the previous batch.
@@ -153,7 +156,11 @@ impl Node {
             st.last_batch_ms = s.last_committed_batch_ms.unwrap_or(0);
             st.checkpoint_id = s.id;
         }
-        let low_water = snapshot.as_ref().map(|s| s.wal_low_water).unwrap_or(1).max(1);
+        let low_water = snapshot
+            .as_ref()
+            .map(|s| s.wal_low_water)
+            .unwrap_or(1)
+            .max(1);
         // Scan the WAL past the checkpoint: rebuild the durable sets, find the seals.
         let (st, seals, last_block) = {
             let wal = wal.clone();
@@ -163,12 +170,18 @@ impl Node {
                 let mut last_block = 0;
                 for rec in wal.replay(low_water)? {
                     let rec = rec?;
-                    match decode(rec.kind, rec.payload).map_err(|reason| NodeError::Record { lsn: rec.lsn, reason })? {
+                    match decode(rec.kind, rec.payload).map_err(|reason| NodeError::Record {
+                        lsn: rec.lsn,
+                        reason,
+                    })? {
                         NodeRecord::Block { source, seq, .. } => {
                             st.mark_durable(&source, seq, rec.lsn);
                             last_block = rec.lsn;
                         }
-                        NodeRecord::Seal { batch_ms } => seals.push(SealInfo { lsn: rec.lsn, batch_ms }),
+                        NodeRecord::Seal { batch_ms } => seals.push(SealInfo {
+                            lsn: rec.lsn,
+                            batch_ms,
+                        }),
                     }
                 }
                 Ok((st, seals, last_block))
@@ -196,12 +209,18 @@ impl Node {
         node.inner.wal_release(low_water).await?;
         for seal in &plan.recommit {
             let prev = node.state().last_committed_seal;
-            info!(batch_ms = seal.batch_ms, seal_lsn = seal.lsn, "re-committing a batch sealed before the crash");
+            info!(
+                batch_ms = seal.batch_ms,
+                seal_lsn = seal.lsn,
+                "re-committing a batch sealed before the crash"
+            );
             node.commit_batch(prev, seal.lsn, seal.batch_ms).await?;
         }
         {
             let mut st = node.state();
-            st.last_batch_ms = st.last_batch_ms.max(plan.next_batch_ms_floor.saturating_sub(1));
+            st.last_batch_ms = st
+                .last_batch_ms
+                .max(plan.next_batch_ms_floor.saturating_sub(1));
         }
         info!(node = %node.inner.cfg.node.name, epoch, checkpoint = snapshot.as_ref().map(|s| s.id),
               replayed_from = low_water, recommitted = plan.recommit.len(),
@@ -257,12 +276,22 @@ impl Node {
     /// Reserves room for `len` bytes in flight; the permit is released when the block is durable or refused.
     pub async fn reserve(&self, len: usize) -> tokio::sync::OwnedSemaphorePermit {
         let kib = len.div_ceil(1024).max(1) as u32;
-        self.inner.inflight.clone().acquire_many_owned(kib).await.expect("the in-flight semaphore is never closed")
+        self.inner
+            .inflight
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .expect("the in-flight semaphore is never closed")
     }
 
     /// Makes a block durable, once. `seq: None` gives it the source's next sequence number (raw sources).
     /// Returns only after the fdatasync that covers it.
-    pub async fn ingest(&self, source: &str, seq: Option<u64>, data: Bytes) -> Result<Ingested, NodeError> {
+    pub async fn ingest(
+        &self,
+        source: &str,
+        seq: Option<u64>,
+        data: Bytes,
+    ) -> Result<Ingested, NodeError> {
         enum Step {
             Done(Ingested),
             Wait(u64, watch::Receiver<Outcome>),
@@ -279,7 +308,11 @@ impl Node {
                 }
             };
             if e.durable.contains(seq) {
-                Step::Done(Ingested { seq, duplicate: true, committed: !e.uncommitted.contains(&seq) })
+                Step::Done(Ingested {
+                    seq,
+                    duplicate: true,
+                    committed: !e.uncommitted.contains(&seq),
+                })
             } else if let Some(tx) = e.inflight.get(&seq) {
                 Step::Wait(seq, tx.subscribe())
             } else {
@@ -299,16 +332,29 @@ impl Node {
                     Ok(Some(Ok(_))) => {
                         self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         let st = self.state();
-                        let committed = st.sources.get(source).is_some_and(|e| !e.uncommitted.contains(&seq));
-                        Ok(Ingested { seq, duplicate: true, committed })
+                        let committed = st
+                            .sources
+                            .get(source)
+                            .is_some_and(|e| !e.uncommitted.contains(&seq));
+                        Ok(Ingested {
+                            seq,
+                            duplicate: true,
+                            committed,
+                        })
                     }
                     Ok(Some(Err(e))) => Err(NodeError::Failed(e)),
-                    _ => Err(NodeError::Failed("the first copy of this block was abandoned".into())),
+                    _ => Err(NodeError::Failed(
+                        "the first copy of this block was abandoned".into(),
+                    )),
                 }
             }
             Step::Append(seq, tx) => {
                 let len = data.len() as u64;
-                let res = self.inner.wal.append(KIND_BLOCK, encode_block(source, seq, &data)).await;
+                let res = self
+                    .inner
+                    .wal
+                    .append(KIND_BLOCK, encode_block(source, seq, &data))
+                    .await;
                 let mut st = self.state();
                 st.entry(source).inflight.remove(&seq);
                 match res {
@@ -319,7 +365,11 @@ impl Node {
                         self.inner.stats.blocks.fetch_add(1, Ordering::Relaxed);
                         self.inner.stats.bytes.fetch_add(len, Ordering::Relaxed);
                         let _ = tx.send(Some(Ok(lsn)));
-                        Ok(Ingested { seq, duplicate: false, committed })
+                        Ok(Ingested {
+                            seq,
+                            duplicate: false,
+                            committed,
+                        })
                     }
                     Err(e) => {
                         drop(st);
@@ -336,7 +386,9 @@ impl Node {
     /// Registers the connection that gets `source`'s committed acks (replacing an older one).
     pub fn register_conn(&self, source: &str, tx: mpsc::UnboundedSender<ServerFrame>) -> u64 {
         let id = self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        self.state().conns.insert(source.to_string(), ConnHandle { id, tx });
+        self.state()
+            .conns
+            .insert(source.to_string(), ConnHandle { id, tx });
         id
     }
 
@@ -358,7 +410,11 @@ impl Node {
             return Ok(false);
         }
         let batch_ms = next_batch_ms(now_ms(), self.inner.cfg.batch.interval, last_ms);
-        let (seal, _) = self.inner.wal.append(KIND_SEAL, encode_seal(batch_ms)).await?;
+        let (seal, _) = self
+            .inner
+            .wal
+            .append(KIND_SEAL, encode_seal(batch_ms))
+            .await?;
         self.state().last_batch_ms = batch_ms;
         self.commit_batch(prev, seal, batch_ms).await?;
         Ok(true)
@@ -366,7 +422,12 @@ impl Node {
 
     /// Writes out the batch of blocks with `prev_seal < lsn < seal`, records it committed, checkpoints,
     /// trims the WAL and sends committed acks. Idempotent: a batch already published is not rewritten.
-    async fn commit_batch(&self, prev_seal: Lsn, seal: Lsn, batch_ms: u64) -> Result<(), NodeError> {
+    async fn commit_batch(
+        &self,
+        prev_seal: Lsn,
+        seal: Lsn,
+        batch_ms: u64,
+    ) -> Result<(), NodeError> {
         fail::fail_point!("node::commit::before", |_| std::process::abort());
         let started = Instant::now();
         let cfg = &self.inner.cfg;
@@ -397,14 +458,24 @@ impl Node {
                     }
                     match decode(rec.kind, rec.payload) {
                         Ok(NodeRecord::Block { source, seq, data }) => {
-                            members.lock().unwrap_or_else(|p| p.into_inner()).push((source.clone(), seq));
-                            if !send(Ok(BatchBlock { source, seq, bytes: data })) {
+                            members
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((source.clone(), seq));
+                            if !send(Ok(BatchBlock {
+                                source,
+                                seq,
+                                bytes: data,
+                            })) {
                                 return;
                             }
                         }
                         Ok(NodeRecord::Seal { .. }) => {}
                         Err(reason) => {
-                            send(Err(NodeError::Record { lsn: rec.lsn, reason }));
+                            send(Err(NodeError::Record {
+                                lsn: rec.lsn,
+                                reason,
+                            }));
                             return;
                         }
                     }
@@ -412,9 +483,17 @@ impl Node {
             })
         };
         let stream = tokio_stream_from(rx);
-        let summary =
-            sink::write_batch(&*self.inner.output, &cfg.batch.prefix, batch_ms, cfg.analysis.enabled, stream).await;
-        reader.await.map_err(|e| NodeError::Failed(format!("batch reader panicked: {e}")))?;
+        let summary = sink::write_batch(
+            &*self.inner.output,
+            &cfg.batch.prefix,
+            batch_ms,
+            cfg.analysis.enabled,
+            stream,
+        )
+        .await;
+        reader
+            .await
+            .map_err(|e| NodeError::Failed(format!("batch reader panicked: {e}")))?;
         let summary = summary?;
         fail::fail_point!("node::commit::after_publish", |_| std::process::abort());
         let members = std::mem::take(&mut *members.lock().unwrap_or_else(|p| p.into_inner()));
@@ -442,7 +521,11 @@ impl Node {
                 last_committed_batch_ms: Some(batch_ms),
                 last_committed_seal_lsn: seal,
                 wal_low_water: seal + 1,
-                sources: st.sources.iter().map(|(k, v)| (k.clone(), v.durable.clone())).collect(),
+                sources: st
+                    .sources
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.durable.clone()))
+                    .collect(),
             };
             (snapshot, acks)
         };
@@ -453,10 +536,16 @@ impl Node {
             warn!(error = %e, "could not delete old checkpoints; will retry after the next batch");
         }
         for (tx, seq) in acks {
-            let _ = tx.send(ServerFrame::Ack { level: AckLevel::Committed, seq });
+            let _ = tx.send(ServerFrame::Ack {
+                level: AckLevel::Committed,
+                seq,
+            });
         }
         self.inner.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.inner.stats.committed_blocks.fetch_add(members.len() as u64, Ordering::Relaxed);
+        self.inner
+            .stats
+            .committed_blocks
+            .fetch_add(members.len() as u64, Ordering::Relaxed);
         let dir = sink::batch_dir_name(&cfg.batch.prefix, batch_ms);
         info!(batch = %dir, images = summary.files, bytes = summary.bytes, invalid = summary.invalid,
               already_published = summary.outcome == Some(PublishOutcome::AlreadyPublished),
@@ -512,7 +601,9 @@ impl Inner {
     }
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> + Send {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 

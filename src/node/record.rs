@@ -17,8 +17,14 @@ pub const KIND_SEAL: u8 = 2;
 /// A decoded WAL payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeRecord {
-    Block { source: String, seq: u64, data: Bytes },
-    Seal { batch_ms: u64 },
+    Block {
+        source: String,
+        seq: u64,
+        data: Bytes,
+    },
+    Seal {
+        batch_ms: u64,
+    },
 }
 
 pub fn encode_block(source: &str, seq: u64, data: &[u8]) -> Bytes {
@@ -41,17 +47,28 @@ pub fn decode(kind: u8, payload: Bytes) -> Result<NodeRecord, String> {
         KIND_BLOCK => {
             let n = *payload.first().ok_or("empty block record")? as usize;
             if payload.len() < 1 + n + 8 {
-                return Err(format!("block record of {} bytes is too short", payload.len()));
+                return Err(format!(
+                    "block record of {} bytes is too short",
+                    payload.len()
+                ));
             }
             let source = std::str::from_utf8(&payload[1..1 + n])
                 .map_err(|_| "block record source is not UTF-8")?
                 .to_string();
             let seq = u64::from_be_bytes(payload[1 + n..9 + n].try_into().expect("8 bytes"));
-            Ok(NodeRecord::Block { source, seq, data: payload.slice(9 + n..) })
+            Ok(NodeRecord::Block {
+                source,
+                seq,
+                data: payload.slice(9 + n..),
+            })
         }
         KIND_SEAL => {
-            let b: [u8; 8] = payload[..].try_into().map_err(|_| "seal record is not 8 bytes")?;
-            Ok(NodeRecord::Seal { batch_ms: u64::from_be_bytes(b) })
+            let b: [u8; 8] = payload[..]
+                .try_into()
+                .map_err(|_| "seal record is not 8 bytes")?;
+            Ok(NodeRecord::Seal {
+                batch_ms: u64::from_be_bytes(b),
+            })
         }
         k => Err(format!("unknown record kind {k}")),
     }
@@ -66,9 +83,16 @@ mod tests {
         let b = encode_block("cam-1", 42, b"\xff\xd8jpeg");
         assert_eq!(
             decode(KIND_BLOCK, b).unwrap(),
-            NodeRecord::Block { source: "cam-1".into(), seq: 42, data: Bytes::from_static(b"\xff\xd8jpeg") }
+            NodeRecord::Block {
+                source: "cam-1".into(),
+                seq: 42,
+                data: Bytes::from_static(b"\xff\xd8jpeg")
+            }
         );
-        assert_eq!(decode(KIND_SEAL, encode_seal(7)).unwrap(), NodeRecord::Seal { batch_ms: 7 });
+        assert_eq!(
+            decode(KIND_SEAL, encode_seal(7)).unwrap(),
+            NodeRecord::Seal { batch_ms: 7 }
+        );
     }
 
     #[test]

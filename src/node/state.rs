@@ -46,7 +46,8 @@ pub struct State {
 impl State {
     pub fn entry(&mut self, source: &str) -> &mut SourceEntry {
         if !self.sources.contains_key(source) {
-            self.sources.insert(source.to_string(), SourceEntry::default());
+            self.sources
+                .insert(source.to_string(), SourceEntry::default());
         }
         self.sources.get_mut(source).expect("inserted above")
     }

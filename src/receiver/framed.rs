@@ -16,11 +16,18 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::protocol::{read_block, read_hello, AckLevel, ErrorCode, ProtocolError, ServerFrame, VERSION};
+use super::protocol::{
+    read_block, read_hello, AckLevel, ErrorCode, ProtocolError, ServerFrame, VERSION,
+};
 use crate::node::Node;
 
 /// Accepts framed connections until the node stops.
-pub async fn listen(node: Node, listener: TcpListener, token: Option<String>, conns: Arc<Semaphore>) {
+pub async fn listen(
+    node: Node,
+    listener: TcpListener,
+    token: Option<String>,
+    conns: Arc<Semaphore>,
+) {
     let stopped = node.stopped();
     tokio::pin!(stopped);
     let token = Arc::new(token);
@@ -31,7 +38,9 @@ pub async fn listen(node: Node, listener: TcpListener, token: Option<String>, co
         };
         match accepted {
             Ok((sock, peer)) => {
-                let Ok(permit) = conns.clone().acquire_owned().await else { return };
+                let Ok(permit) = conns.clone().acquire_owned().await else {
+                    return;
+                };
                 let node = node.clone();
                 let token = token.clone();
                 tokio::spawn(async move {
@@ -50,7 +59,12 @@ pub async fn listen(node: Node, listener: TcpListener, token: Option<String>, co
 
 fn tokens_match(expected: &str, got: &str) -> bool {
     // Length leaks, content does not.
-    expected.len() == got.len() && expected.bytes().zip(got.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    expected.len() == got.len()
+        && expected
+            .bytes()
+            .zip(got.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<String>>) {
@@ -65,13 +79,26 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
         Err(_) => return debug!(peer = %peer, "no hello before the idle timeout; closed"),
     };
     if let Some(expected) = token.as_deref() {
-        if !hello.token.as_deref().is_some_and(|t| tokens_match(expected, t)) {
-            return refuse(&mut wr, &peer, Some(&hello.source), &ProtocolError::Unauthorized(hello.source.clone())).await;
+        if !hello
+            .token
+            .as_deref()
+            .is_some_and(|t| tokens_match(expected, t))
+        {
+            return refuse(
+                &mut wr,
+                &peer,
+                Some(&hello.source),
+                &ProtocolError::Unauthorized(hello.source.clone()),
+            )
+            .await;
         }
     }
     let source = hello.source;
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerFrame>();
-    let _ = tx.send(ServerFrame::Welcome { version: VERSION, max_block_size: max as u32 });
+    let _ = tx.send(ServerFrame::Welcome {
+        version: VERSION,
+        max_block_size: max as u32,
+    });
     let conn_id = node.register_conn(&source, tx.clone());
     info!(peer = %peer, source = %source, "framed connection");
 
@@ -115,13 +142,22 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
                     let seq = block.seq;
                     match node.ingest(&source, Some(seq), block.data).await {
                         Ok(i) => {
-                            let _ = tx.send(ServerFrame::Ack { level: AckLevel::Durable, seq });
+                            let _ = tx.send(ServerFrame::Ack {
+                                level: AckLevel::Durable,
+                                seq,
+                            });
                             if i.committed {
-                                let _ = tx.send(ServerFrame::Ack { level: AckLevel::Committed, seq });
+                                let _ = tx.send(ServerFrame::Ack {
+                                    level: AckLevel::Committed,
+                                    seq,
+                                });
                             }
                         }
                         Err(e) => {
-                            let _ = tx.send(ServerFrame::Error { code: ErrorCode::Internal, message: e.to_string() });
+                            let _ = tx.send(ServerFrame::Error {
+                                code: ErrorCode::Internal,
+                                message: e.to_string(),
+                            });
                         }
                     }
                     drop(permit);
@@ -132,9 +168,14 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
     // Blocks already read are finished and acknowledged before any error frame.
     while inflight.join_next().await.is_some() {}
     if let Err(e) = &outcome {
-        node.stats().rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        node.stats()
+            .rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         warn!(peer = %peer, source = %source, error = %e, "framed connection refused");
-        let _ = tx.send(ServerFrame::Error { code: e.code(), message: e.to_string() });
+        let _ = tx.send(ServerFrame::Error {
+            code: e.code(),
+            message: e.to_string(),
+        });
     }
     node.unregister_conn(&source, conn_id);
     drop(tx);
@@ -144,8 +185,18 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
     debug!(peer = %peer, source = %source, "framed connection closed");
 }
 
-async fn refuse(wr: &mut tokio::net::tcp::OwnedWriteHalf, peer: &str, source: Option<&str>, e: &ProtocolError) {
+async fn refuse(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    peer: &str,
+    source: Option<&str>,
+    e: &ProtocolError,
+) {
     warn!(peer = %peer, source = source.unwrap_or("-"), error = %e, "framed hello refused");
-    let _ = ServerFrame::Error { code: e.code(), message: e.to_string() }.write(wr).await;
+    let _ = ServerFrame::Error {
+        code: e.code(),
+        message: e.to_string(),
+    }
+    .write(wr)
+    .await;
     let _ = wr.shutdown().await;
 }

@@ -36,7 +36,11 @@ pub async fn start(node: &Node, tasks: &mut JoinSet<()>) -> Result<Vec<String>, 
                 bound.push(local);
                 tasks.spawn(raw::listen(node.clone(), l, source, conns.clone()));
             }
-            SourceConfig::RawConnect { address, source, backoff_max } => {
+            SourceConfig::RawConnect {
+                address,
+                source,
+                backoff_max,
+            } => {
                 info!(address = %address, source = %source, protocol = "raw", "pulling images from a sender");
                 bound.push(address.clone());
                 tasks.spawn(raw::connect(node.clone(), address, source, backoff_max));
@@ -54,5 +58,10 @@ pub async fn start(node: &Node, tasks: &mut JoinSet<()>) -> Result<Vec<String>, 
 }
 
 async fn bind(address: &str) -> Result<TcpListener, NodeError> {
-    TcpListener::bind(address).await.map_err(|source| NodeError::Bind { address: address.to_string(), source })
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| NodeError::Bind {
+            address: address.to_string(),
+            source,
+        })
 }

@@ -89,8 +89,14 @@ pub enum ProtocolError {
     Unauthorized(String),
     #[error("block {seq} is {len} bytes, over max_block_size {max}")]
     BlockTooLarge { seq: u64, len: u64, max: u64 },
-    #[error("block {seq} failed its CRC check (frame says {expected:08x}, bytes give {actual:08x})")]
-    CrcMismatch { seq: u64, expected: u32, actual: u32 },
+    #[error(
+        "block {seq} failed its CRC check (frame says {expected:08x}, bytes give {actual:08x})"
+    )]
+    CrcMismatch {
+        seq: u64,
+        expected: u32,
+        actual: u32,
+    },
     #[error("malformed frame: {0}")]
     Malformed(String),
     #[error("invalid source id `{0}` (1 to 128 of A-Z a-z 0-9 . _ -, not starting with . or _)")]
@@ -126,7 +132,8 @@ pub fn valid_source_id(s: &str) -> bool {
         && s.len() <= MAX_SOURCE_LEN
         && !s.starts_with('.')
         && !s.starts_with('_')
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,9 +192,16 @@ pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Hello, Protoc
     let token = if token.is_empty() {
         None
     } else {
-        Some(String::from_utf8(token).map_err(|_| ProtocolError::Malformed("token is not UTF-8".into()))?)
+        Some(
+            String::from_utf8(token)
+                .map_err(|_| ProtocolError::Malformed("token is not UTF-8".into()))?,
+        )
     };
-    Ok(Hello { version, source, token })
+    Ok(Hello {
+        version,
+        source,
+        token,
+    })
 }
 
 /// One block as it arrived, CRC already checked.
@@ -209,12 +223,18 @@ pub fn block_header(seq: u64, data: &[u8]) -> [u8; 17] {
 
 /// Reads the next BLOCK frame; `Ok(None)` on a clean EOF between frames. A frame longer than `max`
 /// is refused before its body is read, so an oversized frame costs no memory.
-pub async fn read_block<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result<Option<Block>, ProtocolError> {
+pub async fn read_block<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u64,
+) -> Result<Option<Block>, ProtocolError> {
     let mut tag = [0u8; 1];
     match r.read(&mut tag).await? {
         0 => return Ok(None),
         _ if tag[0] != TAG_BLOCK => {
-            return Err(ProtocolError::Malformed(format!("unknown frame tag 0x{:02x}", tag[0])))
+            return Err(ProtocolError::Malformed(format!(
+                "unknown frame tag 0x{:02x}",
+                tag[0]
+            )))
         }
         _ => {}
     }
@@ -233,9 +253,16 @@ pub async fn read_block<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result<Opt
     read_exact(r, &mut data).await?;
     let actual = crc32fast::hash(&data);
     if actual != expected {
-        return Err(ProtocolError::CrcMismatch { seq, expected, actual });
+        return Err(ProtocolError::CrcMismatch {
+            seq,
+            expected,
+            actual,
+        });
     }
-    Ok(Some(Block { seq, data: data.freeze() }))
+    Ok(Some(Block {
+        seq,
+        data: data.freeze(),
+    }))
 }
 
 /// What the node sends back.
@@ -249,7 +276,10 @@ pub enum ServerFrame {
 impl ServerFrame {
     pub fn encode(&self, out: &mut BytesMut) {
         match self {
-            ServerFrame::Welcome { version, max_block_size } => {
+            ServerFrame::Welcome {
+                version,
+                max_block_size,
+            } => {
                 out.put_u8(TAG_WELCOME);
                 out.put_u8(*version);
                 out.put_u32(*max_block_size);
@@ -276,7 +306,9 @@ impl ServerFrame {
     }
 
     /// Reads one frame; `Ok(None)` on a clean EOF between frames.
-    pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<ServerFrame>, ProtocolError> {
+    pub async fn read<R: AsyncRead + Unpin>(
+        r: &mut R,
+    ) -> Result<Option<ServerFrame>, ProtocolError> {
         let mut tag = [0u8; 1];
         if r.read(&mut tag).await? == 0 {
             return Ok(None);
@@ -293,8 +325,9 @@ impl ServerFrame {
             TAG_ACK => {
                 let mut b = [0u8; 9];
                 read_exact(r, &mut b).await?;
-                let level = AckLevel::from_u8(b[0])
-                    .ok_or_else(|| ProtocolError::Malformed(format!("unknown ack level {}", b[0])))?;
+                let level = AckLevel::from_u8(b[0]).ok_or_else(|| {
+                    ProtocolError::Malformed(format!("unknown ack level {}", b[0]))
+                })?;
                 Ok(Some(ServerFrame::Ack {
                     level,
                     seq: u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")),
@@ -311,7 +344,9 @@ impl ServerFrame {
                     message: String::from_utf8_lossy(&msg).into_owned(),
                 }))
             }
-            t => Err(ProtocolError::Malformed(format!("unknown server frame tag 0x{t:02x}"))),
+            t => Err(ProtocolError::Malformed(format!(
+                "unknown server frame tag 0x{t:02x}"
+            ))),
         }
     }
 }
@@ -332,7 +367,11 @@ mod tests {
     #[tokio::test]
     async fn a_hello_round_trips_with_and_without_token() {
         for token in [None, Some("s3cret".to_string())] {
-            let h = Hello { version: VERSION, source: "cam-1".into(), token };
+            let h = Hello {
+                version: VERSION,
+                source: "cam-1".into(),
+                token,
+            };
             let bytes = h.encode();
             let got = read_hello(&mut &bytes[..]).await.unwrap();
             assert_eq!(got, h);
@@ -341,19 +380,44 @@ mod tests {
 
     #[tokio::test]
     async fn a_hello_with_bad_magic_or_version_is_refused() {
-        let mut b = Hello { version: VERSION, source: "a".into(), token: None }.encode().to_vec();
+        let mut b = Hello {
+            version: VERSION,
+            source: "a".into(),
+            token: None,
+        }
+        .encode()
+        .to_vec();
         b[0] = b'X';
-        assert!(matches!(read_hello(&mut &b[..]).await, Err(ProtocolError::BadMagic(_))));
-        let b = Hello { version: 9, source: "a".into(), token: None }.encode();
-        assert!(matches!(read_hello(&mut &b[..]).await, Err(ProtocolError::UnsupportedVersion(9))));
+        assert!(matches!(
+            read_hello(&mut &b[..]).await,
+            Err(ProtocolError::BadMagic(_))
+        ));
+        let b = Hello {
+            version: 9,
+            source: "a".into(),
+            token: None,
+        }
+        .encode();
+        assert!(matches!(
+            read_hello(&mut &b[..]).await,
+            Err(ProtocolError::UnsupportedVersion(9))
+        ));
     }
 
     #[tokio::test]
     async fn a_source_id_that_could_escape_the_output_dir_is_refused() {
         for bad in ["../x", "_tmp", ".hidden", "a/b", ""] {
-            let b = Hello { version: VERSION, source: bad.into(), token: None }.encode();
+            let b = Hello {
+                version: VERSION,
+                source: bad.into(),
+                token: None,
+            }
+            .encode();
             assert!(
-                matches!(read_hello(&mut &b[..]).await, Err(ProtocolError::InvalidSource(_))),
+                matches!(
+                    read_hello(&mut &b[..]).await,
+                    Err(ProtocolError::InvalidSource(_))
+                ),
                 "{bad}"
             );
         }
@@ -365,7 +429,13 @@ mod tests {
         let mut frame = block_header(7, &data).to_vec();
         frame.extend_from_slice(&data);
         let got = read_block(&mut &frame[..], 1024).await.unwrap().unwrap();
-        assert_eq!(got, Block { seq: 7, data: Bytes::from(data) });
+        assert_eq!(
+            got,
+            Block {
+                seq: 7,
+                data: Bytes::from(data)
+            }
+        );
         let last = frame.len() - 1;
         frame[last] ^= 0x10;
         assert!(matches!(
@@ -378,23 +448,45 @@ mod tests {
     async fn an_oversized_block_is_refused_before_its_body_is_read() {
         let frame = block_header(1, &[0u8; 2048]); // header only: the body is never read
         let err = read_block(&mut &frame[..], 1024).await.unwrap_err();
-        assert!(matches!(err, ProtocolError::BlockTooLarge { seq: 1, len: 2048, max: 1024 }));
+        assert!(matches!(
+            err,
+            ProtocolError::BlockTooLarge {
+                seq: 1,
+                len: 2048,
+                max: 1024
+            }
+        ));
     }
 
     #[tokio::test]
     async fn a_clean_eof_between_blocks_is_not_an_error_but_a_cut_frame_is() {
         assert!(read_block(&mut &b""[..], 10).await.unwrap().is_none());
         let frame = block_header(1, b"abc");
-        assert!(matches!(read_block(&mut &frame[..10], 10).await, Err(ProtocolError::UnexpectedEof)));
+        assert!(matches!(
+            read_block(&mut &frame[..10], 10).await,
+            Err(ProtocolError::UnexpectedEof)
+        ));
     }
 
     #[tokio::test]
     async fn server_frames_round_trip() {
         let frames = [
-            ServerFrame::Welcome { version: 1, max_block_size: 1 << 20 },
-            ServerFrame::Ack { level: AckLevel::Durable, seq: 3 },
-            ServerFrame::Ack { level: AckLevel::Committed, seq: u64::MAX },
-            ServerFrame::Error { code: ErrorCode::CrcMismatch, message: "bad crc".into() },
+            ServerFrame::Welcome {
+                version: 1,
+                max_block_size: 1 << 20,
+            },
+            ServerFrame::Ack {
+                level: AckLevel::Durable,
+                seq: 3,
+            },
+            ServerFrame::Ack {
+                level: AckLevel::Committed,
+                seq: u64::MAX,
+            },
+            ServerFrame::Error {
+                code: ErrorCode::CrcMismatch,
+                message: "bad crc".into(),
+            },
         ];
         let mut b = BytesMut::new();
         for f in &frames {

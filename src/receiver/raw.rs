@@ -33,13 +33,19 @@ pub enum RawError {
 }
 
 /// Reads one image: every byte up to EOF. `Ok(None)` for a connection that sent nothing.
-pub async fn read_image(sock: &mut TcpStream, max: u64, idle: Duration) -> Result<Option<Bytes>, RawError> {
+pub async fn read_image(
+    sock: &mut TcpStream,
+    max: u64,
+    idle: Duration,
+) -> Result<Option<Bytes>, RawError> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(buf.len().clamp(64 * 1024, 4 << 20));
         }
-        let n = tokio::time::timeout(idle, sock.read_buf(&mut buf)).await.map_err(|_| RawError::Idle(idle))??;
+        let n = tokio::time::timeout(idle, sock.read_buf(&mut buf))
+            .await
+            .map_err(|_| RawError::Idle(idle))??;
         if n == 0 {
             break;
         }
@@ -47,7 +53,11 @@ pub async fn read_image(sock: &mut TcpStream, max: u64, idle: Duration) -> Resul
             return Err(RawError::TooLarge { max });
         }
     }
-    Ok(if buf.is_empty() { None } else { Some(buf.freeze()) })
+    Ok(if buf.is_empty() {
+        None
+    } else {
+        Some(buf.freeze())
+    })
 }
 
 async fn handle(node: &Node, mut sock: TcpStream, peer: String, source: &str) {
@@ -58,13 +68,19 @@ async fn handle(node: &Node, mut sock: TcpStream, peer: String, source: &str) {
             let len = image.len();
             let _permit = node.reserve(len).await;
             match node.ingest(source, None, image).await {
-                Ok(i) => debug!(peer = %peer, source, seq = i.seq, bytes = len, "raw image durable"),
+                Ok(i) => {
+                    debug!(peer = %peer, source, seq = i.seq, bytes = len, "raw image durable")
+                }
                 Err(e) => warn!(peer = %peer, source, error = %e, "raw image not stored"),
             }
         }
-        Ok(None) => debug!(peer = %peer, source, "empty connection ignored (a zero-length connection is not an image)"),
+        Ok(None) => {
+            debug!(peer = %peer, source, "empty connection ignored (a zero-length connection is not an image)")
+        }
         Err(e) => {
-            node.stats().rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            node.stats()
+                .rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             warn!(peer = %peer, source, error = %e, "raw image refused")
         }
     }
@@ -81,7 +97,9 @@ pub async fn listen(node: Node, listener: TcpListener, source: String, conns: Ar
         };
         match accepted {
             Ok((sock, peer)) => {
-                let Ok(permit) = conns.clone().acquire_owned().await else { return };
+                let Ok(permit) = conns.clone().acquire_owned().await else {
+                    return;
+                };
                 let node = node.clone();
                 let source = source.clone();
                 tokio::spawn(async move {
@@ -117,7 +135,10 @@ pub async fn connect(node: Node, address: String, source: String, backoff_max: D
                 }
                 backoff = first;
                 refused = 0;
-                let peer = sock.peer_addr().map(|a: SocketAddr| a.to_string()).unwrap_or_else(|_| address.clone());
+                let peer = sock
+                    .peer_addr()
+                    .map(|a: SocketAddr| a.to_string())
+                    .unwrap_or_else(|_| address.clone());
                 tokio::select! {
                     _ = &mut stopped => return,
                     _ = handle(&node, sock, peer, &source) => {}
@@ -125,7 +146,7 @@ pub async fn connect(node: Node, address: String, source: String, backoff_max: D
             }
             Err(e) => {
                 refused += 1;
-                if refused == 1 || refused % 1000 == 0 {
+                if refused == 1 || refused.is_multiple_of(1000) {
                     debug!(address = %address, error = %e, attempts = refused, "sender not accepting; retrying");
                 }
                 if refused == 100 {

@@ -40,13 +40,18 @@ impl ManifestWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(ManifestWriter { out: Mutex::new(BufWriter::new(File::create(path)?)) })
+        Ok(ManifestWriter {
+            out: Mutex::new(BufWriter::new(File::create(path)?)),
+        })
     }
 
     pub fn append(&self, e: &ManifestEntry) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        self.out.lock().unwrap_or_else(|p| p.into_inner()).write_all(&line)
+        self.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(&line)
     }
 
     pub fn flush(&self) -> std::io::Result<()> {
@@ -62,8 +67,12 @@ impl Drop for ManifestWriter {
 
 /// Reads a manifest; a bad line is an error naming its line number.
 pub fn read_manifest(path: &Path) -> std::io::Result<Vec<ManifestEntry>> {
-    let f = File::open(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot open manifest {}: {e}", path.display())))?;
+    let f = File::open(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot open manifest {}: {e}", path.display()),
+        )
+    })?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(f).lines().enumerate() {
         let line = line?;
@@ -71,7 +80,10 @@ pub fn read_manifest(path: &Path) -> std::io::Result<Vec<ManifestEntry>> {
             continue;
         }
         let e = serde_json::from_str(&line).map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}:{}: {e}", path.display(), i + 1))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}:{}: {e}", path.display(), i + 1),
+            )
         })?;
         out.push(e);
     }

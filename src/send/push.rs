@@ -22,7 +22,9 @@ use tracing::{debug, info, warn};
 
 use super::manifest::{sha256_hex, ManifestEntry, ManifestWriter};
 use crate::images::ImageSet;
-use crate::receiver::protocol::{block_header, AckLevel, ErrorCode, Hello, ProtocolError, ServerFrame, VERSION};
+use crate::receiver::protocol::{
+    block_header, AckLevel, ErrorCode, Hello, ProtocolError, ServerFrame, VERSION,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -86,7 +88,11 @@ pub enum PushError {
     #[error("node {address} refused the stream: {reason}")]
     Refused { address: String, reason: String },
     #[error("gave up on node {address} after {after:?} without progress: {last_error}")]
-    GaveUp { address: String, after: Duration, last_error: String },
+    GaveUp {
+        address: String,
+        after: Duration,
+        last_error: String,
+    },
     #[error("manifest: {0}")]
     Manifest(#[from] std::io::Error),
 }
@@ -134,23 +140,35 @@ struct Shared {
 }
 
 impl Shared {
-    /// Claims the next image number, pacing to the rate.
-    async fn claim(&self) -> Option<u64> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        if i >= self.opts.count {
-            return None;
-        }
+    /// Waits until the rate allows the next image. Claims nothing, so it is safe to cancel (select!).
+    async fn pace(&self) {
         if let Some(rate) = self.opts.rate.filter(|r| *r > 0.0) {
+            let i = self.next.load(Ordering::Relaxed);
             let due = self.started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        Some(i)
+    }
+
+    /// Claims the next image number, if any are left.
+    fn claim(&self) -> Option<u64> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.opts.count).then_some(i)
     }
 }
 
 /// Pushes `opts.count` images from `images`; records them in `manifest` if given.
-pub async fn push(opts: PushOptions, images: ImageSet, manifest: Option<Arc<ManifestWriter>>) -> Result<PushReport, PushError> {
-    let shared = Arc::new(Shared { opts: opts.clone(), images, next: AtomicU64::new(0), manifest, started: Instant::now() });
+pub async fn push(
+    opts: PushOptions,
+    images: ImageSet,
+    manifest: Option<Arc<ManifestWriter>>,
+) -> Result<PushReport, PushError> {
+    let shared = Arc::new(Shared {
+        opts: opts.clone(),
+        images,
+        next: AtomicU64::new(0),
+        manifest,
+        started: Instant::now(),
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..opts.concurrency.max(1) {
         let shared = shared.clone();
@@ -168,7 +186,10 @@ pub async fn push(opts: PushOptions, images: ImageSet, manifest: Option<Arc<Mani
                 first_err.get_or_insert(e);
             }
             Err(e) => {
-                first_err.get_or_insert(PushError::Refused { address: opts.address.clone(), reason: format!("worker panicked: {e}") });
+                first_err.get_or_insert(PushError::Refused {
+                    address: opts.address.clone(),
+                    reason: format!("worker panicked: {e}"),
+                });
             }
         }
     }
@@ -184,7 +205,10 @@ pub async fn push(opts: PushOptions, images: ImageSet, manifest: Option<Arc<Mani
 
 async fn raw_worker(shared: Arc<Shared>) -> Result<PushReport, PushError> {
     let mut report = PushReport::default();
-    while let Some(i) = shared.claim().await {
+    while let Some(i) = {
+        shared.pace().await;
+        shared.claim()
+    } {
         let (label, data) = shared.images.get(i);
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(10);
@@ -252,7 +276,15 @@ async fn framed_worker(shared: Arc<Shared>, worker: usize) -> Result<PushReport,
     let mut last_progress = Instant::now();
     loop {
         let acked_before = report.acked;
-        let end = framed_connection(&shared, &source, &mut kept, &mut next_seq, &mut exhausted, &mut report).await?;
+        let end = framed_connection(
+            &shared,
+            &source,
+            &mut kept,
+            &mut next_seq,
+            &mut exhausted,
+            &mut report,
+        )
+        .await?;
         if report.acked > acked_before {
             last_progress = Instant::now();
             backoff = Duration::from_millis(10);
@@ -261,7 +293,11 @@ async fn framed_worker(shared: Arc<Shared>, worker: usize) -> Result<PushReport,
             ConnEnd::Done => return Ok(report),
             ConnEnd::Broken(why) => {
                 if last_progress.elapsed() > shared.opts.give_up_after {
-                    return Err(PushError::GaveUp { address: shared.opts.address.clone(), after: shared.opts.give_up_after, last_error: why });
+                    return Err(PushError::GaveUp {
+                        address: shared.opts.address.clone(),
+                        after: shared.opts.give_up_after,
+                        last_error: why,
+                    });
                 }
                 debug!(source = %source, error = %why, kept = kept.len(), "connection lost; reconnecting");
                 report.reconnects += 1;
@@ -289,7 +325,11 @@ async fn framed_connection(
     let _ = sock.set_nodelay(true);
     let (mut rd, wr) = sock.into_split();
     let mut wr = BufWriter::with_capacity(256 * 1024, wr);
-    let hello = Hello { version: VERSION, source: source.to_string(), token: opts.token.clone() };
+    let hello = Hello {
+        version: VERSION,
+        source: source.to_string(),
+        token: opts.token.clone(),
+    };
     if let Err(e) = async {
         wr.write_all(&hello.encode()).await?;
         wr.flush().await
@@ -325,9 +365,13 @@ async fn framed_connection(
         Some(Ok(ServerFrame::Welcome { .. })) => {}
         Some(Ok(ServerFrame::Error { code, message })) => {
             return match code {
-                ErrorCode::Unauthorized | ErrorCode::BadMagic | ErrorCode::UnsupportedVersion | ErrorCode::InvalidSource => {
-                    Err(PushError::Refused { address: opts.address.clone(), reason: message })
-                }
+                ErrorCode::Unauthorized
+                | ErrorCode::BadMagic
+                | ErrorCode::UnsupportedVersion
+                | ErrorCode::InvalidSource => Err(PushError::Refused {
+                    address: opts.address.clone(),
+                    reason: message,
+                }),
                 _ => Ok(ConnEnd::Broken(message)),
             };
         }
@@ -369,8 +413,8 @@ async fn framed_connection(
                     None => return Ok(ConnEnd::Broken("connection closed".into())),
                 }
             }
-            i = shared.claim(), if room => {
-                let Some(i) = i else {
+            _ = shared.pace(), if room => {
+                let Some(i) = shared.claim() else {
                     *exhausted = true;
                     if let Err(e) = wr.flush().await {
                         return Ok(ConnEnd::Broken(e.to_string()));
@@ -399,12 +443,23 @@ async fn framed_connection(
     }
 }
 
-async fn write_block<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, seq: u64, data: &[u8]) -> std::io::Result<()> {
+async fn write_block<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    seq: u64,
+    data: &[u8],
+) -> std::io::Result<()> {
     wr.write_all(&block_header(seq, data)).await?;
     wr.write_all(data).await
 }
 
-fn on_ack(shared: &Shared, source: &str, kept: &mut VecDeque<Kept>, report: &mut PushReport, level: AckLevel, seq: u64) -> Result<(), PushError> {
+fn on_ack(
+    shared: &Shared,
+    source: &str,
+    kept: &mut VecDeque<Kept>,
+    report: &mut PushReport,
+    level: AckLevel,
+    seq: u64,
+) -> Result<(), PushError> {
     let Some(pos) = kept.iter().position(|k| k.seq == seq) else {
         return Ok(()); // an ack for a block already let go (e.g. committed after durable)
     };
@@ -434,7 +489,7 @@ fn on_ack(shared: &Shared, source: &str, kept: &mut VecDeque<Kept>, report: &mut
             acked: true,
         })?;
     }
-    if report.acked % 10_000 == 0 {
+    if report.acked.is_multiple_of(10_000) {
         info!(source, acked = report.acked, "progress");
     }
     Ok(())

@@ -20,12 +20,16 @@ pub struct ServeOptions {
 }
 
 /// Serves `count` images; returns how many were written to a connection.
-pub async fn serve(opts: ServeOptions, images: ImageSet, manifest: Option<Arc<ManifestWriter>>) -> std::io::Result<u64> {
+pub async fn serve(
+    opts: ServeOptions,
+    images: ImageSet,
+    manifest: Option<Arc<ManifestWriter>>,
+) -> std::io::Result<u64> {
     let mut served = 0;
     for i in 0..opts.count {
-        let listener = TcpListener::bind(&opts.address)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", opts.address)))?;
+        let listener = TcpListener::bind(&opts.address).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot bind {}: {e}", opts.address))
+        })?;
         let (mut sock, peer) = listener.accept().await?;
         drop(listener);
         let (label, data) = images.get(i);
