@@ -15,7 +15,8 @@
 //!
 //! `LocalFileSystem::put` does not fsync by default, and fsyncing each put separately would also
 //! fsync the staging directory once per file. Instead `publish` does, on a blocking thread:
-//! reopen + `sync_all` every staged file, `sync_all` the staging directory (so the entries exist),
+//! make every staged file durable (on Linux one `syncfs(2)`, elsewhere `sync_all` per file),
+//! `sync_all` the staging directory (so the entries exist),
 //! rename, then `sync_all` the output directory and `_temporary` (so the rename itself is durable).
 //! Only then is the outcome `Published`, and only then may the caller write its commit record.
 //!
@@ -306,6 +307,33 @@ impl Output for LocalOutput {
     }
 }
 
+/// Makes every staged file durable. On Linux that is one `syncfs(2)` of the output's file system: one
+/// journal commit for the whole batch instead of one per file (per-file fsyncs measured ~3.4 ms per
+/// image, capping output at ~18 MiB/s for 64 KiB images). Elsewhere, every file is fsynced.
+fn sync_staged_files(output: &str, staging: &Path, files: &[String]) -> Result<(), SinkError> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let _ = files;
+        let dir = File::open(staging).map_err(io_err(output, staging, "open staging for syncfs"))?;
+        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(io_err(output, staging, "syncfs staged files")(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        for name in files {
+            let path = staging.join(name);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(output, &path, "fsync staged file"))?;
+        }
+        Ok(())
+    }
+}
+
 /// A batch staged under `<output>/_temporary/<batch dir>/`.
 #[derive(Debug)]
 struct LocalStagedBatch {
@@ -358,12 +386,7 @@ impl StagedBatch for LocalStagedBatch {
         let log_batch = batch.clone();
         let file_count = files.len();
         let outcome = blocking(&log_output, &staging_for_err, "publish batch", move || {
-            for name in &files {
-                let path = staging.join(name);
-                File::open(&path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io_err(&output, &path, "fsync staged file"))?;
-            }
+            sync_staged_files(&output, &staging, &files)?;
             sync_dir(&output, &staging)?;
             failpoint("sink::publish::fault", &batch).map_err(io_err(
                 &output,
