@@ -27,8 +27,16 @@ struct Case {
 }
 
 const CASES: [Case; 2] = [
-    Case { name: "8KiB", record: 8 * 1024, appenders: 256 },
-    Case { name: "256KiB", record: 256 * 1024, appenders: 64 },
+    Case {
+        name: "8KiB",
+        record: 8 * 1024,
+        appenders: 256,
+    },
+    Case {
+        name: "256KiB",
+        record: 256 * 1024,
+        appenders: 64,
+    },
 ];
 
 #[derive(Default, Clone, Copy)]
@@ -109,7 +117,10 @@ fn main() {
         .measurement_time(Duration::from_secs(3));
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(base).expect("bench dir");
-    let tmp = tempfile::Builder::new().prefix("wal-bench").tempdir_in(base).expect("tempdir");
+    let tmp = tempfile::Builder::new()
+        .prefix("wal-bench")
+        .tempdir_in(base)
+        .expect("tempdir");
     let rt = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -121,8 +132,12 @@ fn main() {
     let mut summary = Vec::new();
     for case in &CASES {
         let dir = tmp.path().join(case.name);
-        let (wal, _) = Wal::open(WalOptions { dir: dir.clone(), segment_size: SEGMENT_SIZE, salvage: false })
-            .expect("open WAL");
+        let (wal, _) = Wal::open(WalOptions {
+            dir: dir.clone(),
+            segment_size: SEGMENT_SIZE,
+            salvage: false,
+        })
+        .expect("open WAL");
         let mut wal_totals = Totals::default();
         let mut disk_totals = Totals::default();
 
@@ -132,12 +147,18 @@ fn main() {
             b.iter_custom(|iters| {
                 let syncs = wal.sync_count();
                 let elapsed = run_wal(&rt, &wal, case, iters);
-                wal_totals.add(iters, iters * case.record as u64, elapsed, wal.sync_count() - syncs);
+                wal_totals.add(
+                    iters,
+                    iters * case.record as u64,
+                    elapsed,
+                    wal.sync_count() - syncs,
+                );
                 elapsed
             })
         });
         // The baseline writes what the WAL wrote per fdatasync, on average.
-        let group_bytes = (wal_totals.records * (case.record + RECORD_HEADER_LEN) as u64) / wal_totals.syncs.max(1);
+        let group_bytes = (wal_totals.records * (case.record + RECORD_HEADER_LEN) as u64)
+            / wal_totals.syncs.max(1);
         let chunk = vec![0x5au8; group_bytes.max(1) as usize];
         group.bench_function(format!("disk/{}", case.name), |b| {
             b.iter_custom(|iters| {
@@ -154,7 +175,10 @@ fn main() {
     }
     c.final_summary();
 
-    println!("\nWAL vs. disk (payload bytes, same directory {})", tmp.path().display());
+    println!(
+        "\nWAL vs. disk (payload bytes, same directory {})",
+        tmp.path().display()
+    );
     for (case, wal, disk, group_bytes) in &summary {
         println!(
             "{:>6} records x {:>3} appenders: WAL {:8.1} MiB/s, disk write+fdatasync {:8.1} MiB/s, WAL/disk {:5.1}% \
@@ -168,7 +192,11 @@ fn main() {
             wal.records as f64 / wal.syncs.max(1) as f64,
         );
         if case.record == 8 * 1024 {
-            println!("{:>6} records: {:.0} records/s through the WAL", case.name, wal.records_per_sec());
+            println!(
+                "{:>6} records: {:.0} records/s through the WAL",
+                case.name,
+                wal.records_per_sec()
+            );
         }
     }
 }

@@ -48,16 +48,19 @@
 //!
 //! ## Group commit
 //!
-//! One dedicated OS thread, the *writer*, owns the active segment. [`Wal::append`] computes the
-//! payload's share of the CRC on the caller's task, sends the request over a channel and
-//! awaits a one-shot reply. The writer takes every request that is waiting, assigns LSNs in
-//! arrival order, writes them all with `writev` (header and payload slices side by side; the
-//! payload `Bytes` are never copied), calls `fdatasync` once, and only then replies to all of
-//! them. Requests that arrive while that write and sync are in flight wait in the channel and
-//! form the next group. An append therefore resolves only after the fdatasync that covers
-//! it, and the number of syncs grows with the number of groups, not of records
-//! ([`Wal::sync_count`] counts them). Dropping an append future does not withdraw the record:
-//! it may still be written, it just is not acknowledged.
+//! Two dedicated OS threads form a pipeline. [`Wal::append`] computes the payload's share of
+//! the CRC on the caller's task, sends the request over a channel and awaits a one-shot reply.
+//! The *writer* thread owns the active segment: it takes every request that is waiting,
+//! assigns LSNs in arrival order, writes them all with one `writev` (header and payload slices
+//! side by side; the payload `Bytes` are never copied) and hands the written batch to the
+//! *syncer* thread. The syncer takes every batch handed over, calls `fdatasync` once, and only
+//! then replies to all of their appends. Requests that arrive while a sync is in flight are
+//! written meanwhile and form the next group, covered by the next single fdatasync. So an
+//! append resolves only after the fdatasync that covers it; the number of syncs grows with
+//! the number of groups, not of records ([`Wal::sync_count`] counts them); and the disk never
+//! idles while the next group is copied into the page cache or the previous one answered.
+//! Dropping an append future does not withdraw the record: it may still be written, it just
+//! is not acknowledged.
 //!
 //! ## Rotation
 //!
@@ -66,12 +69,13 @@
 //! next segment, named after the LSN that record gets, and fsyncs the directory), and a group
 //! stops taking records at the first one that would not fit. A single record larger than
 //! `segment_size` is written alone into a segment of its own. The old segment needs no
-//! extra sync: every group was fdatasync'd before its appends were acknowledged.
+//! extra sync, but the writer waits until everything written to it is synced before it
+//! creates the next one, so unsynced bytes are only ever at the end of the last segment.
 //!
 //! ## Failures while writing (fsyncgate)
 //!
 //! If a write or fdatasync fails, the appends of that group fail with [`WalError::Io`] and the
-//! writer stops for good: every later append fails fast with [`WalError::Failed`] carrying the
+//! pipeline stops for good: every later append fails fast with [`WalError::Failed`] carrying the
 //! first error. A failed fdatasync is never retried, because on Linux the failed pages may
 //! already be marked clean and a retry would falsely succeed. Restarting the process runs
 //! recovery, which trusts only what the checksums confirm.
@@ -91,8 +95,9 @@
 //!    truncated at the bad record, logged at `warn` with the offset and byte count, and counted
 //!    in [`RecoveryReport::truncated_bytes`]. A bad record followed by a valid later record
 //!    is a bit flip in the middle of the log, not a torn write, and is never truncated
-//!    silently. Only one group can be unsynced at a crash, and the writer writes it
-//!    after everything before it is synced, so a real torn tail has nothing valid after it.
+//!    silently. Everything after the last completed fdatasync was never acknowledged, and
+//!    only the last segment can hold such bytes, so a torn tail is a cut-off prefix of what
+//!    the writer wrote last, with nothing valid after the cut.
 //! 5. Anything else (a bad record in a sealed segment, a bad record in the last segment
 //!    followed by valid ones, a bad header, an LSN gap or overlap) fails with
 //!    [`WalError::Corrupt`] naming the segment and the byte offset — unless
@@ -128,14 +133,14 @@
 //!
 //! | name                 | where                                                        |
 //! |----------------------|--------------------------------------------------------------|
-//! | `wal::write::before` | before the writer writes a group                             |
-//! | `wal::sync::before`  | after the group's write, before its fdatasync                |
-//! | `wal::sync::after`   | after the fdatasync, before the group's appends are answered |
-//! | `wal::rotate::before`| before the writer creates the next segment                   |
+//! | `wal::write::before` | writer thread, before it writes a batch                      |
+//! | `wal::sync::before`  | syncer thread, before a group's fdatasync                    |
+//! | `wal::sync::after`   | syncer thread, after the fdatasync, before the group's appends are answered |
+//! | `wal::rotate::before`| writer thread, before it creates the next segment            |
 //!
 //! Action `return` makes the operation fail with an injected I/O error (with the fsyncgate
 //! consequences above); `return(<dir>)` does so only for the WAL whose directory is exactly
-//! `<dir>`, so tests running in parallel do not disturb each other. `panic` panics the writer
+//! `<dir>`, so tests running in parallel do not disturb each other. `panic` panics that
 //! thread (appends then fail with [`WalError::Failed`]); to kill the whole process at that
 //! point, use `fail::cfg_callback(name, || std::process::abort())`.
 //!
@@ -161,7 +166,7 @@ use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -267,6 +272,9 @@ pub(crate) struct Shared {
     pub durable_lsn: AtomicU64,
     pub sync_count: AtomicU64,
     pub failed: Mutex<Option<String>>,
+    /// Paired with `synced`: the writer waits on it for the syncer before rotating.
+    pub sync_lock: Mutex<()>,
+    pub synced: Condvar,
     pub closed: AtomicBool,
     /// Read-only handles for [`Wal::read`], by segment id.
     pub readers: Mutex<HashMap<u64, Arc<File>>>,
@@ -324,6 +332,8 @@ impl Wal {
             durable_lsn: AtomicU64::new(recovered.next_lsn - 1),
             sync_count: AtomicU64::new(0),
             failed: Mutex::new(None),
+            sync_lock: Mutex::new(()),
+            synced: Condvar::new(),
             closed: AtomicBool::new(false),
             readers: Mutex::new(HashMap::new()),
         });
@@ -335,7 +345,7 @@ impl Wal {
             recovered.active_first_lsn,
             recovered.active_len,
             recovered.next_lsn,
-        );
+        )?;
         let handle = std::thread::Builder::new()
             .name("wal-writer".to_string())
             .spawn(move || writer.run())

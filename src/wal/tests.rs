@@ -929,6 +929,38 @@ mod failpoints {
     }
 
     #[test]
+    fn the_writer_never_starts_a_segment_before_the_previous_one_is_synced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (wal, _) = open(opts(tmp.path(), 100));
+        arm("wal::sync::before", tmp.path());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = runtime.block_on(async {
+            let tasks: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let wal = wal.clone();
+                    tokio::spawn(async move { wal.append(i, Bytes::from(vec![i; 60])).await })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for t in tasks {
+                results.push(t.await.unwrap());
+            }
+            results
+        });
+        fail::remove("wal::sync::before");
+        assert!(
+            results.iter().all(|r| r.is_err()),
+            "nothing was synced, nothing may be acknowledged"
+        );
+        // Every record needs a segment of its own, but the first one was never synced.
+        assert_eq!(segment_files(tmp.path()).len(), 1);
+    }
+
+    #[test]
     fn a_failed_rotation_fails_the_append_and_the_log_reopens_intact() {
         let tmp = tempfile::tempdir().unwrap();
         let (wal, _) = open(opts(tmp.path(), 100));
