@@ -146,6 +146,31 @@ fn a_fresh_directory_is_created_and_starts_at_lsn_one() {
 }
 
 #[test]
+fn the_handle_its_append_future_and_replay_can_move_across_threads() {
+    fn assert_send_sync<T: Send + Sync + 'static>(_: &T) {}
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _) = open(opts(tmp.path(), 4096));
+    assert_send_sync(&wal);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = wal.clone();
+    let appended = runtime.block_on(
+        runtime.spawn(async move { handle.append(4, Bytes::from_static(b"moved")).await }),
+    );
+    assert_eq!(appended.unwrap().unwrap().0, 1);
+    let replay = wal.replay(1).unwrap();
+    assert_send(&replay);
+    let back = std::thread::spawn(move || replay.map(|r| r.unwrap().payload).collect::<Vec<_>>())
+        .join()
+        .unwrap();
+    assert_eq!(back, vec![Bytes::from_static(b"moved")]);
+}
+
+#[test]
 fn an_append_resolves_only_after_its_record_is_synced_to_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let (wal, _) = open(opts(tmp.path(), 1 << 20));
