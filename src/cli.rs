@@ -178,6 +178,9 @@ pub fn init_logging() {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    // With the `failpoints` feature, FAILPOINTS="name=action;..." arms failpoints (crash tests).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

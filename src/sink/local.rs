@@ -315,10 +315,13 @@ fn sync_staged_files(output: &str, staging: &Path, files: &[String]) -> Result<(
     {
         use std::os::fd::AsRawFd;
         let _ = files;
-        let dir = File::open(staging).map_err(io_err(output, staging, "open staging for syncfs"))?;
+        let dir =
+            File::open(staging).map_err(io_err(output, staging, "open staging for syncfs"))?;
         // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
         if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(io_err(output, staging, "syncfs staged files")(io::Error::last_os_error()));
+            return Err(io_err(output, staging, "syncfs staged files")(
+                io::Error::last_os_error(),
+            ));
         }
         Ok(())
     }
