@@ -33,6 +33,11 @@ pub struct IngestArgs {
     /// Unacknowledged blocks per stream.
     #[arg(long, default_value_t = 64)]
     pub window: usize,
+    /// Images per second over all streams (default: as fast as the node takes them). At full speed the
+    /// ack latency is mostly queueing (in flight / throughput); a rate below capacity shows the
+    /// latency of the WAL's group commit itself.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Scratch directory (removed afterwards unless --keep).
     #[arg(long, default_value = "./target/bench-ingest")]
     pub dir: PathBuf,
@@ -111,6 +116,7 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         count,
         concurrency: a.concurrency,
         window: a.window,
+        rate: a.rate,
         source_prefix: "bench".into(),
         progress: Some(progress.clone()),
         ..PushOptions::default()

@@ -74,20 +74,14 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
-        for (name, size) in UNITS {
-            if self.0 >= size && self.0.is_multiple_of(size) {
-                return write!(f, "{} {name}", self.0 / size);
-            }
-        }
+        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         for (name, size) in UNITS {
             if self.0 >= size {
-                return write!(f, "{:.1} {name}", self.0 as f64 / size as f64);
+                return if self.0.is_multiple_of(size) {
+                    write!(f, "{} {name}", self.0 / size)
+                } else {
+                    write!(f, "{:.1} {name}", self.0 as f64 / size as f64)
+                };
             }
         }
         write!(f, "{} B", self.0)
@@ -149,6 +143,8 @@ mod tests {
     fn sizes_display_in_the_largest_exact_unit() {
         assert_eq!(ByteSize::mib(64).to_string(), "64 MiB");
         assert_eq!(ByteSize(1000).to_string(), "1000 B");
+        assert_eq!(ByteSize(1024).to_string(), "1 KiB");
         assert_eq!(ByteSize(1536).to_string(), "1.5 KiB");
+        assert_eq!(ByteSize(5_000_000_000).to_string(), "4.7 GiB");
     }
 }
