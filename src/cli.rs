@@ -285,47 +285,65 @@ pub async fn run_node(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let node = Node::open(cfg).await?;
-    let (node, bound, tasks) = start_node(node).await?;
-    println!("ready {}", bound.join(" "));
+    let running = start_node(Node::open(cfg).await?).await?;
+    println!("ready {}", running.addresses.join(" "));
     tokio::select! {
-        _ = shutdown => node.request_stop("shutdown requested"),
-        _ = node.stopped() => {}
+        _ = shutdown => running.node.request_stop("shutdown requested"),
+        _ = running.node.stopped() => {}
     }
-    stop_node(node, tasks).await
+    running.stop().await
 }
 
-/// A node serving: its receivers and batcher run in `tasks`.
-pub async fn start_node(
-    node: Node,
-) -> anyhow::Result<(Node, Vec<String>, tokio::task::JoinSet<()>)> {
-    let mut tasks = tokio::task::JoinSet::new();
-    let bound = crate::receiver::start(&node, &mut tasks).await?;
-    let batcher = node.clone();
-    tasks.spawn(async move {
-        let _ = batcher.run_batcher().await;
-    });
-    info!(addresses = ?bound, "node ready");
-    Ok((node, bound, tasks))
+/// A node serving: its receivers and its batcher.
+pub struct RunningNode {
+    pub node: Node,
+    /// The receivers' addresses, in configuration order (port 0 resolved).
+    pub addresses: Vec<String>,
+    receivers: tokio::task::JoinSet<()>,
+    batcher: tokio::task::JoinHandle<()>,
 }
 
-/// Stops receivers, commits what is durable, closes the WAL; an error if the node failed.
-pub async fn stop_node(node: Node, mut tasks: tokio::task::JoinSet<()>) -> anyhow::Result<()> {
-    node.request_stop("stopping");
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), drain)
-        .await
-        .is_err()
-    {
-        tasks.shutdown().await;
+/// Starts the receivers and the batcher of an opened node.
+pub async fn start_node(node: Node) -> anyhow::Result<RunningNode> {
+    let mut receivers = tokio::task::JoinSet::new();
+    let addresses = crate::receiver::start(&node, &mut receivers).await?;
+    let batcher = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _ = node.run_batcher().await;
+        })
+    };
+    info!(addresses = ?addresses, "node ready");
+    Ok(RunningNode {
+        node,
+        addresses,
+        receivers,
+        batcher,
+    })
+}
+
+impl RunningNode {
+    /// Stops the receivers (blocks already read are finished), lets a batch commit in progress finish —
+    /// never aborted, or its batch could be cut twice — commits what is durable and closes the WAL.
+    /// An error if the node failed.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.node.request_stop("stopping");
+        let drain = async { while self.receivers.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            self.receivers.shutdown().await;
+        }
+        let _ = self.batcher.await;
+        let reason = self.node.stop_reason().unwrap_or_default();
+        self.node.shutdown().await?;
+        if reason.starts_with("fatal") {
+            anyhow::bail!("{reason}");
+        }
+        info!("node stopped");
+        Ok(())
     }
-    let reason = node.stop_reason().unwrap_or_default();
-    node.shutdown().await?;
-    if reason.starts_with("fatal") {
-        anyhow::bail!("{reason}");
-    }
-    info!("node stopped");
-    Ok(())
 }
 
 async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {

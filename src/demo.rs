@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::cli::{fmt_ms, start_node, stop_node};
+use crate::cli::{fmt_ms, start_node};
 use crate::config::{Config, SourceConfig};
 use crate::images::ImageSet;
 use crate::node::Node;
@@ -37,8 +37,8 @@ pub async fn run(images: u64, dir: &Path) -> anyhow::Result<ExitCode> {
         humantime::format_duration(cfg.batch.interval), cfg.wal.segment_size, dir.display());
     let output = cfg.output_dir();
     let node = Node::open(cfg).await?;
-    let (node, bound, tasks) = start_node(node).await?;
-    let (raw_addr, framed_addr) = (bound[0].clone(), bound[1].clone());
+    let running = start_node(node).await?;
+    let (raw_addr, framed_addr) = (running.addresses[0].clone(), running.addresses[1].clone());
 
     let manifest_path = dir.join("manifest.jsonl");
     let manifest = Arc::new(ManifestWriter::create(&manifest_path)?);
@@ -77,7 +77,7 @@ pub async fn run(images: u64, dir: &Path) -> anyhow::Result<ExitCode> {
     );
     let (f, r) = (f?, r?);
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-    stop_node(node, tasks).await?; // commits the last batch
+    running.stop().await?; // commits the last batch
     manifest.flush()?;
     let n = f.sent + r.sent;
     let bytes = f.bytes + r.bytes;

@@ -189,11 +189,11 @@ pub async fn start_in_process(
     cfg.validate()?;
     let output = cfg.output_dir();
     let node = hdfs_ingest::node::Node::open(cfg).await?;
-    let (node, addresses, tasks) = hdfs_ingest::cli::start_node(node).await?;
+    let running = hdfs_ingest::cli::start_node(node).await?;
     Ok(InProcess {
-        node,
-        addresses,
-        tasks,
+        node: running.node.clone(),
+        addresses: running.addresses.clone(),
+        running,
         output,
     })
 }
@@ -201,14 +201,14 @@ pub async fn start_in_process(
 pub struct InProcess {
     pub node: hdfs_ingest::node::Node,
     pub addresses: Vec<String>,
-    pub tasks: tokio::task::JoinSet<()>,
+    running: hdfs_ingest::cli::RunningNode,
     pub output: PathBuf,
 }
 
 impl InProcess {
     /// Stops receivers and commits everything durable.
     pub async fn stop(self) -> anyhow::Result<PathBuf> {
-        hdfs_ingest::cli::stop_node(self.node, self.tasks).await?;
+        self.running.stop().await?;
         Ok(self.output)
     }
 }

@@ -45,7 +45,7 @@ use crate::error::NodeError;
 use crate::receiver::protocol::{AckLevel, ServerFrame};
 use crate::sink::{self, BatchBlock, Output, PublishOutcome};
 use crate::wal::{Lsn, Wal, WalOptions};
-use state::{ConnHandle, Outcome, State};
+use state::{ConnHandle, Outcome, PendingCommit, State};
 
 /// What [`Node::ingest`] did with a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -399,15 +399,22 @@ impl Node {
         }
     }
 
-    /// Seals the blocks made durable since the last seal into a batch and commits it. Returns false if
-    /// there was nothing to seal.
+    /// Seals the blocks made durable since the last seal into a batch and commits it. A batch whose
+    /// commit failed (its output or checkpoint store unreachable) is retried first, under the same seal
+    /// and name, before anything new is sealed; meanwhile ingest goes on into the WAL. Returns false if
+    /// there was nothing to do.
     pub async fn seal_and_commit(&self) -> Result<bool, NodeError> {
+        let pending = self.state().pending_commit;
+        if let Some(p) = pending {
+            self.commit_batch(p.prev_seal, p.seal, p.batch_ms).await?;
+            self.state().pending_commit = None;
+        }
         let (prev, last_ms) = {
             let st = self.state();
             (st.last_committed_seal, st.last_batch_ms)
         };
         if self.inner.last_block_lsn.load(Ordering::Acquire) <= prev {
-            return Ok(false);
+            return Ok(pending.is_some());
         }
         let batch_ms = next_batch_ms(now_ms(), self.inner.cfg.batch.interval, last_ms);
         let (seal, _) = self
@@ -415,8 +422,17 @@ impl Node {
             .wal
             .append(KIND_SEAL, encode_seal(batch_ms))
             .await?;
-        self.state().last_batch_ms = batch_ms;
+        {
+            let mut st = self.state();
+            st.last_batch_ms = batch_ms;
+            st.pending_commit = Some(PendingCommit {
+                prev_seal: prev,
+                seal,
+                batch_ms,
+            });
+        }
         self.commit_batch(prev, seal, batch_ms).await?;
+        self.state().pending_commit = None;
         Ok(true)
     }
 
@@ -498,21 +514,11 @@ impl Node {
         fail::fail_point!("node::commit::after_publish", |_| std::process::abort());
         let members = std::mem::take(&mut *members.lock().unwrap_or_else(|p| p.into_inner()));
 
-        let (snapshot, acks) = {
+        // The checkpoint first: the batch counts as committed only once a checkpoint says so.
+        let snapshot = {
             let mut st = self.state();
-            st.last_committed_seal = seal;
-            st.last_batch_ms = st.last_batch_ms.max(batch_ms);
             st.checkpoint_id += 1;
-            let mut acks = Vec::new();
-            for (source, seq) in &members {
-                if let Some(e) = st.sources.get_mut(source) {
-                    e.uncommitted.remove(seq);
-                }
-                if let Some(c) = st.conns.get(source) {
-                    acks.push((c.tx.clone(), *seq));
-                }
-            }
-            let snapshot = Snapshot {
+            Snapshot {
                 format: 1,
                 epoch: self.inner.epoch,
                 id: st.checkpoint_id,
@@ -526,11 +532,25 @@ impl Node {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.durable.clone()))
                     .collect(),
-            };
-            (snapshot, acks)
+            }
         };
         let key = self.inner.checkpointer.write(&snapshot).await?;
         fail::fail_point!("node::commit::after_checkpoint", |_| std::process::abort());
+        let acks = {
+            let mut st = self.state();
+            st.last_committed_seal = st.last_committed_seal.max(seal);
+            st.last_batch_ms = st.last_batch_ms.max(batch_ms);
+            let mut acks = Vec::new();
+            for (source, seq) in &members {
+                if let Some(e) = st.sources.get_mut(source) {
+                    e.uncommitted.remove(seq);
+                }
+                if let Some(c) = st.conns.get(source) {
+                    acks.push((c.tx.clone(), *seq));
+                }
+            }
+            acks
+        };
         self.inner.wal_release(seal + 1).await?;
         if let Err(e) = self.inner.checkpointer.gc(cfg.checkpoint.keep).await {
             warn!(error = %e, "could not delete old checkpoints; will retry after the next batch");
@@ -561,12 +581,17 @@ impl Node {
         tokio::pin!(stopped);
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = self.seal_and_commit().await {
+                _ = tick.tick() => match self.seal_and_commit().await {
+                    Ok(_) => {}
+                    Err(e @ NodeError::Wal(_)) => {
                         self.fail(format!("batch commit failed: {e}"));
                         return Err(e);
                     }
-                }
+                    Err(e) => {
+                        let pending = self.state().pending_commit.map(|p| p.batch_ms);
+                        error!(error = %e, batch_ms = ?pending, "batch commit failed; retrying at the next interval (ingest goes on into the WAL)");
+                    }
+                },
                 _ = &mut stopped => break,
             }
         }

@@ -32,6 +32,14 @@ pub struct ConnHandle {
     pub tx: mpsc::UnboundedSender<ServerFrame>,
 }
 
+/// A sealed batch whose commit has not succeeded yet; retried under the same seal and name.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingCommit {
+    pub prev_seal: Lsn,
+    pub seal: Lsn,
+    pub batch_ms: u64,
+}
+
 #[derive(Default)]
 pub struct State {
     pub sources: HashMap<String, SourceEntry>,
@@ -41,6 +49,7 @@ pub struct State {
     /// The batch time of the newest seal (committed or being committed).
     pub last_batch_ms: u64,
     pub checkpoint_id: u64,
+    pub pending_commit: Option<PendingCommit>,
 }
 
 impl State {
