@@ -157,6 +157,10 @@ pub struct WalConfig {
     /// Open a WAL with a corrupt record in its middle by dropping that record and the rest of its
     /// segment (what was dropped is logged). Off: the node refuses to start and names the segment and offset.
     pub salvage: bool,
+    /// The most disk the WAL may use. When batches cannot commit (the output is down) the WAL grows; at
+    /// this size the node stops taking new blocks — senders see backpressure, nothing is dropped — until
+    /// a commit frees segments.
+    pub disk_budget: ByteSize,
 }
 
 impl Default for WalConfig {
@@ -165,6 +169,7 @@ impl Default for WalConfig {
             dir: None,
             segment_size: ByteSize::mib(64),
             salvage: false,
+            disk_budget: ByteSize::gib(8),
         }
     }
 }
@@ -346,6 +351,15 @@ impl Config {
             return Err(invalid(
                 "wal.segment_size",
                 format!("must be at least 1 MiB (got {})", self.wal.segment_size),
+            ));
+        }
+        if self.wal.disk_budget.as_u64() < 2 * self.wal.segment_size.as_u64() {
+            return Err(invalid(
+                "wal.disk_budget",
+                format!(
+                    "must be at least two segments ({} is under 2 x {})",
+                    self.wal.disk_budget, self.wal.segment_size
+                ),
             ));
         }
         if self.batch.interval < Duration::from_millis(10)

@@ -100,3 +100,88 @@ async fn an_unwritable_output_delays_commits_but_loses_and_duplicates_nothing() 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_its_disk_budget_the_wal_applies_backpressure_instead_of_failing_or_dropping(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let n = start_in_process(
+        dir.path(),
+        vec![SourceConfig::FramedListen {
+            address: "127.0.0.1:0".into(),
+            token: None,
+        }],
+        |c| {
+            c.wal.segment_size = hdfs_ingest::size::ByteSize::mib(1);
+            c.wal.disk_budget = hdfs_ingest::size::ByteSize::mib(3);
+        },
+    )
+    .await?;
+    let output = n.output.clone();
+    // The output is down from the start, so nothing can commit and the WAL only grows.
+    std::fs::create_dir_all(output.parent().unwrap())?;
+    if output.exists() {
+        std::fs::remove_dir_all(&output)?;
+    }
+    std::fs::write(&output, b"not a directory")?;
+    let mpath = dir.path().join("m.jsonl");
+    let m = Arc::new(ManifestWriter::create(&mpath)?);
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sender = tokio::spawn(push(
+        PushOptions {
+            address: n.addresses[0].clone(),
+            count: 400,
+            concurrency: 2,
+            window: 8,
+            source_prefix: "b".into(),
+            give_up_after: Duration::from_secs(120),
+            progress: Some(progress.clone()),
+            ..PushOptions::default()
+        },
+        ImageSet::Generated {
+            size: 16 * 1024,
+            seed: 4,
+        },
+        Some(m.clone()),
+    ));
+    // ~6.5 MB to send, 3 MiB allowed: the sender must stall, and the node must not fail.
+    // Wait for the sender to stall (no progress for 1.5 s), which it must do well before it is done.
+    let mut last = u64::MAX;
+    let mut same_since = std::time::Instant::now();
+    let stalled_at = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = progress.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            same_since = std::time::Instant::now();
+        } else if same_since.elapsed() > Duration::from_millis(1500) {
+            break now;
+        }
+        assert!(
+            !sender.is_finished(),
+            "the sender finished although the WAL budget is far below what it sends"
+        );
+    };
+    assert!(
+        stalled_at > 0 && stalled_at < 400 * 16 * 1024,
+        "stalled part-way: {stalled_at} bytes acked"
+    );
+    assert!(n.node.stop_reason().is_none(), "the node is still running");
+    let wal_bytes: u64 = std::fs::read_dir(dir.path().join("data/wal"))?
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(
+        wal_bytes <= 4 << 20,
+        "the WAL stayed near its budget: {wal_bytes}"
+    );
+
+    std::fs::remove_file(&output)?;
+    let r = tokio::time::timeout(Duration::from_secs(60), sender).await???;
+    assert_eq!(r.acked, 400);
+    let output = n.stop().await?;
+    m.flush()?;
+    let v = verify(&read_manifest(&mpath)?, &output, true)?;
+    assert!(v.ok() && v.found == 400, "{}", v.summary());
+    Ok(())
+}

@@ -88,6 +88,9 @@ struct Inner {
     stats: Stats,
     /// Set when the node must stop: a shutdown request or a fatal error.
     stop: watch::Sender<Option<String>>,
+    /// Signalled when WAL segments are released (room under the disk budget).
+    wal_freed: tokio::sync::Notify,
+    over_budget: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -203,6 +206,8 @@ impl Node {
                 next_conn_id: AtomicU64::new(1),
                 stats: Stats::default(),
                 stop,
+                wal_freed: tokio::sync::Notify::new(),
+                over_budget: std::sync::atomic::AtomicBool::new(false),
                 cfg,
             }),
         };
@@ -349,6 +354,7 @@ impl Node {
                 }
             }
             Step::Append(seq, tx) => {
+                self.wait_for_wal_room().await;
                 let len = data.len() as u64;
                 let res = self
                     .inner
@@ -379,6 +385,34 @@ impl Node {
                         Err(e.into())
                     }
                 }
+            }
+        }
+    }
+
+    /// Waits while the WAL is at its disk budget: the caller's block is not read further, so senders
+    /// feel backpressure instead of losing anything.
+    async fn wait_for_wal_room(&self) {
+        let budget = self.inner.cfg.wal.disk_budget.as_u64();
+        loop {
+            let notified = self.inner.wal_freed.notified();
+            let used = self.inner.wal.disk_bytes();
+            if used < budget {
+                if self.inner.over_budget.swap(false, Ordering::AcqRel) {
+                    info!(
+                        used,
+                        budget, "WAL back under its disk budget; taking blocks again"
+                    );
+                }
+                return;
+            }
+            if !self.inner.over_budget.swap(true, Ordering::AcqRel) {
+                warn!(used, budget, dir = %self.inner.wal.dir().display(),
+                      "WAL disk budget reached: applying backpressure to senders until a batch commits and frees segments");
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = self.stopped() => return,
             }
         }
     }
@@ -619,6 +653,7 @@ impl Inner {
     async fn wal_release(&self, low_water: Lsn) -> Result<(), NodeError> {
         let wal = self.wal.clone();
         let n = tokio::task::spawn_blocking(move || wal.release_below(low_water)).await??;
+        self.wal_freed.notify_waiters();
         if n > 0 {
             debug!(segments = n, low_water, "WAL segments released");
         }
