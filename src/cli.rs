@@ -355,11 +355,7 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
             pause,
             manifest,
         } => {
-            let m = manifest
-                .as_deref()
-                .map(ManifestWriter::create)
-                .transpose()?
-                .map(Arc::new);
+            let m = open_manifest(manifest.as_deref())?;
             let n = serve::serve(
                 ServeOptions {
                     address,
@@ -385,11 +381,7 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
             ack,
             manifest,
         } => {
-            let m = manifest
-                .as_deref()
-                .map(ManifestWriter::create)
-                .transpose()?
-                .map(Arc::new);
+            let m = open_manifest(manifest.as_deref())?;
             let opts = PushOptions {
                 address,
                 protocol,
@@ -423,6 +415,10 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn open_manifest(path: Option<&std::path::Path>) -> anyhow::Result<Option<Arc<ManifestWriter>>> {
+    Ok(path.map(ManifestWriter::create).transpose()?.map(Arc::new))
 }
 
 pub fn fmt_ms(d: Option<Duration>) -> String {

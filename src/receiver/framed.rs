@@ -7,7 +7,6 @@
 //! nothing else is lost, and other connections never notice.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -28,33 +27,13 @@ pub async fn listen(
     token: Option<String>,
     conns: Arc<Semaphore>,
 ) {
-    let stopped = node.stopped();
-    tokio::pin!(stopped);
     let token = Arc::new(token);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stopped => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((sock, peer)) => {
-                let Ok(permit) = conns.clone().acquire_owned().await else {
-                    return;
-                };
-                let node = node.clone();
-                let token = token.clone();
-                tokio::spawn(async move {
-                    let _ = sock.set_nodelay(true);
-                    serve(node, sock, peer.to_string(), token).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let n = node.clone();
+    super::accept_loop(node, listener, conns, move |sock, peer| {
+        let _ = sock.set_nodelay(true);
+        serve(n.clone(), sock, peer, token.clone())
+    })
+    .await
 }
 
 fn tokens_match(expected: &str, got: &str) -> bool {

@@ -13,10 +13,12 @@ pub mod raw;
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::SourceConfig;
 use crate::error::NodeError;
@@ -55,6 +57,44 @@ pub async fn start(node: &Node, tasks: &mut JoinSet<()>) -> Result<Vec<String>, 
         }
     }
     Ok(bound)
+}
+
+/// Accepts connections until the node stops, each served by `serve` in its own task, at most
+/// `max_connections` at once over all listeners (more wait in the kernel's accept queue).
+pub(crate) async fn accept_loop<F, Fut>(
+    node: Node,
+    listener: TcpListener,
+    conns: Arc<Semaphore>,
+    serve: F,
+) where
+    F: Fn(TcpStream, String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let stopped = node.stopped();
+    tokio::pin!(stopped);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((sock, peer)) => {
+                let Ok(permit) = conns.clone().acquire_owned().await else {
+                    return;
+                };
+                let task = serve(sock, peer.to_string());
+                tokio::spawn(async move {
+                    task.await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 async fn bind(address: &str) -> Result<TcpListener, NodeError> {

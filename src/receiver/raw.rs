@@ -88,32 +88,13 @@ async fn handle(node: &Node, mut sock: TcpStream, peer: String, source: &str) {
 
 /// Accepts senders until the node stops; each connection is one image.
 pub async fn listen(node: Node, listener: TcpListener, source: String, conns: Arc<Semaphore>) {
-    let stopped = node.stopped();
-    tokio::pin!(stopped);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stopped => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((sock, peer)) => {
-                let Ok(permit) = conns.clone().acquire_owned().await else {
-                    return;
-                };
-                let node = node.clone();
-                let source = source.clone();
-                tokio::spawn(async move {
-                    handle(&node, sock, peer.to_string(), &source).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let n = node.clone();
+    super::accept_loop(node, listener, conns, move |sock, peer| {
+        let node = n.clone();
+        let source = source.clone();
+        async move { handle(&node, sock, peer, &source).await }
+    })
+    .await
 }
 
 /// Pulls images from a sender that serves one per connection, for as long as the node runs.

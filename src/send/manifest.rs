@@ -26,6 +26,21 @@ pub struct ManifestEntry {
     pub acked: bool,
 }
 
+impl ManifestEntry {
+    /// A raw image: sent, never acknowledged (the raw protocol has no acks), numbered by the node.
+    pub fn raw(path: String, data: &[u8]) -> ManifestEntry {
+        ManifestEntry {
+            path,
+            size: data.len() as u64,
+            sha256: sha256_hex(data),
+            protocol: "raw".into(),
+            source: None,
+            seq: None,
+            acked: false,
+        }
+    }
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }

@@ -229,15 +229,7 @@ async fn raw_worker(shared: Arc<Shared>) -> Result<PushReport, PushError> {
         report.sent += 1;
         report.bytes += data.len() as u64;
         if let Some(m) = &shared.manifest {
-            m.append(&ManifestEntry {
-                path: label,
-                size: data.len() as u64,
-                sha256: sha256_hex(&data),
-                protocol: "raw".into(),
-                source: None,
-                seq: None,
-                acked: false,
-            })?;
+            m.append(&ManifestEntry::raw(label, &data))?;
         }
     }
     Ok(report)

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tracing::debug;
 
-use super::manifest::{sha256_hex, ManifestEntry, ManifestWriter};
+use super::manifest::{ManifestEntry, ManifestWriter};
 use crate::images::ImageSet;
 
 #[derive(Clone, Debug)]
@@ -43,15 +43,7 @@ pub async fn serve(
                 served += 1;
                 debug!(peer = %peer, image = %label, bytes = data.len(), "served");
                 if let Some(m) = &manifest {
-                    m.append(&ManifestEntry {
-                        path: label,
-                        size: data.len() as u64,
-                        sha256: sha256_hex(&data),
-                        protocol: "raw".into(),
-                        source: None,
-                        seq: None,
-                        acked: false,
-                    })?;
+                    m.append(&ManifestEntry::raw(label, &data))?;
                 }
             }
             Err(e) => debug!(peer = %peer, error = %e, "connection failed while serving an image"),
