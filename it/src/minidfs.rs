@@ -219,6 +219,21 @@ impl MiniDfs {
         }
     }
 
+    /// One cluster per test process, shared by every test that calls this (each should work in
+    /// its own directory, see [`unique_dir`]): [`MiniDfs::external`] if `HDFS_URL` is set,
+    /// otherwise a MiniDFSCluster with default options started on first use. It is never
+    /// dropped; when the test process exits, its stdin closes and the JVM shuts itself down.
+    /// Tests that stop or restart nodes must start their own cluster instead.
+    pub fn shared() -> anyhow::Result<&'static MiniDfs> {
+        static SHARED: OnceLock<Result<MiniDfs, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                MiniDfs::external_or_start(MiniDfsOptions::default()).map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| anyhow!("the shared MiniDFS did not start: {e}"))
+    }
+
     /// `hdfs://127.0.0.1:<port>` (no trailing slash).
     pub fn url(&self) -> &str {
         &self.url
@@ -407,6 +422,9 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 /// `mvn package`, offline first; online (downloading into `~/.m2`) only if offline fails.
 fn build(project: &Path) -> anyhow::Result<()> {
     let pom = project.join("pom.xml");
+    // maven-dependency-plugin leaves an unchanged classpath.txt untouched (old mtime): remove it
+    // so the build always leaves a fresh one.
+    let _ = std::fs::remove_file(project.join("target/classpath.txt"));
     let started = Instant::now();
     let offline = Command::new("mvn")
         .args(["-B", "-q", "-o", "-f"])
@@ -469,4 +487,10 @@ impl FileLock {
             }
         }
     }
+}
+
+/// A directory name no other test (or earlier run against an external cluster) uses:
+/// `/it/<name>-<random>`.
+pub fn unique_dir(name: &str) -> String {
+    format!("/it/{name}-{:016x}", rand::random::<u64>())
 }
