@@ -1,6 +1,8 @@
 //! The integration-test harness: runs the real `hdfs-ingest` binary as child processes, kills them with
 //! SIGKILL, and gives tests free ports and scratch configurations. The tests are in `it/tests/`.
 
+pub mod minidfs;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -59,6 +59,7 @@
 
 pub mod analysis;
 pub mod format;
+pub mod hdfs;
 pub mod local;
 #[cfg(test)]
 mod test_images;

@@ -44,6 +44,7 @@
 //! caller's mistakes (an invalid key). Every variant names the store and the key.
 
 pub mod conformance;
+pub mod hdfs;
 pub mod object;
 pub mod sled;
 

@@ -1,0 +1,232 @@
+package hdfsingest.minidfs;
+
+import java.io.BufferedReader;
+import java.io.File;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.hdfs.HdfsConfiguration;
+import org.apache.hadoop.hdfs.MiniDFSCluster;
+import org.apache.hadoop.hdfs.MiniDFSCluster.DataNodeProperties;
+import org.apache.hadoop.hdfs.server.datanode.DataNode;
+
+/**
+ * hdfs-ingest's MiniDFSCluster harness: the real NameNode and DataNode code in one JVM, controlled
+ * line by line over stdin so integration tests can stop and restart the NameNode or a DataNode
+ * mid-test.
+ *
+ * <p>Arguments (all optional): {@code --port P} (NameNode RPC port, 0 = a free one),
+ * {@code --datanodes N} (default 3), {@code --replication R} (default min(3, N)),
+ * {@code --block-size BYTES} (default 1 MiB, the smallest a stock NameNode accepts is lowered to
+ * allow smaller ones), {@code --base-dir DIR} (where the cluster keeps its data; default a temp dir).
+ *
+ * <p>Protocol: stdout carries only the protocol, everything else (Hadoop's logs) goes to stderr.
+ * Once the cluster is up and out of safe mode, exactly one line {@code READY hdfs://127.0.0.1:PORT}
+ * is printed. Then each stdin line is a command answered by {@code OK} or {@code ERR <message>}:
+ * {@code stop-namenode}, {@code restart-namenode} (same port, same data), {@code stop-datanode I},
+ * {@code restart-datanode I} (same ports, same data; I counts from 0 in start order and does not
+ * shift when another DataNode stops), {@code shutdown}. EOF on stdin also shuts the cluster down,
+ * so a test process that dies never leaves a JVM behind.
+ */
+public final class Main {
+
+    private final MiniDFSCluster cluster;
+    /** DataNodes by their stable index: the running DataNode, or null while stopped. */
+    private final List<DataNode> running = new ArrayList<>();
+    /** Properties of stopped DataNodes by their stable index, to restart them. */
+    private final List<DataNodeProperties> stopped = new ArrayList<>();
+    private boolean nameNodeUp = true;
+
+    private Main(MiniDFSCluster cluster) {
+        this.cluster = cluster;
+        for (DataNode dn : cluster.getDataNodes()) {
+            running.add(dn);
+            stopped.add(null);
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        // Keep the protocol channel for ourselves; anything else that writes to stdout goes to stderr.
+        PrintStream protocol = new PrintStream(System.out, true, StandardCharsets.UTF_8);
+        System.setOut(System.err);
+
+        int port = 0;
+        int dataNodes = 3;
+        int replication = -1;
+        long blockSize = 1024 * 1024;
+        String baseDir = null;
+        for (int i = 0; i < args.length; i++) {
+            String flag = args[i];
+            if (i + 1 >= args.length) {
+                fail(protocol, "flag " + flag + " needs a value");
+            }
+            String value = args[++i];
+            switch (flag) {
+                case "--port" -> port = Integer.parseInt(value);
+                case "--datanodes" -> dataNodes = Integer.parseInt(value);
+                case "--replication" -> replication = Integer.parseInt(value);
+                case "--block-size" -> blockSize = Long.parseLong(value);
+                case "--base-dir" -> baseDir = value;
+                default -> fail(protocol, "unknown flag " + flag);
+            }
+        }
+        if (replication < 0) {
+            replication = Math.min(3, dataNodes);
+        }
+        if (dataNodes < 1 || replication < 1 || replication > dataNodes) {
+            fail(protocol, "need 1 <= replication (" + replication + ") <= datanodes (" + dataNodes + ")");
+        }
+        if (blockSize <= 0 || blockSize % 512 != 0) {
+            fail(protocol, "block size " + blockSize + " must be a positive multiple of 512");
+        }
+        File base = baseDir != null
+            ? new File(baseDir)
+            : java.nio.file.Files.createTempDirectory("minidfs").toFile();
+
+        Configuration conf = new HdfsConfiguration();
+        conf.setLong("dfs.blocksize", blockSize);
+        // The stock minimum (1 MiB) would refuse smaller test block sizes.
+        conf.setLong("dfs.namenode.fs-limits.min-block-size", 512);
+        conf.setInt("dfs.replication", replication);
+        conf.setBoolean("dfs.permissions.enabled", false);
+        // Leave safe mode as soon as the NameNode is up (also after a restart): tests write at once.
+        conf.setFloat("dfs.namenode.safemode.threshold-pct", 0f);
+        conf.setInt("dfs.namenode.safemode.extension", 0);
+        // Notice a stopped DataNode within seconds, not ten minutes.
+        conf.setLong("dfs.heartbeat.interval", 1);
+        conf.setInt("dfs.namenode.heartbeat.recheck-interval", 2000);
+        // A pipeline that loses a DataNode keeps going with the rest when it must (small clusters).
+        conf.set("dfs.client.block.write.replace-datanode-on-failure.policy", "NEVER");
+
+        MiniDFSCluster cluster;
+        try {
+            cluster = new MiniDFSCluster.Builder(conf, base)
+                .nameNodePort(port)
+                .nameNodeHttpPort(0)
+                .numDataNodes(dataNodes)
+                .build();
+            cluster.waitActive();
+        } catch (Exception e) {
+            e.printStackTrace();
+            fail(protocol, "starting the cluster failed: " + oneLine(e));
+            return;
+        }
+
+        Main main = new Main(cluster);
+        protocol.println("READY hdfs://127.0.0.1:" + cluster.getNameNodePort());
+
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        String line;
+        while ((line = in.readLine()) != null) {
+            line = line.trim();
+            if (line.isEmpty()) {
+                continue;
+            }
+            if (line.equals("shutdown")) {
+                break;
+            }
+            try {
+                main.run(line);
+                protocol.println("OK");
+            } catch (Exception e) {
+                e.printStackTrace();
+                protocol.println("ERR " + oneLine(e));
+            }
+        }
+        try {
+            cluster.shutdown(true);
+        } catch (Exception e) {
+            e.printStackTrace();
+        }
+        protocol.println("OK");
+        // Hadoop leaves non-daemon threads behind; the cluster is down, so leave now.
+        System.exit(0);
+    }
+
+    private void run(String line) throws Exception {
+        String[] words = line.split("\\s+");
+        switch (words[0]) {
+            case "stop-namenode" -> {
+                expectArgs(words, 0);
+                if (!nameNodeUp) {
+                    throw new IllegalStateException("the NameNode is already stopped");
+                }
+                cluster.shutdownNameNode(0);
+                nameNodeUp = false;
+            }
+            case "restart-namenode" -> {
+                expectArgs(words, 0);
+                // Same configuration (bound port, name directories) as before: same port, same data.
+                cluster.restartNameNode(0, true);
+                nameNodeUp = true;
+            }
+            case "stop-datanode" -> {
+                expectArgs(words, 1);
+                int i = dataNodeIndex(words[1]);
+                DataNode dn = running.get(i);
+                if (dn == null) {
+                    throw new IllegalStateException("DataNode " + i + " is already stopped");
+                }
+                int current = cluster.getDataNodes().indexOf(dn);
+                if (current < 0) {
+                    throw new IllegalStateException("DataNode " + i + " is not in the cluster");
+                }
+                stopped.set(i, cluster.stopDataNode(current));
+                running.set(i, null);
+            }
+            case "restart-datanode" -> {
+                expectArgs(words, 1);
+                int i = dataNodeIndex(words[1]);
+                DataNodeProperties props = stopped.get(i);
+                if (props == null) {
+                    throw new IllegalStateException("DataNode " + i + " is running; stop it first");
+                }
+                // keepPort = true: it comes back at the address the NameNode and clients knew.
+                if (!cluster.restartDataNode(props, true)) {
+                    throw new IllegalStateException("DataNode " + i + " did not restart");
+                }
+                List<DataNode> all = cluster.getDataNodes();
+                running.set(i, all.get(all.size() - 1));
+                stopped.set(i, null);
+                if (nameNodeUp) {
+                    cluster.waitActive();
+                }
+            }
+            default -> throw new IllegalArgumentException("unknown command " + words[0]);
+        }
+    }
+
+    private int dataNodeIndex(String word) {
+        int i;
+        try {
+            i = Integer.parseInt(word);
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("DataNode index " + word + " is not a number");
+        }
+        if (i < 0 || i >= running.size()) {
+            throw new IllegalArgumentException(
+                "DataNode index " + i + " out of range 0.." + (running.size() - 1));
+        }
+        return i;
+    }
+
+    private static void expectArgs(String[] words, int n) {
+        if (words.length != n + 1) {
+            throw new IllegalArgumentException(words[0] + " takes " + n + " argument(s)");
+        }
+    }
+
+    private static String oneLine(Throwable e) {
+        String msg = e.getClass().getName() + ": " + e.getMessage();
+        return msg.replace('\n', ' ').replace('\r', ' ');
+    }
+
+    private static void fail(PrintStream protocol, String message) {
+        protocol.println("ERR " + message.replace('\n', ' '));
+        System.exit(2);
+    }
+}
