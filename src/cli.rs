@@ -50,8 +50,12 @@ pub enum Command {
     Verify {
         #[arg(long)]
         manifest: PathBuf,
+        /// A directory, or `hdfs://namenode:port/dir`.
         #[arg(long)]
         output: PathBuf,
+        /// For an HDFS output: the configuration whose `[hdfs]` section says how to reach it.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Every image in the manifest must be there, acknowledged or not (runs without failures; raw senders).
         #[arg(long)]
         expect_all: bool,
@@ -215,11 +219,18 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Verify {
             manifest,
             output,
+            config,
             expect_all,
             json,
         } => {
             let m = read_manifest(&manifest)?;
-            let r = crate::verify::verify(&m, &output, expect_all)?;
+            let out = output.to_string_lossy();
+            let r = if out.starts_with("hdfs://") {
+                let cfg = load_config(config.as_deref())?;
+                crate::verify::verify_hdfs(&m, &out, &crate::node::hdfs_options(&cfg), expect_all).await?
+            } else {
+                crate::verify::verify(&m, &output, expect_all)?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -48,6 +48,21 @@ pub struct Config {
     pub analysis: AnalysisConfig,
     pub checkpoint: CheckpointConfig,
     pub strategy: StrategyConfig,
+    pub hdfs: HdfsConfig,
+}
+
+/// How to reach HDFS, for an `hdfs://` output and a `kind = "hdfs"` checkpoint store.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HdfsConfig {
+    /// The user to act as (simple authentication); default `HADOOP_USER_NAME`, then the login user.
+    pub user: Option<String>,
+    /// A directory with `core-site.xml` / `hdfs-site.xml`, for `hdfs://<nameservice>` HA URLs and
+    /// Kerberos as hdfs-native supports them; default `HADOOP_CONF_DIR`, then `HADOOP_HOME/etc/hadoop`.
+    pub hadoop_conf_dir: Option<PathBuf>,
+    /// Hadoop client settings, e.g. `"dfs.client.failover.max.attempts" = "2"` (the node's defaults make
+    /// an unreachable NameNode an error in about two seconds instead of minutes of retries).
+    pub client: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -240,6 +255,8 @@ pub enum StoreConfig {
     Local { path: PathBuf },
     /// In memory: gone with the process. For tests and benchmarks only.
     Memory,
+    /// A directory on HDFS, `hdfs://namenode:port/path` (client settings under `[hdfs]`).
+    Hdfs { url: String },
 }
 
 /// The fault-tolerance strategy.
@@ -384,13 +401,22 @@ impl Config {
                 return Err(invalid("output.url", "is empty"));
             }
             if let Some((scheme, _)) = url.split_once("://") {
-                if scheme != "file" {
-                    return Err(invalid(
-                        "output.url",
-                        format!("scheme `{scheme}` is not supported (use a path or file:///path)"),
-                    ));
+                match scheme {
+                    "file" => {}
+                    "hdfs" => {
+                        split_hdfs_url(url).map_err(|reason| invalid("output.url", reason))?;
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "output.url",
+                            format!("scheme `{scheme}` is not supported (use a path, file:///path or hdfs://namenode:port/path)"),
+                        ))
+                    }
                 }
             }
+        }
+        if let StoreConfig::Hdfs { url } = &self.checkpoint.store {
+            split_hdfs_url(url).map_err(|reason| invalid("checkpoint.store.url", reason))?;
         }
         if self.checkpoint.keep == 0 {
             return Err(invalid("checkpoint.keep", "must be at least 1"));
@@ -405,7 +431,12 @@ impl Config {
             .unwrap_or_else(|| self.node.data_dir.join("wal"))
     }
 
-    /// The output directory.
+    /// The HDFS output URL, if the output is on HDFS.
+    pub fn hdfs_output(&self) -> Option<&str> {
+        self.output.url.as_deref().filter(|u| u.starts_with("hdfs://"))
+    }
+
+    /// The output directory (a local output).
     pub fn output_dir(&self) -> PathBuf {
         match &self.output.url {
             Some(url) => PathBuf::from(url.strip_prefix("file://").unwrap_or(url)),
@@ -422,6 +453,25 @@ impl Config {
             _ => None,
         }
     }
+}
+
+/// `hdfs://authority/path` → (`hdfs://authority`, `/path`). The path must be absolute and not `/`.
+pub fn split_hdfs_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("hdfs://")
+        .ok_or_else(|| format!("`{url}` is not an hdfs:// URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(format!("`{url}` has no namenode (hdfs://namenode:port/path or hdfs://nameservice/path)"));
+    }
+    let path = path.trim_end_matches('/');
+    if path.is_empty() {
+        return Err(format!("`{url}` needs a directory path after the namenode, e.g. hdfs://{authority}/ingest"));
+    }
+    Ok((format!("hdfs://{authority}"), path.to_string()))
 }
 
 #[cfg(test)]
@@ -501,6 +551,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("receiver.sources[1].source"), "{err}");
+    }
+
+    #[test]
+    fn hdfs_urls_split_into_namenode_and_directory_and_bad_ones_are_named() {
+        assert_eq!(
+            split_hdfs_url("hdfs://127.0.0.1:9000/ingest/out/").unwrap(),
+            ("hdfs://127.0.0.1:9000".to_string(), "/ingest/out".to_string())
+        );
+        assert_eq!(split_hdfs_url("hdfs://ns1/x").unwrap().0, "hdfs://ns1");
+        let err = Config::parse("[output]\nurl = \"hdfs://127.0.0.1:9000\"\n").unwrap_err().to_string();
+        assert!(err.contains("output.url") && err.contains("directory path"), "{err}");
+        let err = Config::parse("[checkpoint.store]\nkind = \"hdfs\"\nurl = \"hdfs:///x\"\n").unwrap_err().to_string();
+        assert!(err.contains("checkpoint.store.url") && err.contains("no namenode"), "{err}");
+        let c = Config::parse(
+            "[output]\nurl = \"hdfs://nn:9000/out\"\n[hdfs]\nuser = \"etl\"\n[hdfs.client]\n\"dfs.client.failover.max.attempts\" = \"3\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.hdfs_output(), Some("hdfs://nn:9000/out"));
+        assert_eq!(c.hdfs.client.get("dfs.client.failover.max.attempts").map(String::as_str), Some("3"));
     }
 
     #[test]

@@ -106,9 +106,18 @@ pub fn next_batch_ms(now_ms: u64, interval: Duration, last_batch_ms: u64) -> u64
     (now_ms / iv * iv).max(last_batch_ms + 1)
 }
 
+/// The HDFS client settings of a configuration.
+pub fn hdfs_options(cfg: &Config) -> strategies::store::hdfs::HdfsOptions {
+    strategies::store::hdfs::HdfsOptions {
+        user: cfg.hdfs.user.clone(),
+        hadoop_conf_dir: cfg.hdfs.hadoop_conf_dir.clone(),
+        config: cfg.hdfs.client.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
 /// Opens the checkpoint store a configuration names.
 pub async fn open_store(cfg: &Config) -> Result<Arc<dyn CheckpointStore>, NodeError> {
-    use strategies::store::{object::ObjectStoreBackend, sled::SledStore};
+    use strategies::store::{hdfs::HdfsStore, object::ObjectStoreBackend, sled::SledStore};
     let store: Arc<dyn CheckpointStore> = match &cfg.checkpoint.store {
         StoreConfig::Sled { .. } => {
             let path = cfg.sled_path().expect("sled store has a path");
@@ -116,13 +125,21 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn CheckpointStore>, NodeEr
         }
         StoreConfig::Local { path } => Arc::new(ObjectStoreBackend::local(path)?),
         StoreConfig::Memory => Arc::new(ObjectStoreBackend::memory()),
+        StoreConfig::Hdfs { url } => {
+            let (base, root) = crate::config::split_hdfs_url(url)
+                .map_err(|reason| NodeError::Config(crate::config::ConfigError::Invalid { key: "checkpoint.store.url".into(), reason }))?;
+            Arc::new(HdfsStore::connect(&base, &root, hdfs_options(cfg)).await?)
+        }
     };
     Ok(store)
 }
 
-/// Opens the output a configuration names.
-pub fn open_output(cfg: &Config) -> Result<Arc<dyn Output>, NodeError> {
-    Ok(Arc::new(sink::local::LocalOutput::new(cfg.output_dir())?))
+/// Opens the output a configuration names: a local directory, or a directory on HDFS.
+pub async fn open_output(cfg: &Config) -> Result<Arc<dyn Output>, NodeError> {
+    Ok(match cfg.hdfs_output() {
+        Some(url) => Arc::new(sink::hdfs::HdfsOutput::connect(url, hdfs_options(cfg)).await?),
+        None => Arc::new(sink::local::LocalOutput::new(cfg.output_dir())?),
+    })
 }
 
 impl Node {
@@ -142,7 +159,7 @@ impl Node {
         let checkpointer = Checkpointer::new(store.clone());
         let snapshot = checkpointer.latest().await?;
         let epoch = strategies::epoch::claim_next(&*store, &cfg.node.name).await?;
-        let output = open_output(&cfg)?;
+        let output = open_output(&cfg).await?;
         let cleaned = output.clean_staging().await?;
         if cleaned > 0 {
             info!(output = %output.describe(), cleaned, "removed staging left by a crash");
