@@ -172,10 +172,7 @@ impl MiniDfs {
         let url = match first {
             Ok(line) => match line.strip_prefix("READY ") {
                 Some(url) => url.trim().to_owned(),
-                None => bail!(
-                    "MiniDFS did not start: {line}\n{}",
-                    log_tail(&log_path, 30)
-                ),
+                None => bail!("MiniDFS did not start: {line}\n{}", log_tail(&log_path, 30)),
             },
             Err(RecvTimeoutError::Timeout) => bail!(
                 "MiniDFS printed no READY within {READY_TIMEOUT:?}\n{}",
@@ -346,7 +343,11 @@ fn log_tail(path: &Path, lines: usize) -> String {
         Ok(text) => {
             let all: Vec<&str> = text.lines().collect();
             let from = all.len().saturating_sub(lines);
-            format!("--- last lines of {} ---\n{}", path.display(), all[from..].join("\n"))
+            format!(
+                "--- last lines of {} ---\n{}",
+                path.display(),
+                all[from..].join("\n")
+            )
         }
         Err(e) => format!("(no log at {}: {e})", path.display()),
     }
@@ -388,14 +389,11 @@ fn up_to_date_classpath(project: &Path) -> anyhow::Result<Option<String>> {
     let built = jar_time.min(cp_time);
     let mut inputs = vec![project.join("pom.xml")];
     collect_files(&project.join("src"), &mut inputs)?;
-    if inputs
-        .iter()
-        .any(|p| mtime(p).is_none_or(|t| t > built))
-    {
+    if inputs.iter().any(|p| mtime(p).is_none_or(|t| t > built)) {
         return Ok(None);
     }
-    let deps = std::fs::read_to_string(&cp_file)
-        .with_context(|| format!("read {}", cp_file.display()))?;
+    let deps =
+        std::fs::read_to_string(&cp_file).with_context(|| format!("read {}", cp_file.display()))?;
     let deps = deps.trim();
     if deps.split(':').any(|entry| !Path::new(entry).exists()) {
         return Ok(None);

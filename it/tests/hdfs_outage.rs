@@ -19,7 +19,9 @@ const FAST_FAILURE: Duration = Duration::from_secs(5);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namenode_outage_fails_a_put_within_seconds_and_a_restart_loses_nothing() {
     if MiniDfs::external().is_some() {
-        eprintln!("skipped: HDFS_URL names an external cluster, and this test must stop its NameNode");
+        eprintln!(
+            "skipped: HDFS_URL names an external cluster, and this test must stop its NameNode"
+        );
         return;
     }
     let dfs = MiniDfs::start(MiniDfsOptions {
@@ -49,7 +51,10 @@ async fn a_namenode_outage_fails_a_put_within_seconds_and_a_restart_loses_nothin
         elapsed < FAST_FAILURE,
         "the put took {elapsed:?} to fail; an outage must be an error within {FAST_FAILURE:?}"
     );
-    assert!(matches!(err, StoreError::Backend { op: "put", .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Backend { op: "put", .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(
         text.starts_with(&format!(
