@@ -8,7 +8,8 @@
 //! `0` = a free one; N DataNodes; a small block size so multi-block files happen; permissions off;
 //! safe mode left at once), prints exactly one `READY hdfs://127.0.0.1:<port>` line on stdout and then
 //! answers commands read from stdin, one per line, with `OK` or `ERR <message>`:
-//! `stop-namenode`, `restart-namenode`, `stop-datanode <i>`, `restart-datanode <i>`, `shutdown`.
+//! `stop-namenode`, `restart-namenode`, `stop-datanode <i>`, `restart-datanode <i>`,
+//! `wait-datanode-dead <i>` (until the NameNode has noticed a stopped DataNode), `shutdown`.
 //! EOF on stdin shuts it down, so a test process that dies (even by SIGKILL) never leaves a JVM behind.
 //!
 //! ## Build once, then plain `java`
@@ -262,6 +263,13 @@ impl MiniDfs {
     /// Stops DataNode `i` (0-based in start order; indices never shift).
     pub fn stop_datanode(&self, i: usize) -> anyhow::Result<()> {
         self.command(&format!("stop-datanode {i}"))
+    }
+
+    /// Waits until the NameNode has declared the stopped DataNode `i` dead (heartbeat expiry:
+    /// about 14 s with the harness's 1 s heartbeat and 2 s recheck interval). Until then the
+    /// NameNode still places new blocks on it.
+    pub fn wait_datanode_dead(&self, i: usize) -> anyhow::Result<()> {
+        self.command(&format!("wait-datanode-dead {i}"))
     }
 
     /// Starts the stopped DataNode `i` again on its old ports with its old data.
