@@ -141,10 +141,7 @@ async fn an_unreachable_namenode_is_an_error_naming_the_store_within_seconds() {
         "{text}"
     );
     assert!(text.contains("mkdirs /ckpt"), "{text}");
-    assert!(
-        text.to_lowercase().contains("connection refused"),
-        "{text}"
-    );
+    assert!(text.to_lowercase().contains("connection refused"), "{text}");
     assert!(
         elapsed < std::time::Duration::from_secs(10),
         "took {elapsed:?}"

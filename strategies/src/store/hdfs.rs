@@ -227,7 +227,11 @@ impl HdfsStore {
     }
 
     fn tmp_path(&self, key: &str) -> String {
-        format!("{}/{key}{TMP_MARK}{:016x}", self.root, rand::random::<u64>())
+        format!(
+            "{}/{key}{TMP_MARK}{:016x}",
+            self.root,
+            rand::random::<u64>()
+        )
     }
 
     fn error(
@@ -258,19 +262,14 @@ impl HdfsStore {
         value: Bytes,
     ) -> Result<String, StoreError> {
         let tmp = self.tmp_path(key);
-        let options = WriteOptions::default()
-            .overwrite(false)
-            .create_parent(true);
+        let options = WriteOptions::default().overwrite(false).create_parent(true);
         let mut writer = self
             .client
             .create(&tmp, options)
             .await
             .map_err(|e| self.error(op, key, "create", &tmp, e))?;
         let written = async {
-            writer
-                .write_bytes(value)
-                .await
-                .map_err(|e| ("write", e))?;
+            writer.write_bytes(value).await.map_err(|e| ("write", e))?;
             writer.close().await.map_err(|e| ("close", e))
         }
         .await;

@@ -12,6 +12,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.hdfs.HdfsConfiguration;
 import org.apache.hadoop.hdfs.MiniDFSCluster;
 import org.apache.hadoop.hdfs.MiniDFSCluster.DataNodeProperties;
+import org.apache.hadoop.hdfs.server.blockmanagement.DatanodeDescriptor;
 import org.apache.hadoop.hdfs.server.datanode.DataNode;
 
 /**
@@ -29,7 +30,9 @@ import org.apache.hadoop.hdfs.server.datanode.DataNode;
  * is printed. Then each stdin line is a command answered by {@code OK} or {@code ERR <message>}:
  * {@code stop-namenode}, {@code restart-namenode} (same port, same data), {@code stop-datanode I},
  * {@code restart-datanode I} (same ports, same data; I counts from 0 in start order and does not
- * shift when another DataNode stops), {@code shutdown}. EOF on stdin also shuts the cluster down,
+ * shift when another DataNode stops), {@code wait-datanode-dead I} (returns once the NameNode has
+ * declared the stopped DataNode I dead by heartbeat expiry, about 14 s with the settings below),
+ * {@code shutdown}. EOF on stdin also shuts the cluster down,
  * so a test process that dies never leaves a JVM behind.
  */
 public final class Main {
@@ -39,6 +42,8 @@ public final class Main {
     private final List<DataNode> running = new ArrayList<>();
     /** Properties of stopped DataNodes by their stable index, to restart them. */
     private final List<DataNodeProperties> stopped = new ArrayList<>();
+    /** DataNode UUIDs by stable index (they survive a restart: same storage). */
+    private final List<String> uuids = new ArrayList<>();
     private boolean nameNodeUp = true;
 
     private Main(MiniDFSCluster cluster) {
@@ -46,6 +51,7 @@ public final class Main {
         for (DataNode dn : cluster.getDataNodes()) {
             running.add(dn);
             stopped.add(null);
+            uuids.add(dn.getDatanodeUuid());
         }
     }
 
@@ -191,12 +197,41 @@ public final class Main {
                 }
                 List<DataNode> all = cluster.getDataNodes();
                 running.set(i, all.get(all.size() - 1));
+                uuids.set(i, all.get(all.size() - 1).getDatanodeUuid());
                 stopped.set(i, null);
                 if (nameNodeUp) {
                     cluster.waitActive();
                 }
             }
+            case "wait-datanode-dead" -> {
+                expectArgs(words, 1);
+                int i = dataNodeIndex(words[1]);
+                if (running.get(i) != null) {
+                    throw new IllegalStateException("DataNode " + i + " is running; stop it first");
+                }
+                if (!nameNodeUp) {
+                    throw new IllegalStateException("the NameNode is stopped");
+                }
+                waitDead(i);
+            }
             default -> throw new IllegalArgumentException("unknown command " + words[0]);
+        }
+    }
+
+    /** Waits until the NameNode has declared DataNode {@code i} dead (heartbeat expiry). */
+    private void waitDead(int i) throws Exception {
+        String uuid = uuids.get(i);
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        while (true) {
+            DatanodeDescriptor d = cluster.getNamesystem().getBlockManager().getDatanodeManager()
+                .getDatanode(uuid);
+            if (d == null || !d.isAlive()) {
+                return;
+            }
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException("DataNode " + i + " still alive at the NameNode after 120 s");
+            }
+            Thread.sleep(100);
         }
     }
 
