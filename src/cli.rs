@@ -167,6 +167,9 @@ pub enum BenchCommand {
     /// End to end: a node process, a framed sender; images/s, MB/s, ack latency, and the node's peak RSS
     /// as the stream grows.
     Ingest(crate::bench::IngestArgs),
+    /// Batch output to HDFS against plain hdfs-native writes of the same bytes, and checkpoint write/read
+    /// latency on HDFS and on sled. Needs an HDFS: `docker compose up -d`, or `cargo run -p it --bin minidfs`.
+    Hdfs(crate::bench::HdfsArgs),
 }
 
 /// Logs go to stderr through tracing; `RUST_LOG` sets the filter (default `info`).
@@ -253,6 +256,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { images, dir } => crate::demo::run(images, &dir).await,
         Command::Bench(BenchCommand::Ingest(a)) => crate::bench::ingest(a).await,
+        Command::Bench(BenchCommand::Hdfs(a)) => crate::bench::hdfs(a).await,
         Command::Config { config } => {
             let cfg = load_config(config.as_deref())?;
             print!("{}", toml::to_string_pretty(&cfg)?);

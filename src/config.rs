@@ -72,6 +72,10 @@ pub struct NodeConfig {
     pub name: String,
     /// Where the WAL, the sled checkpoint store and (by default) the output live.
     pub data_dir: PathBuf,
+    /// On SIGTERM the node keeps retrying to commit what is durable for this long (the output may be
+    /// briefly unreachable); after that it exits anyway and the rest is committed at the next start.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for NodeConfig {
@@ -79,6 +83,7 @@ impl Default for NodeConfig {
         NodeConfig {
             name: "node-1".into(),
             data_dir: PathBuf::from("./hdfs-ingest-data"),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -197,6 +202,10 @@ pub struct BatchConfig {
     pub interval: Duration,
     /// Batch directories are `<prefix>-<batch time ms>`.
     pub prefix: String,
+    /// A batch commit (output and checkpoint) that takes longer is abandoned and retried under the same
+    /// name: an output or store that stops answering must not stop commits for good.
+    #[serde(with = "humantime_serde")]
+    pub commit_timeout: Duration,
 }
 
 impl Default for BatchConfig {
@@ -204,6 +213,7 @@ impl Default for BatchConfig {
         BatchConfig {
             interval: Duration::from_secs(2),
             prefix: "images".into(),
+            commit_timeout: Duration::from_secs(120),
         }
     }
 }

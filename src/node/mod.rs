@@ -657,8 +657,20 @@ impl Node {
     /// Commits what is durable and closes the WAL.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         let fatal = self.stop_reason().is_some_and(|r| r.starts_with("fatal"));
-        if !fatal {
-            self.seal_and_commit().await?;
+        let started = Instant::now();
+        while !fatal {
+            match self.seal_and_commit().await {
+                Ok(_) => break,
+                Err(e @ NodeError::Wal(_)) => return Err(e),
+                Err(e) if started.elapsed() >= self.inner.cfg.node.shutdown_grace => {
+                    warn!(error = %e, "could not commit the last batch before stopping; it stays in the WAL and is committed at the next start");
+                    break;
+                }
+                Err(e) => {
+                    debug!(error = %e, "commit at shutdown failed; retrying");
+                    tokio::time::sleep(self.inner.cfg.batch.interval.max(Duration::from_millis(200))).await;
+                }
+            }
         }
         self.inner.wal.close().await?;
         debug!("node closed");

@@ -210,6 +210,7 @@ impl Output for HdfsOutput {
             .map_err(|e| hdfs_err(&self.url, &staging, "create staging directory", e))?;
         tracing::debug!(output = %self.url, batch = batch_dir, "batch staged");
         Ok(Box::new(HdfsStagedBatch {
+            writes: tokio::task::JoinSet::new(),
             output: self.clone(),
             batch: batch_dir.to_owned(),
             staging,
@@ -251,6 +252,64 @@ struct HdfsStagedBatch {
     output: HdfsOutput,
     batch: String,
     staging: String,
+    /// Files being written: each costs a create and a complete round trip to the NameNode, so up to
+    /// [`FILES_IN_FLIGHT`] are written at once; publish waits for all of them.
+    writes: tokio::task::JoinSet<Result<(), SinkError>>,
+}
+
+/// Staged files written concurrently per batch (memory: at most this many images held).
+const FILES_IN_FLIGHT: usize = 16;
+
+/// A staged file that takes longer than this is abandoned (and the batch retried): an HDFS call that
+/// never answers must not hold up commits for good.
+const FILE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn write_staged_file(output: HdfsOutput, path: String, bytes: Bytes) -> Result<(), SinkError> {
+    match tokio::time::timeout(FILE_WRITE_TIMEOUT, write_staged_file_now(&output, &path, bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(SinkError::Io {
+            output: output.url.clone(),
+            path,
+            op: "write staged file",
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer from HDFS within {FILE_WRITE_TIMEOUT:?}")),
+        }),
+    }
+}
+
+async fn write_staged_file_now(output: &HdfsOutput, path: &str, bytes: Bytes) -> Result<(), SinkError> {
+    let (url, path) = (&output.url, &path.to_string());
+    let options = WriteOptions::default().overwrite(true);
+    let mut writer = output
+        .client
+        .create(&path, options)
+        .await
+        .map_err(|e| hdfs_err(url, &path, "create staged file", e))?;
+    writer
+        .write_bytes(bytes)
+        .await
+        .map_err(|e| hdfs_err(url, &path, "write staged file", e))?;
+    // close: the last packet is acknowledged by the pipeline and the NameNode completes the
+    // file; from here on it is durable.
+    writer
+        .close()
+        .await
+        .map_err(|e| hdfs_err(url, &path, "close staged file", e))
+}
+
+impl HdfsStagedBatch {
+    /// Waits for one write in flight; its error, if it failed.
+    async fn join_one(&mut self) -> Result<(), SinkError> {
+        match self.writes.join_next().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(SinkError::Io {
+                output: self.output.url.clone(),
+                path: self.staging.clone(),
+                op: "write staged file",
+                source: std::io::Error::other(e),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -265,31 +324,23 @@ impl StagedBatch for HdfsStagedBatch {
             op: "put staged file",
             source,
         })?;
-        let options = WriteOptions::default().overwrite(true);
-        let mut writer = self
-            .output
-            .client
-            .create(&path, options)
-            .await
-            .map_err(|e| hdfs_err(url, &path, "create staged file", e))?;
-        writer
-            .write_bytes(bytes)
-            .await
-            .map_err(|e| hdfs_err(url, &path, "write staged file", e))?;
-        // close: the last packet is acknowledged by the pipeline and the NameNode completes the
-        // file; from here on it is durable.
-        writer
-            .close()
-            .await
-            .map_err(|e| hdfs_err(url, &path, "close staged file", e))?;
+        while self.writes.len() >= FILES_IN_FLIGHT {
+            self.join_one().await?;
+        }
+        self.writes
+            .spawn(write_staged_file(self.output.clone(), path, bytes));
         Ok(())
     }
 
-    async fn publish(self: Box<Self>) -> Result<PublishOutcome, SinkError> {
+    async fn publish(mut self: Box<Self>) -> Result<PublishOutcome, SinkError> {
+        while !self.writes.is_empty() {
+            self.join_one().await?;
+        }
         let HdfsStagedBatch {
             output,
             batch,
             staging,
+            ..
         } = *self;
         let dest = format!("{}/{batch}", output.root);
         failpoint("sink::publish::fault", &batch).map_err(|source| SinkError::Io {
