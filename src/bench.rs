@@ -243,20 +243,41 @@ pub async fn hdfs(a: HdfsArgs) -> anyhow::Result<ExitCode> {
     let opts = HdfsOptions::default();
     let client = build_client(&base, &opts)?;
     let size = a.size.as_usize().max(64);
-    let images: Vec<Bytes> = (0..a.files).map(|i| Bytes::from(bmp_of_size(size, i as u64))).collect();
+    let images: Vec<Bytes> = (0..a.files)
+        .map(|i| Bytes::from(bmp_of_size(size, i as u64)))
+        .collect();
     let batch_bytes = (a.files * size) as f64;
     let output = HdfsOutput::connect(&format!("{base}{run}/ours"), opts.clone()).await?;
-    println!("bench hdfs: {} rounds of {} images of {} ({:.1} MB a batch) to {base}{run}", a.rounds, a.files, ByteSize(size as u64), batch_bytes / 1e6);
+    println!(
+        "bench hdfs: {} rounds of {} images of {} ({:.1} MB a batch) to {base}{run}",
+        a.rounds,
+        a.files,
+        ByteSize(size as u64),
+        batch_bytes / 1e6
+    );
 
     let (mut ours, mut plain) = (Vec::new(), Vec::new());
     for round in 0..a.rounds {
         let blocks: Vec<Result<BatchBlock, std::io::Error>> = images
             .iter()
             .enumerate()
-            .map(|(i, b)| Ok(BatchBlock { source: "bench".into(), seq: i as u64, bytes: b.clone() }))
+            .map(|(i, b)| {
+                Ok(BatchBlock {
+                    source: "bench".into(),
+                    seq: i as u64,
+                    bytes: b.clone(),
+                })
+            })
             .collect();
         let t = Instant::now();
-        sink::write_batch(&output, "images", round as u64 + 1, false, futures::stream::iter(blocks)).await?;
+        sink::write_batch(
+            &output,
+            "images",
+            round as u64 + 1,
+            false,
+            futures::stream::iter(blocks),
+        )
+        .await?;
         ours.push(t.elapsed());
 
         // The same bytes, written the plainest way: create, write, close each file; one rename.
@@ -264,11 +285,22 @@ pub async fn hdfs(a: HdfsArgs) -> anyhow::Result<ExitCode> {
         let staging = format!("{run}/plain/_temporary/images-{}", round + 1);
         client.mkdirs(&staging, 0o755, true).await?;
         for (i, b) in images.iter().enumerate() {
-            let mut w = client.create(&format!("{staging}/bench-{i}.bmp"), hdfs_native::client::WriteOptions::default()).await?;
+            let mut w = client
+                .create(
+                    &format!("{staging}/bench-{i}.bmp"),
+                    hdfs_native::client::WriteOptions::default(),
+                )
+                .await?;
             w.write_bytes(b.clone()).await?;
             w.close().await?;
         }
-        client.rename(&staging, &format!("{run}/plain/images-{}", round + 1), false).await?;
+        client
+            .rename(
+                &staging,
+                &format!("{run}/plain/images-{}", round + 1),
+                false,
+            )
+            .await?;
         plain.push(t.elapsed());
     }
     let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
@@ -280,7 +312,10 @@ pub async fn hdfs(a: HdfsArgs) -> anyhow::Result<ExitCode> {
         best(&plain).as_secs_f64() * 1e3,
         mbps(best(&plain)),
     );
-    println!("bench hdfs: output throughput ratio ours/plain = {:.2}", mbps(best(&ours)) / mbps(best(&plain)));
+    println!(
+        "bench hdfs: output throughput ratio ours/plain = {:.2}",
+        mbps(best(&ours)) / mbps(best(&plain))
+    );
 
     // Checkpoint latency: HDFS vs sled, the same snapshots.
     let snapshot = |id: u64| {
@@ -307,8 +342,14 @@ pub async fn hdfs(a: HdfsArgs) -> anyhow::Result<ExitCode> {
     };
     let sled_dir = tempfile::tempdir()?;
     let stores: Vec<(&str, Arc<dyn CheckpointStore>)> = vec![
-        ("hdfs", Arc::new(HdfsStore::connect(&base, &format!("{run}/ckpt"), opts.clone()).await?)),
-        ("sled", Arc::new(SledStore::open(sled_dir.path().join("ckpt.sled"))?)),
+        (
+            "hdfs",
+            Arc::new(HdfsStore::connect(&base, &format!("{run}/ckpt"), opts.clone()).await?),
+        ),
+        (
+            "sled",
+            Arc::new(SledStore::open(sled_dir.path().join("ckpt.sled"))?),
+        ),
     ];
     println!("| checkpoint store | write p50 | write p99 | read p50 | read p99 |\n|---|---:|---:|---:|---:|");
     for (name, store) in stores {
@@ -322,14 +363,23 @@ pub async fn hdfs(a: HdfsArgs) -> anyhow::Result<ExitCode> {
             let t = Instant::now();
             let got = ck.latest().await?;
             r.push(t.elapsed());
-            anyhow::ensure!(got.as_ref().map(|g| g.id) == Some(id), "{name}: read back the wrong checkpoint");
+            anyhow::ensure!(
+                got.as_ref().map(|g| g.id) == Some(id),
+                "{name}: read back the wrong checkpoint"
+            );
             if id % 16 == 0 {
                 ck.gc(3).await?;
             }
         }
         let ((w50, w99), (r50, r99)) = (percentiles(w), percentiles(r));
         let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
-        println!("| {name} | {} | {} | {} | {} |", ms(w50), ms(w99), ms(r50), ms(r99));
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            ms(w50),
+            ms(w99),
+            ms(r50),
+            ms(r99)
+        );
     }
     client.delete(&run, true).await?;
     Ok(ExitCode::SUCCESS)

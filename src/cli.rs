@@ -230,7 +230,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let out = output.to_string_lossy();
             let r = if out.starts_with("hdfs://") {
                 let cfg = load_config(config.as_deref())?;
-                crate::verify::verify_hdfs(&m, &out, &crate::node::hdfs_options(&cfg), expect_all).await?
+                crate::verify::verify_hdfs(&m, &out, &crate::node::hdfs_options(&cfg), expect_all)
+                    .await?
             } else {
                 crate::verify::verify(&m, &output, expect_all)?
             };

@@ -443,7 +443,10 @@ impl Config {
 
     /// The HDFS output URL, if the output is on HDFS.
     pub fn hdfs_output(&self) -> Option<&str> {
-        self.output.url.as_deref().filter(|u| u.starts_with("hdfs://"))
+        self.output
+            .url
+            .as_deref()
+            .filter(|u| u.starts_with("hdfs://"))
     }
 
     /// The output directory (a local output).
@@ -475,11 +478,15 @@ pub fn split_hdfs_url(url: &str) -> Result<(String, String), String> {
         None => (rest, ""),
     };
     if authority.is_empty() {
-        return Err(format!("`{url}` has no namenode (hdfs://namenode:port/path or hdfs://nameservice/path)"));
+        return Err(format!(
+            "`{url}` has no namenode (hdfs://namenode:port/path or hdfs://nameservice/path)"
+        ));
     }
     let path = path.trim_end_matches('/');
     if path.is_empty() {
-        return Err(format!("`{url}` needs a directory path after the namenode, e.g. hdfs://{authority}/ingest"));
+        return Err(format!(
+            "`{url}` needs a directory path after the namenode, e.g. hdfs://{authority}/ingest"
+        ));
     }
     Ok((format!("hdfs://{authority}"), path.to_string()))
 }
@@ -567,19 +574,38 @@ mod tests {
     fn hdfs_urls_split_into_namenode_and_directory_and_bad_ones_are_named() {
         assert_eq!(
             split_hdfs_url("hdfs://127.0.0.1:9000/ingest/out/").unwrap(),
-            ("hdfs://127.0.0.1:9000".to_string(), "/ingest/out".to_string())
+            (
+                "hdfs://127.0.0.1:9000".to_string(),
+                "/ingest/out".to_string()
+            )
         );
         assert_eq!(split_hdfs_url("hdfs://ns1/x").unwrap().0, "hdfs://ns1");
-        let err = Config::parse("[output]\nurl = \"hdfs://127.0.0.1:9000\"\n").unwrap_err().to_string();
-        assert!(err.contains("output.url") && err.contains("directory path"), "{err}");
-        let err = Config::parse("[checkpoint.store]\nkind = \"hdfs\"\nurl = \"hdfs:///x\"\n").unwrap_err().to_string();
-        assert!(err.contains("checkpoint.store.url") && err.contains("no namenode"), "{err}");
+        let err = Config::parse("[output]\nurl = \"hdfs://127.0.0.1:9000\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("output.url") && err.contains("directory path"),
+            "{err}"
+        );
+        let err = Config::parse("[checkpoint.store]\nkind = \"hdfs\"\nurl = \"hdfs:///x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("checkpoint.store.url") && err.contains("no namenode"),
+            "{err}"
+        );
         let c = Config::parse(
             "[output]\nurl = \"hdfs://nn:9000/out\"\n[hdfs]\nuser = \"etl\"\n[hdfs.client]\n\"dfs.client.failover.max.attempts\" = \"3\"\n",
         )
         .unwrap();
         assert_eq!(c.hdfs_output(), Some("hdfs://nn:9000/out"));
-        assert_eq!(c.hdfs.client.get("dfs.client.failover.max.attempts").map(String::as_str), Some("3"));
+        assert_eq!(
+            c.hdfs
+                .client
+                .get("dfs.client.failover.max.attempts")
+                .map(String::as_str),
+            Some("3")
+        );
     }
 
     #[test]

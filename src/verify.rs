@@ -134,7 +134,11 @@ pub async fn verify_hdfs(
     options: &strategies::store::hdfs::HdfsOptions,
     expect_all: bool,
 ) -> std::io::Result<VerifyReport> {
-    Ok(verify_files(manifest, scan_hdfs_output(url, options).await?, expect_all))
+    Ok(verify_files(
+        manifest,
+        scan_hdfs_output(url, options).await?,
+        expect_all,
+    ))
 }
 
 async fn scan_hdfs_output(
@@ -143,28 +147,54 @@ async fn scan_hdfs_output(
 ) -> std::io::Result<Vec<(String, OutFile)>> {
     let err = |what: String| std::io::Error::other(format!("cannot read output {url}: {what}"));
     let (base, root) = crate::config::split_hdfs_url(url).map_err(err)?;
-    let client = strategies::store::hdfs::build_client(&base, options).map_err(|e| err(e.to_string()))?;
+    let client =
+        strategies::store::hdfs::build_client(&base, options).map_err(|e| err(e.to_string()))?;
     let mut out = Vec::new();
-    for batch in client.list_status(&root, false).await.map_err(|e| err(e.to_string()))? {
+    for batch in client
+        .list_status(&root, false)
+        .await
+        .map_err(|e| err(e.to_string()))?
+    {
         let bname = batch.path.rsplit('/').next().unwrap_or("").to_string();
         if bname.starts_with('_') || bname.starts_with('.') || !batch.isdir {
             continue;
         }
-        for f in client.list_status(&batch.path, false).await.map_err(|e| err(e.to_string()))? {
+        for f in client
+            .list_status(&batch.path, false)
+            .await
+            .map_err(|e| err(e.to_string()))?
+        {
             let name = f.path.rsplit('/').next().unwrap_or("").to_string();
             if name.starts_with('_') || name.starts_with('.') || f.isdir {
                 continue;
             }
-            let reader = client.read(&f.path).await.map_err(|e| err(format!("{}: {e}", f.path)))?;
-            let data = reader.read_range(0, reader.file_length()).await.map_err(|e| err(format!("{}: {e}", f.path)))?;
+            let reader = client
+                .read(&f.path)
+                .await
+                .map_err(|e| err(format!("{}: {e}", f.path)))?;
+            let data = reader
+                .read_range(0, reader.file_length())
+                .await
+                .map_err(|e| err(format!("{}: {e}", f.path)))?;
             let sha256 = hex::encode(Sha256::digest(&data));
-            out.push((name, OutFile { path: PathBuf::from(format!("{base}{}", f.path)), sha256, claimed: false }));
+            out.push((
+                name,
+                OutFile {
+                    path: PathBuf::from(format!("{base}{}", f.path)),
+                    sha256,
+                    claimed: false,
+                },
+            ));
         }
     }
     Ok(out)
 }
 
-fn verify_files(manifest: &[ManifestEntry], mut files: Vec<(String, OutFile)>, expect_all: bool) -> VerifyReport {
+fn verify_files(
+    manifest: &[ManifestEntry],
+    mut files: Vec<(String, OutFile)>,
+    expect_all: bool,
+) -> VerifyReport {
     let mut r = VerifyReport {
         manifest_entries: manifest.len(),
         output_files: files.len(),

@@ -16,7 +16,12 @@ use rand::{Rng, SeedableRng};
 use strategies::store::hdfs::HdfsOptions;
 
 /// A node configuration with output and checkpoints under a fresh directory of `dfs`.
-fn hdfs_config(dir: &std::path::Path, dfs: &MiniDfs, port: u16, interval: &str) -> anyhow::Result<(std::path::PathBuf, String)> {
+fn hdfs_config(
+    dir: &std::path::Path,
+    dfs: &MiniDfs,
+    port: u16,
+    interval: &str,
+) -> anyhow::Result<(std::path::PathBuf, String)> {
     let base = format!("{}{}", dfs.url(), unique_dir("node"));
     let output = format!("{base}/out");
     let config = write_config(
@@ -31,7 +36,8 @@ fn hdfs_config(dir: &std::path::Path, dfs: &MiniDfs, port: u16, interval: &str) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_on_hdfs_killed_at_seeded_moments_keeps_every_acknowledged_image_exactly_once() -> anyhow::Result<()> {
+async fn a_node_on_hdfs_killed_at_seeded_moments_keeps_every_acknowledged_image_exactly_once(
+) -> anyhow::Result<()> {
     let dfs = MiniDfs::shared()?;
     let dir = tempfile::tempdir()?;
     let port = free_port();
@@ -42,7 +48,15 @@ async fn a_node_on_hdfs_killed_at_seeded_moments_keeps_every_acknowledged_image_
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut node = NodeProc::start(&config, &[])?;
     let sender = tokio::spawn(push(
-        PushOptions { address: format!("127.0.0.1:{port}"), count: 1500, concurrency: 4, window: 32, rate: Some(500.0), source_prefix: "h".into(), ..PushOptions::default() },
+        PushOptions {
+            address: format!("127.0.0.1:{port}"),
+            count: 1500,
+            concurrency: 4,
+            window: 32,
+            rate: Some(500.0),
+            source_prefix: "h".into(),
+            ..PushOptions::default()
+        },
         ImageSet::Generated { size: 10_000, seed },
         Some(m.clone()),
     ));
@@ -58,32 +72,57 @@ async fn a_node_on_hdfs_killed_at_seeded_moments_keeps_every_acknowledged_image_
     node.kill9()?;
     NodeProc::start(&config, &[])?.stop()?;
     m.flush()?;
-    let v = verify_hdfs(&read_manifest(&mpath)?, &output, &HdfsOptions::default(), false).await?;
+    let v = verify_hdfs(
+        &read_manifest(&mpath)?,
+        &output,
+        &HdfsOptions::default(),
+        false,
+    )
+    .await?;
     println!("{}", v.summary());
-    assert!(v.ok() && v.found == 1500 && v.unexpected.is_empty(), "{}", v.summary());
+    assert!(
+        v.ok() && v.found == 1500 && v.unexpected.is_empty(),
+        "{}",
+        v.summary()
+    );
     Ok(())
 }
 
 /// Waits until `progress` has moved by at least `by` since `from`, or fails after `within`.
-async fn wait_progress(progress: &AtomicU64, from: u64, by: u64, within: Duration) -> anyhow::Result<u64> {
+async fn wait_progress(
+    progress: &AtomicU64,
+    from: u64,
+    by: u64,
+    within: Duration,
+) -> anyhow::Result<u64> {
     let start = Instant::now();
     loop {
         let now = progress.load(Ordering::Relaxed);
         if now >= from + by {
             return Ok(now);
         }
-        anyhow::ensure!(start.elapsed() < within, "no progress: {now} bytes acked, wanted {}", from + by);
+        anyhow::ensure!(
+            start.elapsed() < within,
+            "no progress: {now} bytes acked, wanted {}",
+            from + by
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_namenode_down_for_ten_seconds_mid_stream_stops_no_ingest_and_loses_nothing() -> anyhow::Result<()> {
+async fn a_namenode_down_for_ten_seconds_mid_stream_stops_no_ingest_and_loses_nothing(
+) -> anyhow::Result<()> {
     if MiniDfs::external().is_some() {
-        eprintln!("skipped: HDFS_URL names an external cluster, and this test must stop its NameNode");
+        eprintln!(
+            "skipped: HDFS_URL names an external cluster, and this test must stop its NameNode"
+        );
         return Ok(());
     }
-    let dfs = MiniDfs::start(MiniDfsOptions { datanodes: 1, ..MiniDfsOptions::default() })?;
+    let dfs = MiniDfs::start(MiniDfsOptions {
+        datanodes: 1,
+        ..MiniDfsOptions::default()
+    })?;
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let (config, output) = hdfs_config(dir.path(), &dfs, port, "500ms")?;
@@ -101,7 +140,10 @@ async fn a_namenode_down_for_ten_seconds_mid_stream_stops_no_ingest_and_loses_no
             progress: Some(progress.clone()),
             ..PushOptions::default()
         },
-        ImageSet::Generated { size: 8_000, seed: 10 },
+        ImageSet::Generated {
+            size: 8_000,
+            seed: 10,
+        },
         Some(m.clone()),
     ));
     wait_progress(&progress, 0, 200_000, Duration::from_secs(30)).await?;
@@ -116,18 +158,34 @@ async fn a_namenode_down_for_ten_seconds_mid_stream_stops_no_ingest_and_loses_no
     assert_eq!(r.acked, 2400);
     node.stop()?;
     m.flush()?;
-    let v = verify_hdfs(&read_manifest(&mpath)?, &output, &HdfsOptions::default(), true).await?;
-    assert!(v.ok() && v.found == 2400 && v.unexpected.is_empty(), "{}", v.summary());
+    let v = verify_hdfs(
+        &read_manifest(&mpath)?,
+        &output,
+        &HdfsOptions::default(),
+        true,
+    )
+    .await?;
+    assert!(
+        v.ok() && v.found == 2400 && v.unexpected.is_empty(),
+        "{}",
+        v.summary()
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_datanode_killed_while_batches_are_written_loses_nothing() -> anyhow::Result<()> {
     if MiniDfs::external().is_some() {
-        eprintln!("skipped: HDFS_URL names an external cluster, and this test must stop a DataNode");
+        eprintln!(
+            "skipped: HDFS_URL names an external cluster, and this test must stop a DataNode"
+        );
         return Ok(());
     }
-    let dfs = MiniDfs::start(MiniDfsOptions { datanodes: 3, replication: Some(2), ..MiniDfsOptions::default() })?;
+    let dfs = MiniDfs::start(MiniDfsOptions {
+        datanodes: 3,
+        replication: Some(2),
+        ..MiniDfsOptions::default()
+    })?;
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let (config, output) = hdfs_config(dir.path(), &dfs, port, "200ms")?;
@@ -145,7 +203,10 @@ async fn a_datanode_killed_while_batches_are_written_loses_nothing() -> anyhow::
             progress: Some(progress.clone()),
             ..PushOptions::default()
         },
-        ImageSet::Generated { size: 20_000, seed: 12 },
+        ImageSet::Generated {
+            size: 20_000,
+            seed: 12,
+        },
         Some(m.clone()),
     ));
     wait_progress(&progress, 0, 2_000_000, Duration::from_secs(30)).await?;
@@ -154,7 +215,17 @@ async fn a_datanode_killed_while_batches_are_written_loses_nothing() -> anyhow::
     assert_eq!(r.acked, 1500);
     node.stop()?;
     m.flush()?;
-    let v = verify_hdfs(&read_manifest(&mpath)?, &output, &HdfsOptions::default(), true).await?;
-    assert!(v.ok() && v.found == 1500 && v.unexpected.is_empty(), "{}", v.summary());
+    let v = verify_hdfs(
+        &read_manifest(&mpath)?,
+        &output,
+        &HdfsOptions::default(),
+        true,
+    )
+    .await?;
+    assert!(
+        v.ok() && v.found == 1500 && v.unexpected.is_empty(),
+        "{}",
+        v.summary()
+    );
     Ok(())
 }

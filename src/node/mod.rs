@@ -111,7 +111,12 @@ pub fn hdfs_options(cfg: &Config) -> strategies::store::hdfs::HdfsOptions {
     strategies::store::hdfs::HdfsOptions {
         user: cfg.hdfs.user.clone(),
         hadoop_conf_dir: cfg.hdfs.hadoop_conf_dir.clone(),
-        config: cfg.hdfs.client.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        config: cfg
+            .hdfs
+            .client
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -126,8 +131,12 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn CheckpointStore>, NodeEr
         StoreConfig::Local { path } => Arc::new(ObjectStoreBackend::local(path)?),
         StoreConfig::Memory => Arc::new(ObjectStoreBackend::memory()),
         StoreConfig::Hdfs { url } => {
-            let (base, root) = crate::config::split_hdfs_url(url)
-                .map_err(|reason| NodeError::Config(crate::config::ConfigError::Invalid { key: "checkpoint.store.url".into(), reason }))?;
+            let (base, root) = crate::config::split_hdfs_url(url).map_err(|reason| {
+                NodeError::Config(crate::config::ConfigError::Invalid {
+                    key: "checkpoint.store.url".into(),
+                    reason,
+                })
+            })?;
             Arc::new(HdfsStore::connect(&base, &root, hdfs_options(cfg)).await?)
         }
     };
@@ -668,7 +677,14 @@ impl Node {
                 }
                 Err(e) => {
                     debug!(error = %e, "commit at shutdown failed; retrying");
-                    tokio::time::sleep(self.inner.cfg.batch.interval.max(Duration::from_millis(200))).await;
+                    tokio::time::sleep(
+                        self.inner
+                            .cfg
+                            .batch
+                            .interval
+                            .max(Duration::from_millis(200)),
+                    )
+                    .await;
                 }
             }
         }

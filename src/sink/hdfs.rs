@@ -264,19 +264,35 @@ const FILES_IN_FLIGHT: usize = 16;
 /// never answers must not hold up commits for good.
 const FILE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-async fn write_staged_file(output: HdfsOutput, path: String, bytes: Bytes) -> Result<(), SinkError> {
-    match tokio::time::timeout(FILE_WRITE_TIMEOUT, write_staged_file_now(&output, &path, bytes)).await {
+async fn write_staged_file(
+    output: HdfsOutput,
+    path: String,
+    bytes: Bytes,
+) -> Result<(), SinkError> {
+    match tokio::time::timeout(
+        FILE_WRITE_TIMEOUT,
+        write_staged_file_now(&output, &path, bytes),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => Err(SinkError::Io {
             output: output.url.clone(),
             path,
             op: "write staged file",
-            source: std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer from HDFS within {FILE_WRITE_TIMEOUT:?}")),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from HDFS within {FILE_WRITE_TIMEOUT:?}"),
+            ),
         }),
     }
 }
 
-async fn write_staged_file_now(output: &HdfsOutput, path: &str, bytes: Bytes) -> Result<(), SinkError> {
+async fn write_staged_file_now(
+    output: &HdfsOutput,
+    path: &str,
+    bytes: Bytes,
+) -> Result<(), SinkError> {
     let (url, path) = (&output.url, &path.to_string());
     let options = WriteOptions::default().overwrite(true);
     let mut writer = output

@@ -12,7 +12,9 @@ fn main() -> anyhow::Result<()> {
             ("--datanodes", Some(n)) => opts.datanodes = n.parse()?,
             ("--port", Some(p)) => opts.port = p.parse()?,
             ("--replication", Some(r)) => opts.replication = Some(r.parse()?),
-            (other, _) => anyhow::bail!("unknown argument {other} (use --datanodes N, --port P, --replication R)"),
+            (other, _) => anyhow::bail!(
+                "unknown argument {other} (use --datanodes N, --port P, --replication R)"
+            ),
         }
         i += 2;
     }
