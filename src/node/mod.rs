@@ -667,7 +667,11 @@ impl Node {
     pub async fn shutdown(&self) -> Result<(), NodeError> {
         let fatal = self.stop_reason().is_some_and(|r| r.starts_with("fatal"));
         let started = Instant::now();
-        while !fatal {
+        if fatal {
+            self.inner.wal.close().await?;
+            return Ok(());
+        }
+        loop {
             match self.seal_and_commit().await {
                 Ok(_) => break,
                 Err(e @ NodeError::Wal(_)) => return Err(e),

@@ -293,23 +293,23 @@ async fn write_staged_file_now(
     path: &str,
     bytes: Bytes,
 ) -> Result<(), SinkError> {
-    let (url, path) = (&output.url, &path.to_string());
+    let url = &output.url;
     let options = WriteOptions::default().overwrite(true);
     let mut writer = output
         .client
-        .create(&path, options)
+        .create(path, options)
         .await
-        .map_err(|e| hdfs_err(url, &path, "create staged file", e))?;
+        .map_err(|e| hdfs_err(url, path, "create staged file", e))?;
     writer
         .write_bytes(bytes)
         .await
-        .map_err(|e| hdfs_err(url, &path, "write staged file", e))?;
+        .map_err(|e| hdfs_err(url, path, "write staged file", e))?;
     // close: the last packet is acknowledged by the pipeline and the NameNode completes the
     // file; from here on it is durable.
     writer
         .close()
         .await
-        .map_err(|e| hdfs_err(url, &path, "close staged file", e))
+        .map_err(|e| hdfs_err(url, path, "close staged file", e))
 }
 
 impl HdfsStagedBatch {
