@@ -105,7 +105,7 @@ pub struct ReceiverConfig {
 impl Default for ReceiverConfig {
     fn default() -> Self {
         ReceiverConfig {
-            max_block_size: ByteSize::mib(64),
+            max_block_size: ByteSize::mib(32),
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
             sources: vec![
@@ -314,6 +314,18 @@ impl Config {
             ));
         }
         let mbs = self.receiver.max_block_size.as_u64();
+        // A block goes into one WAL record with its source id (up to 128 bytes) and sequence number.
+        let wal_max = (crate::wal::MAX_RECORD_PAYLOAD - 1024) as u64;
+        if mbs > wal_max {
+            return Err(invalid(
+                "receiver.max_block_size",
+                format!(
+                    "must be at most {} (one WAL record, less room for the block's source and sequence number); got {}",
+                    ByteSize(wal_max),
+                    self.receiver.max_block_size
+                ),
+            ));
+        }
         if mbs == 0 || mbs > u32::MAX as u64 {
             return Err(invalid(
                 "receiver.max_block_size",

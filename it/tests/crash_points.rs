@@ -30,6 +30,9 @@ async fn crash_at(point: &str) -> anyhow::Result<()> {
             concurrency: 4,
             rate: Some(1500.0),
             source_prefix: "fp".into(),
+            // Committed acks: the sender lets a block go only once it is in a committed batch, so a
+            // batch whose commit was interrupted must be finished, and acknowledged, after the restart.
+            ack: hdfs_ingest::receiver::protocol::AckLevel::Committed,
             ..PushOptions::default()
         },
         ImageSet::Generated {

@@ -197,7 +197,19 @@ async fn a_crash_mid_staging_shows_nothing_and_the_rerun_publishes_a_clean_batch
     }
     assert!(!out.is_published(&name).await.unwrap());
     assert!(!exists(out.client(), &format!("{root}/{name}")).await);
-    assert!(exists(out.client(), &format!("{root}/{STAGING_DIR}/{name}")).await);
+    // Each attempt stages in a directory of its own, `<batch>~<random>`.
+    let staged: Vec<String> = out
+        .client()
+        .list_status(&format!("{root}/{STAGING_DIR}"), false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert!(
+        staged.iter().any(|n| n.starts_with(&format!("{name}~"))),
+        "the crashed attempt's staging is there: {staged:?}"
+    );
 
     let batch = sample_batch();
     let summary = write_batch(&out, "images", 3_000, false, blocks(batch.clone()))

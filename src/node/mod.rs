@@ -407,7 +407,10 @@ impl Node {
                         drop(st);
                         let msg = e.to_string();
                         let _ = tx.send(Some(Err(msg.clone())));
-                        self.fail(format!("WAL append failed: {msg}"));
+                        // A record too large is that block's problem; any other WAL error is the node's.
+                        if !matches!(e, crate::wal::WalError::RecordTooLarge { .. }) {
+                            self.fail(format!("WAL append failed: {msg}"));
+                        }
                         Err(e.into())
                     }
                 }
@@ -514,6 +517,7 @@ impl Node {
             let members = members.clone();
             tokio::task::spawn_blocking(move || {
                 let send = |r| tx.blocking_send(r).is_ok();
+                let mut sending = true;
                 let iter = match wal.replay(prev_seal + 1) {
                     Ok(i) => i,
                     Err(e) => {
@@ -538,12 +542,17 @@ impl Node {
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .push((source.clone(), seq));
-                            if !send(Ok(BatchBlock {
-                                source,
-                                seq,
-                                bytes: data,
-                            })) {
-                                return;
+                            // The sink stops reading when the batch was published already; the
+                            // scan still goes to the seal, because `members` must be the whole
+                            // batch (its committed acks, its durable sets in the checkpoint).
+                            if sending
+                                && !send(Ok(BatchBlock {
+                                    source,
+                                    seq,
+                                    bytes: data,
+                                }))
+                            {
+                                sending = false;
                             }
                         }
                         Ok(NodeRecord::Seal { .. }) => {}
@@ -577,6 +586,13 @@ impl Node {
         // The checkpoint first: the batch counts as committed only once a checkpoint says so.
         let snapshot = {
             let mut st = self.state();
+            // A member's ingest may not have marked it durable yet (its task not resumed after the
+            // fsync); the checkpoint must still cover it, or a re-send after a crash would be stored twice.
+            for (source, seq) in &members {
+                let e = st.entry(source);
+                e.durable.insert(*seq);
+                e.next_raw = e.next_raw.max(seq + 1);
+            }
             st.checkpoint_id += 1;
             Snapshot {
                 format: 1,

@@ -60,7 +60,8 @@ pub async fn start(node: &Node, tasks: &mut JoinSet<()>) -> Result<Vec<String>, 
 }
 
 /// Accepts connections until the node stops, each served by `serve` in its own task, at most
-/// `max_connections` at once over all listeners (more wait in the kernel's accept queue).
+/// `max_connections` at once over all listeners (more wait in the kernel's accept queue); then waits
+/// for the connections to finish.
 pub(crate) async fn accept_loop<F, Fut>(
     node: Node,
     listener: TcpListener,
@@ -72,18 +73,22 @@ pub(crate) async fn accept_loop<F, Fut>(
 {
     let stopped = node.stopped();
     tokio::pin!(stopped);
+    // Connections are this loop's children: when the node stops, the loop waits for them (each
+    // finishes the blocks it has read), so nothing is still ingesting when the WAL closes.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
-            _ = &mut stopped => return,
+            _ = &mut stopped => break,
             a = listener.accept() => a,
         };
         match accepted {
             Ok((sock, peer)) => {
                 let Ok(permit) = conns.clone().acquire_owned().await else {
-                    return;
+                    break;
                 };
                 let task = serve(sock, peer.to_string());
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     task.await;
                     drop(permit);
                 });
@@ -95,6 +100,7 @@ pub(crate) async fn accept_loop<F, Fut>(
             }
         }
     }
+    while connections.join_next().await.is_some() {}
 }
 
 async fn bind(address: &str) -> Result<TcpListener, NodeError> {

@@ -120,10 +120,8 @@ pub async fn connect(node: Node, address: String, source: String, backoff_max: D
                     .peer_addr()
                     .map(|a: SocketAddr| a.to_string())
                     .unwrap_or_else(|_| address.clone());
-                tokio::select! {
-                    _ = &mut stopped => return,
-                    _ = handle(&node, sock, peer, &source) => {}
-                }
+                // Not raced against the stop: an image being read or ingested is finished first.
+                handle(&node, sock, peer, &source).await;
             }
             Err(e) => {
                 refused += 1;

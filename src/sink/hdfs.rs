@@ -193,17 +193,49 @@ impl Output for HdfsOutput {
         }
     }
 
+    /// Every attempt stages into a directory of its own, `_temporary/<batch>~<random>`: a write of an
+    /// abandoned attempt (timed out, its `create` still queued at the NameNode) can then only ever land
+    /// in that attempt's directory, never in the retry's. Stale attempts of this batch are removed first.
     async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError> {
         validate_component("batch directory", batch_dir)?;
-        let staging = format!("{}/{batch_dir}", self.staging_root());
-        match self.client.delete(&staging, true).await {
-            Ok(true) => {
-                tracing::warn!(output = %self.url, batch = batch_dir, path = %staging, "removed stale staging of this batch")
+        let staging_root = self.staging_root();
+        match self.client.list_status(&staging_root, false).await {
+            Ok(entries) => {
+                for entry in entries {
+                    let name = entry.path.rsplit('/').next().unwrap_or("");
+                    if name == batch_dir
+                        || name
+                            .strip_prefix(batch_dir)
+                            .is_some_and(|r| r.starts_with('~'))
+                    {
+                        match self.client.delete(&entry.path, true).await {
+                            Ok(_) => {
+                                tracing::warn!(output = %self.url, batch = batch_dir, path = %entry.path, "removed stale staging of this batch")
+                            }
+                            Err(e) if is_not_found(&e) => {}
+                            Err(e) => {
+                                return Err(hdfs_err(
+                                    &self.url,
+                                    &entry.path,
+                                    "remove staging directory",
+                                    e,
+                                ))
+                            }
+                        }
+                    }
+                }
             }
-            Ok(false) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(hdfs_err(&self.url, &staging, "remove staging directory", e)),
+            Err(e) => {
+                return Err(hdfs_err(
+                    &self.url,
+                    &staging_root,
+                    "list staging directory",
+                    e,
+                ))
+            }
         }
+        let staging = format!("{staging_root}/{batch_dir}~{:016x}", rand::random::<u64>());
         self.client
             .mkdirs(&staging, 0o755, true)
             .await
@@ -294,7 +326,8 @@ async fn write_staged_file_now(
     bytes: Bytes,
 ) -> Result<(), SinkError> {
     let url = &output.url;
-    let options = WriteOptions::default().overwrite(true);
+    // Never overwrite: each attempt has its own staging directory and names a file once.
+    let options = WriteOptions::default().create_parent(false);
     let mut writer = output
         .client
         .create(path, options)

@@ -419,6 +419,8 @@ impl StagedBatch for LocalStagedBatch {
                     }
                     remove_tree(&output, &staging)?;
                     remove_staging_root_if_empty(&output, &staging_root);
+                    // The earlier run may have died between its rename and this fsync.
+                    sync_dir(&output, &root)?;
                     Ok(PublishOutcome::AlreadyPublished)
                 }
                 Err(e) => Err(io_err(&output, &dest, "rename staging to batch directory")(
