@@ -371,6 +371,7 @@ async fn framed_connection(
         Some(Err(e)) => return Ok(ConnEnd::Broken(format!("welcome: {e}"))),
         None => return Ok(ConnEnd::Broken("connection closed".into())),
     }
+    let mut last_ack = Instant::now();
     // Re-send everything kept, in order.
     for k in kept.iter_mut() {
         if let Err(e) = write_block(&mut wr, k.seq, &k.data).await {
@@ -388,11 +389,15 @@ async fn framed_connection(
             return Ok(ConnEnd::Done);
         }
         let room = kept.len() < opts.window && !*exhausted;
+        let stalled_at = last_ack + opts.give_up_after;
         tokio::select! {
             biased;
             a = acks.recv() => {
                 match a {
-                    Some(Ok(ServerFrame::Ack { level, seq })) => on_ack(shared, source, kept, report, level, seq)?,
+                    Some(Ok(ServerFrame::Ack { level, seq })) => {
+                        last_ack = Instant::now();
+                        on_ack(shared, source, kept, report, level, seq)?
+                    }
                     Some(Ok(ServerFrame::Error { code, message })) => {
                         warn!(source, code = ?code, error = %message, "node reported an error");
                         if matches!(code, ErrorCode::BlockTooLarge) {
@@ -430,6 +435,15 @@ async fn framed_connection(
                 if let Err(e) = res {
                     return Ok(ConnEnd::Broken(e.to_string()));
                 }
+            }
+            // Connected but answered nothing for a long time (a node that stopped committing, under
+            // `--ack committed`): give up with an error rather than wait forever.
+            _ = tokio::time::sleep_until(stalled_at.into()), if !kept.is_empty() => {
+                return Err(PushError::GaveUp {
+                    address: opts.address.clone(),
+                    after: opts.give_up_after,
+                    last_error: format!("connected, but no acknowledgement for {} blocks outstanding", kept.len()),
+                });
             }
         }
     }
@@ -492,5 +506,53 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_node_that_accepts_but_never_acknowledges_makes_the_sender_give_up_with_an_error() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = l.local_addr().unwrap().to_string();
+        let node = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            crate::receiver::protocol::read_hello(&mut s).await.unwrap();
+            ServerFrame::Welcome {
+                version: VERSION,
+                max_block_size: 1 << 20,
+            }
+            .write(&mut s)
+            .await
+            .unwrap();
+            // Read everything, acknowledge nothing.
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink).await;
+        });
+        let opts = PushOptions {
+            address,
+            count: 5,
+            concurrency: 1,
+            give_up_after: Duration::from_millis(500),
+            ..PushOptions::default()
+        };
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            push(
+                opts,
+                ImageSet::Generated {
+                    size: 1024,
+                    seed: 1,
+                },
+                None,
+            ),
+        )
+        .await
+        .expect("the sender must give up on its own, not hang");
+        assert!(matches!(r, Err(PushError::GaveUp { .. })), "{r:?}");
+        node.abort();
     }
 }
