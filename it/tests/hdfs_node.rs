@@ -110,6 +110,85 @@ async fn wait_progress(
     }
 }
 
+/// A node process on `dfs` with a paced framed sender pushing `count` images at it.
+struct PushRun {
+    _dir: tempfile::TempDir,
+    node: NodeProc,
+    sender: tokio::task::JoinHandle<
+        Result<hdfs_ingest::send::push::PushReport, hdfs_ingest::send::push::PushError>,
+    >,
+    progress: Arc<AtomicU64>,
+    manifest: Arc<ManifestWriter>,
+    manifest_path: std::path::PathBuf,
+    output: String,
+    count: u64,
+}
+
+impl PushRun {
+    fn start(
+        dfs: &MiniDfs,
+        interval: &str,
+        count: u64,
+        rate: f64,
+        prefix: &str,
+        size: usize,
+        seed: u64,
+    ) -> anyhow::Result<PushRun> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let (config, output) = hdfs_config(dir.path(), dfs, port, interval)?;
+        let manifest_path = dir.path().join("m.jsonl");
+        let manifest = Arc::new(ManifestWriter::create(&manifest_path)?);
+        let node = NodeProc::start(&config, &[])?;
+        let progress = Arc::new(AtomicU64::new(0));
+        let sender = tokio::spawn(push(
+            PushOptions {
+                address: format!("127.0.0.1:{port}"),
+                count,
+                concurrency: 4,
+                rate: Some(rate),
+                source_prefix: prefix.into(),
+                progress: Some(progress.clone()),
+                ..PushOptions::default()
+            },
+            ImageSet::Generated { size, seed },
+            Some(manifest.clone()),
+        ));
+        Ok(PushRun {
+            _dir: dir,
+            node,
+            sender,
+            progress,
+            manifest,
+            manifest_path,
+            output,
+            count,
+        })
+    }
+
+    /// Waits for the sender, stops the node cleanly, and verifies the HDFS output: every image sent is
+    /// there once, nothing else.
+    async fn finish(self) -> anyhow::Result<()> {
+        let r = tokio::time::timeout(Duration::from_secs(120), self.sender).await???;
+        assert_eq!(r.acked, self.count);
+        self.node.stop()?;
+        self.manifest.flush()?;
+        let v = verify_hdfs(
+            &read_manifest(&self.manifest_path)?,
+            &self.output,
+            &HdfsOptions::default(),
+            true,
+        )
+        .await?;
+        assert!(
+            v.ok() && v.found as u64 == self.count && v.unexpected.is_empty(),
+            "{}",
+            v.summary()
+        );
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_namenode_down_for_ten_seconds_mid_stream_stops_no_ingest_and_loses_nothing(
 ) -> anyhow::Result<()> {
@@ -123,54 +202,16 @@ async fn a_namenode_down_for_ten_seconds_mid_stream_stops_no_ingest_and_loses_no
         datanodes: 1,
         ..MiniDfsOptions::default()
     })?;
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let (config, output) = hdfs_config(dir.path(), &dfs, port, "500ms")?;
-    let mpath = dir.path().join("m.jsonl");
-    let m = Arc::new(ManifestWriter::create(&mpath)?);
-    let node = NodeProc::start(&config, &[])?;
-    let progress = Arc::new(AtomicU64::new(0));
-    let sender = tokio::spawn(push(
-        PushOptions {
-            address: format!("127.0.0.1:{port}"),
-            count: 2400,
-            concurrency: 4,
-            rate: Some(120.0),
-            source_prefix: "nn".into(),
-            progress: Some(progress.clone()),
-            ..PushOptions::default()
-        },
-        ImageSet::Generated {
-            size: 8_000,
-            seed: 10,
-        },
-        Some(m.clone()),
-    ));
-    wait_progress(&progress, 0, 200_000, Duration::from_secs(30)).await?;
+    let run = PushRun::start(&dfs, "500ms", 2400, 120.0, "nn", 8_000, 10)?;
+    wait_progress(&run.progress, 0, 200_000, Duration::from_secs(30)).await?;
     dfs.stop_namenode()?;
     let down = Instant::now();
     // Ingest goes on into the WAL while HDFS is away.
-    let at = progress.load(Ordering::Relaxed);
-    wait_progress(&progress, at, 400_000, Duration::from_secs(9)).await?;
+    let at = run.progress.load(Ordering::Relaxed);
+    wait_progress(&run.progress, at, 400_000, Duration::from_secs(9)).await?;
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
     dfs.restart_namenode()?;
-    let r = tokio::time::timeout(Duration::from_secs(120), sender).await???;
-    assert_eq!(r.acked, 2400);
-    node.stop()?;
-    m.flush()?;
-    let v = verify_hdfs(
-        &read_manifest(&mpath)?,
-        &output,
-        &HdfsOptions::default(),
-        true,
-    )
-    .await?;
-    assert!(
-        v.ok() && v.found == 2400 && v.unexpected.is_empty(),
-        "{}",
-        v.summary()
-    );
-    Ok(())
+    run.finish().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -186,46 +227,8 @@ async fn a_datanode_killed_while_batches_are_written_loses_nothing() -> anyhow::
         replication: Some(2),
         ..MiniDfsOptions::default()
     })?;
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let (config, output) = hdfs_config(dir.path(), &dfs, port, "200ms")?;
-    let mpath = dir.path().join("m.jsonl");
-    let m = Arc::new(ManifestWriter::create(&mpath)?);
-    let node = NodeProc::start(&config, &[])?;
-    let progress = Arc::new(AtomicU64::new(0));
-    let sender = tokio::spawn(push(
-        PushOptions {
-            address: format!("127.0.0.1:{port}"),
-            count: 1500,
-            concurrency: 4,
-            rate: Some(300.0),
-            source_prefix: "dn".into(),
-            progress: Some(progress.clone()),
-            ..PushOptions::default()
-        },
-        ImageSet::Generated {
-            size: 20_000,
-            seed: 12,
-        },
-        Some(m.clone()),
-    ));
-    wait_progress(&progress, 0, 2_000_000, Duration::from_secs(30)).await?;
+    let run = PushRun::start(&dfs, "200ms", 1500, 300.0, "dn", 20_000, 12)?;
+    wait_progress(&run.progress, 0, 2_000_000, Duration::from_secs(30)).await?;
     dfs.stop_datanode(1)?;
-    let r = tokio::time::timeout(Duration::from_secs(120), sender).await???;
-    assert_eq!(r.acked, 1500);
-    node.stop()?;
-    m.flush()?;
-    let v = verify_hdfs(
-        &read_manifest(&mpath)?,
-        &output,
-        &HdfsOptions::default(),
-        true,
-    )
-    .await?;
-    assert!(
-        v.ok() && v.found == 1500 && v.unexpected.is_empty(),
-        "{}",
-        v.summary()
-    );
-    Ok(())
+    run.finish().await
 }
