@@ -473,7 +473,7 @@ fn on_ack(
         kept[pos].durable = true;
         report.latencies.push(kept[pos].sent_at.elapsed());
     }
-    if level < shared.opts.ack {
+    if !level.covers(shared.opts.ack) {
         return Ok(());
     }
     let k = kept.remove(pos).expect("position found above");
