@@ -15,7 +15,7 @@ use crate::images::ImageSet;
 use crate::node::Node;
 use crate::receiver::protocol::AckLevel;
 use crate::send::manifest::{read_manifest, ManifestWriter};
-use crate::send::push::{self, Protocol, PushOptions};
+use crate::send::push::{self, Protocol, PushOptions, SendMode};
 use crate::send::serve::{self, ServeOptions};
 use crate::size::ByteSize;
 
@@ -99,10 +99,37 @@ pub enum SendCommand {
         #[arg(long)]
         manifest: Option<PathBuf>,
     },
-    /// Push images to a node.
+    /// Push images to a node, or to a primary and its standbys (failover or mirror), keeping every
+    /// block until the nodes release it.
     Push {
-        #[arg(long, default_value = "127.0.0.1:9998")]
-        address: String,
+        /// A node's address (framed, or raw with --protocol raw). Repeat it for a primary and its
+        /// standbys, primary first. Default 127.0.0.1:9998.
+        #[arg(long = "to", alias = "address", value_name = "ADDR")]
+        to: Vec<String>,
+        /// Take the targets, mode, release level, retention and stall timeout from this configuration's
+        /// [strategy] section; the flags below override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// failover: one node at a time, the next when it fails; mirror: every block to every node
+        /// (active-standby). Default failover.
+        #[arg(long, value_enum)]
+        mode: Option<SendMode>,
+        /// The acknowledgement that releases a block (a stronger one also does). Default durable.
+        #[arg(long, value_enum, alias = "ack")]
+        release: Option<AckArg>,
+        /// Bytes kept (sent, not yet released) over all streams; then the push waits. Default 1GiB.
+        #[arg(long)]
+        retention_max_bytes: Option<ByteSize>,
+        /// Blocks kept over all streams; then the push waits. Default 65536.
+        #[arg(long)]
+        retention_max_blocks: Option<u64>,
+        /// A connected node that acknowledges nothing for this long while blocks are outstanding is given
+        /// up on (failover: the next target). Default 10s, or twice the strategy's failure_timeout.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        stall_timeout: Option<Duration>,
+        /// Fail when nothing is released for this long.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        give_up_after: Duration,
         #[arg(long, value_enum, default_value = "framed")]
         protocol: Protocol,
         #[command(flatten)]
@@ -119,12 +146,9 @@ pub enum SendCommand {
         source_prefix: Option<String>,
         #[arg(long)]
         token: Option<String>,
-        /// Unacknowledged blocks a stream keeps (then it waits).
+        /// Blocks a stream keeps (sent, not yet released); then it waits.
         #[arg(long, default_value_t = 256)]
         window: usize,
-        /// The acknowledgement that lets a block go.
-        #[arg(long, value_enum, default_value = "durable")]
-        ack: AckArg,
         #[arg(long)]
         manifest: Option<PathBuf>,
     },
@@ -156,10 +180,22 @@ impl ImageArgs {
     }
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+/// `--release`: the ack level that releases a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AckArg {
     Durable,
+    Checkpointed,
     Committed,
+}
+
+impl From<AckArg> for AckLevel {
+    fn from(a: AckArg) -> AckLevel {
+        match a {
+            AckArg::Durable => AckLevel::Durable,
+            AckArg::Checkpointed => AckLevel::Checkpointed,
+            AckArg::Committed => AckLevel::Committed,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -385,7 +421,14 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
             println!("served {n} images");
         }
         SendCommand::Push {
-            address,
+            to,
+            config,
+            mode,
+            release,
+            retention_max_bytes,
+            retention_max_blocks,
+            stall_timeout,
+            give_up_after,
             protocol,
             images,
             count,
@@ -394,43 +437,65 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
             source_prefix,
             token,
             window,
-            ack,
             manifest,
         } => {
             let m = open_manifest(manifest.as_deref())?;
-            let opts = PushOptions {
-                address,
-                protocol,
-                count,
-                concurrency,
-                rate,
-                source_prefix: source_prefix.unwrap_or_else(push::default_source_prefix),
-                token,
-                window: window.max(1),
-                ack: match ack {
-                    AckArg::Durable => AckLevel::Durable,
-                    AckArg::Committed => AckLevel::Committed,
-                },
-                ..PushOptions::default()
+            let mut opts = match &config {
+                Some(path) => push_options_from_config(&Config::load(path)?),
+                None => PushOptions::default(),
             };
+            if !to.is_empty() {
+                opts.targets = to;
+            }
+            if let Some(mode) = mode {
+                opts.mode = mode;
+            }
+            if let Some(r) = release {
+                opts.release = r.into();
+            }
+            if let Some(b) = retention_max_bytes {
+                opts.retention_max_bytes = b.as_u64();
+            }
+            if let Some(b) = retention_max_blocks {
+                opts.retention_max_blocks = b;
+            }
+            if let Some(t) = stall_timeout {
+                opts.stall_timeout = t;
+            }
+            opts.give_up_after = give_up_after;
+            opts.protocol = protocol;
+            opts.count = count;
+            opts.concurrency = concurrency;
+            opts.rate = rate;
+            opts.source_prefix = source_prefix.unwrap_or_else(push::default_source_prefix);
+            opts.token = token;
+            opts.window = window.max(1);
+            info!(targets = ?opts.targets, mode = ?opts.mode, release = %opts.release, "pushing");
             let r = push::push(opts, images.load()?, m).await?;
             let secs = r.elapsed.as_secs_f64().max(1e-9);
             println!(
-                "pushed {} images ({} acked, {} re-sent, {} reconnects), {:.1} MB in {:.2} s: {:.0} images/s, {:.1} MB/s, ack p50 {} p99 {}",
+                "pushed {} images ({} acked, {} re-sent, {} reconnects, {} failovers), {:.1} MB in {:.2} s: {:.0} images/s, {:.1} MB/s, {:.1} MB on the wire, ack p50 {} p99 {}",
                 r.sent,
                 r.acked,
                 r.resent,
                 r.reconnects,
+                r.failovers,
                 r.bytes as f64 / 1e6,
                 secs,
                 r.sent as f64 / secs,
                 r.bytes as f64 / 1e6 / secs,
+                r.bytes_sent_total as f64 / 1e6,
                 fmt_ms(r.percentile(0.5)),
                 fmt_ms(r.percentile(0.99)),
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The push options a configuration's strategy implies (before the command line's flags).
+fn push_options_from_config(_cfg: &Config) -> PushOptions {
+    PushOptions::default()
 }
 
 fn open_manifest(path: Option<&std::path::Path>) -> anyhow::Result<Option<Arc<ManifestWriter>>> {
