@@ -101,57 +101,97 @@ pub enum SendCommand {
     },
     /// Push images to a node, or to a primary and its standbys (failover or mirror), keeping every
     /// block until the nodes release it.
-    Push {
-        /// A node's address (framed, or raw with --protocol raw). Repeat it for a primary and its
-        /// standbys, primary first. Default 127.0.0.1:9998.
-        #[arg(long = "to", alias = "address", value_name = "ADDR")]
-        to: Vec<String>,
-        /// Take the targets, mode, release level, retention and stall timeout from this configuration's
-        /// [strategy] section; the flags below override it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// failover: one node at a time, the next when it fails; mirror: every block to every node
-        /// (active-standby). Default failover.
-        #[arg(long, value_enum)]
-        mode: Option<SendMode>,
-        /// The acknowledgement that releases a block (a stronger one also does). Default durable.
-        #[arg(long, value_enum, alias = "ack")]
-        release: Option<AckArg>,
-        /// Bytes kept (sent, not yet released) over all streams; then the push waits. Default 1GiB.
-        #[arg(long)]
-        retention_max_bytes: Option<ByteSize>,
-        /// Blocks kept over all streams; then the push waits. Default 65536.
-        #[arg(long)]
-        retention_max_blocks: Option<u64>,
-        /// A connected node that acknowledges nothing for this long while blocks are outstanding is given
-        /// up on (failover: the next target). Default 10s, or twice the strategy's failure_timeout.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        stall_timeout: Option<Duration>,
-        /// Fail when nothing is released for this long.
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        give_up_after: Duration,
-        #[arg(long, value_enum, default_value = "framed")]
-        protocol: Protocol,
-        #[command(flatten)]
-        images: ImageArgs,
-        #[arg(long, default_value_t = 100)]
-        count: u64,
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        /// Images per second over all connections (default: as fast as acks allow).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Framed streams are named `<prefix>-<n>` (default `send-<unix ms>`: new streams every run).
-        #[arg(long)]
-        source_prefix: Option<String>,
-        #[arg(long)]
-        token: Option<String>,
-        /// Blocks a stream keeps (sent, not yet released); then it waits.
-        #[arg(long, default_value_t = 256)]
-        window: usize,
-        #[arg(long)]
-        manifest: Option<PathBuf>,
-    },
+    Push(PushArgs),
+}
+
+/// `send push`. Framed, every stream keeps what it sent until the nodes release it (`--release`),
+/// within `--window` per stream and the retention bounds over all streams (then it waits: nothing is
+/// ever dropped).
+#[derive(Args, Debug, Clone)]
+pub struct PushArgs {
+    /// A node's address (framed, or raw with --protocol raw). Repeat it for a primary and its
+    /// standbys, primary first. Default 127.0.0.1:9998.
+    #[arg(long = "to", alias = "address", value_name = "ADDR")]
+    pub to: Vec<String>,
+    /// failover: one node at a time, the next when it fails; mirror: every block to every node
+    /// (active-standby). Default failover.
+    #[arg(long, value_enum)]
+    pub mode: Option<SendMode>,
+    /// The acknowledgement that releases a block (a stronger one also does). Default durable.
+    #[arg(long, value_enum, alias = "ack")]
+    pub release: Option<AckArg>,
+    /// Bytes kept (sent, not yet released) over all streams; then the push waits. Default 1GiB.
+    #[arg(long)]
+    pub retention_max_bytes: Option<ByteSize>,
+    /// Blocks kept over all streams; then the push waits. Default 65536.
+    #[arg(long)]
+    pub retention_max_blocks: Option<u64>,
+    /// A connected node that acknowledges nothing for this long while blocks are outstanding is given
+    /// up on (failover: the next target). Default 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub stall_timeout: Option<Duration>,
+    /// Fail when nothing is released for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub give_up_after: Duration,
+    #[arg(long, value_enum, default_value = "framed")]
+    pub protocol: Protocol,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    #[arg(long, default_value_t = 100)]
+    pub count: u64,
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Images per second over all connections (default: as fast as acks allow).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Framed streams are named `<prefix>-<n>` (default `send-<unix ms>`: new streams every run).
+    #[arg(long)]
+    pub source_prefix: Option<String>,
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Blocks a stream keeps (sent, not yet released); then it waits.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+}
+
+impl PushArgs {
+    /// The options these flags give, on top of `base` (the defaults, or what a configuration implies):
+    /// a flag that was given wins.
+    pub fn options(&self, base: PushOptions) -> PushOptions {
+        let mut o = base;
+        if !self.to.is_empty() {
+            o.targets = self.to.clone();
+        }
+        if let Some(mode) = self.mode {
+            o.mode = mode;
+        }
+        if let Some(r) = self.release {
+            o.release = r.into();
+        }
+        if let Some(b) = self.retention_max_bytes {
+            o.retention_max_bytes = b.as_u64();
+        }
+        if let Some(b) = self.retention_max_blocks {
+            o.retention_max_blocks = b;
+        }
+        if let Some(t) = self.stall_timeout {
+            o.stall_timeout = t;
+        }
+        o.give_up_after = self.give_up_after;
+        o.protocol = self.protocol;
+        o.count = self.count;
+        o.concurrency = self.concurrency;
+        o.rate = self.rate;
+        o.source_prefix = self
+            .source_prefix
+            .clone()
+            .unwrap_or_else(push::default_source_prefix);
+        o.token = self.token.clone();
+        o.window = self.window.max(1);
+        o
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -420,58 +460,11 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
             .await?;
             println!("served {n} images");
         }
-        SendCommand::Push {
-            to,
-            config,
-            mode,
-            release,
-            retention_max_bytes,
-            retention_max_blocks,
-            stall_timeout,
-            give_up_after,
-            protocol,
-            images,
-            count,
-            concurrency,
-            rate,
-            source_prefix,
-            token,
-            window,
-            manifest,
-        } => {
-            let m = open_manifest(manifest.as_deref())?;
-            let mut opts = match &config {
-                Some(path) => push_options_from_config(&Config::load(path)?),
-                None => PushOptions::default(),
-            };
-            if !to.is_empty() {
-                opts.targets = to;
-            }
-            if let Some(mode) = mode {
-                opts.mode = mode;
-            }
-            if let Some(r) = release {
-                opts.release = r.into();
-            }
-            if let Some(b) = retention_max_bytes {
-                opts.retention_max_bytes = b.as_u64();
-            }
-            if let Some(b) = retention_max_blocks {
-                opts.retention_max_blocks = b;
-            }
-            if let Some(t) = stall_timeout {
-                opts.stall_timeout = t;
-            }
-            opts.give_up_after = give_up_after;
-            opts.protocol = protocol;
-            opts.count = count;
-            opts.concurrency = concurrency;
-            opts.rate = rate;
-            opts.source_prefix = source_prefix.unwrap_or_else(push::default_source_prefix);
-            opts.token = token;
-            opts.window = window.max(1);
+        SendCommand::Push(args) => {
+            let m = open_manifest(args.manifest.as_deref())?;
+            let opts = args.options(PushOptions::default());
             info!(targets = ?opts.targets, mode = ?opts.mode, release = %opts.release, "pushing");
-            let r = push::push(opts, images.load()?, m).await?;
+            let r = push::push(opts, args.images.load()?, m).await?;
             let secs = r.elapsed.as_secs_f64().max(1e-9);
             println!(
                 "pushed {} images ({} acked, {} re-sent, {} reconnects, {} failovers), {:.1} MB in {:.2} s: {:.0} images/s, {:.1} MB/s, {:.1} MB on the wire, ack p50 {} p99 {}",
@@ -493,11 +486,6 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The push options a configuration's strategy implies (before the command line's flags).
-fn push_options_from_config(_cfg: &Config) -> PushOptions {
-    PushOptions::default()
-}
-
 fn open_manifest(path: Option<&std::path::Path>) -> anyhow::Result<Option<Arc<ManifestWriter>>> {
     Ok(path.map(ManifestWriter::create).transpose()?.map(Arc::new))
 }
@@ -505,4 +493,69 @@ fn open_manifest(path: Option<&std::path::Path>) -> anyhow::Result<Option<Arc<Ma
 pub fn fmt_ms(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.2} ms", d.as_secs_f64() * 1000.0))
         .unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push_args(args: &[&str]) -> PushArgs {
+        let argv = ["hdfs-ingest", "send", "push"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Send(SendCommand::Push(a)) => a,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn send_push_takes_several_targets_a_mode_a_release_level_and_retention_bounds() {
+        let o = push_args(&[
+            "--to",
+            "10.0.0.1:9998",
+            "--to",
+            "10.0.0.2:9998",
+            "--mode",
+            "mirror",
+            "--release",
+            "checkpointed",
+            "--retention-max-bytes",
+            "2MiB",
+            "--retention-max-blocks",
+            "7",
+            "--stall-timeout",
+            "3s",
+        ])
+        .options(PushOptions::default());
+        assert_eq!(o.targets, ["10.0.0.1:9998", "10.0.0.2:9998"]);
+        assert_eq!(o.mode, SendMode::Mirror);
+        assert_eq!(o.release, AckLevel::Checkpointed);
+        assert_eq!(o.retention_max_bytes, 2 << 20);
+        assert_eq!(o.retention_max_blocks, 7);
+        assert_eq!(o.stall_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn send_push_defaults_to_one_local_node_and_keeps_the_old_address_and_ack_flags() {
+        let o = push_args(&[]).options(PushOptions::default());
+        assert_eq!(o.targets, [push::DEFAULT_TARGET]);
+        assert_eq!((o.mode, o.release), (SendMode::Failover, AckLevel::Durable));
+        let o = push_args(&["--address", "node:9998", "--ack", "committed"])
+            .options(PushOptions::default());
+        assert_eq!(o.targets, ["node:9998"]);
+        assert_eq!(o.release, AckLevel::Committed);
+    }
+
+    #[test]
+    fn send_push_flags_override_what_the_base_options_say_and_leave_the_rest() {
+        let base = PushOptions {
+            targets: vec!["primary:1".into(), "standby:2".into()],
+            mode: SendMode::Mirror,
+            retention_max_blocks: 99,
+            ..PushOptions::default()
+        };
+        let o = push_args(&["--mode", "failover"]).options(base);
+        assert_eq!(o.targets, ["primary:1", "standby:2"]);
+        assert_eq!(o.mode, SendMode::Failover);
+        assert_eq!(o.retention_max_blocks, 99);
+    }
 }
