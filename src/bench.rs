@@ -329,15 +329,11 @@ pub async fn hdfs(a: HdfsArgs) -> anyhow::Result<ExitCode> {
             sources.insert(format!("source-{s}"), set);
         }
         Snapshot {
-            format: 1,
-            epoch: 1,
-            id,
-            node: "bench".into(),
-            created_unix_ms: 0,
             last_committed_batch_ms: Some(id),
             last_committed_seal_lsn: id,
             wal_low_water: id + 1,
             sources,
+            ..Snapshot::empty(1, id, "bench", 0)
         }
     };
     let sled_dir = tempfile::tempdir()?;

@@ -41,6 +41,15 @@ pub enum Command {
         /// segment (what is dropped is logged). Same as `wal.salvage = true`.
         #[arg(long)]
         salvage_wal: bool,
+        /// Which `[strategy.<role>]` table this node is (two-node strategies): its name, WAL directory,
+        /// framed and control addresses. A primary starts serving; a standby watches the primary's
+        /// heartbeats and takes over when they stop.
+        #[arg(long, value_enum, default_value = "primary")]
+        role: crate::config::NodeRole,
+        /// Start as a standby of the other role even with `--role primary`: how a failed primary
+        /// rejoins the pipeline after the standby took over.
+        #[arg(long)]
+        standby: bool,
     },
     /// The upstream: serve images the classic way, or push them raw or framed.
     #[command(subcommand)]
@@ -288,10 +297,12 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             salvage_wal,
+            role,
+            standby,
         } => {
             let mut cfg = load_config(config.as_deref())?;
             cfg.wal.salvage |= salvage_wal;
-            run_node(cfg, shutdown_signal()).await?;
+            crate::ha::run_role(cfg, role, standby, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Send(s) => send(s).await,

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use strategies::Strategy;
+
 use crate::receiver::protocol::valid_source_id;
 use crate::size::ByteSize;
 
@@ -269,13 +271,104 @@ pub enum StoreConfig {
     Hdfs { url: String },
 }
 
-/// The fault-tolerance strategy.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum StrategyConfig {
-    /// One node; a restart replays the local WAL.
-    #[default]
-    None,
+/// The fault-tolerance strategy and its parameters (`[strategy]`), read by `run` and `send`.
+///
+/// `kind` selects one of [`Strategy`]'s variants. The two-node strategies run a primary and a standby:
+/// `hdfs-ingest run --role primary|standby` picks the `[strategy.primary]` or `[strategy.standby]`
+/// table, which gives the node its name, its WAL directory, its framed address and its control
+/// (heartbeat) address. The output and the checkpoint store are shared by both roles.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrategyConfig {
+    pub kind: Strategy,
+    /// The primary sends a heartbeat to the standby this often.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// The standby takes over after this long without a heartbeat; the sender fails over from a node
+    /// that acknowledges nothing for twice this long.
+    #[serde(with = "humantime_serde")]
+    pub failure_timeout: Duration,
+    /// `passive-standby`: the primary checkpoints its uncommitted blocks this often.
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// What the sender may keep while it waits for the acknowledgement the strategy needs.
+    pub retention: RetentionConfig,
+    pub primary: RoleConfig,
+    pub standby: RoleConfig,
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        StrategyConfig {
+            kind: Strategy::None,
+            heartbeat_interval: Duration::from_millis(100),
+            failure_timeout: Duration::from_millis(300),
+            checkpoint_interval: Duration::from_secs(1),
+            retention: RetentionConfig::default(),
+            primary: RoleConfig {
+                name: "primary".into(),
+                data_dir: None,
+                framed: "127.0.0.1:9998".into(),
+                control: "127.0.0.1:9996".into(),
+            },
+            standby: RoleConfig {
+                name: "standby".into(),
+                data_dir: None,
+                framed: "127.0.0.1:10998".into(),
+                control: "127.0.0.1:10996".into(),
+            },
+        }
+    }
+}
+
+impl StrategyConfig {
+    /// The control address of the role named `name` (a node serves heartbeats on its own).
+    pub fn primary_or_standby_control(&self, name: &str) -> &str {
+        if name == self.standby.name {
+            &self.standby.control
+        } else {
+            &self.primary.control
+        }
+    }
+}
+
+/// The sender's bound on what it keeps unreleased; when full it stops taking images (backpressure).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub max_bytes: ByteSize,
+    pub max_blocks: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_bytes: ByteSize::mib(512),
+            max_blocks: 16_384,
+        }
+    }
+}
+
+/// One role of a two-node strategy.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// The node's name (logs, epoch and batch claims).
+    pub name: String,
+    /// Where its WAL lives; default `<node.data_dir>/<name>`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Its framed listener (replaces the `framed-listen` source's address).
+    pub framed: String,
+    /// Its control address: the primary serves heartbeats here.
+    pub control: String,
+}
+
+/// Which table of `[strategy]` a node runs as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeRole {
+    Primary,
+    Standby,
 }
 
 impl Config {
@@ -443,7 +536,175 @@ impl Config {
         if self.checkpoint.keep == 0 {
             return Err(invalid("checkpoint.keep", "must be at least 1"));
         }
+        self.validate_strategy()
+    }
+
+    fn validate_strategy(&self) -> Result<(), ConfigError> {
+        let st = &self.strategy;
+        if st.heartbeat_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "strategy.heartbeat_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if st.failure_timeout < 2 * st.heartbeat_interval {
+            return Err(invalid(
+                "strategy.failure_timeout",
+                format!(
+                    "must be at least twice strategy.heartbeat_interval ({} is under 2 x {})",
+                    humantime::format_duration(st.failure_timeout),
+                    humantime::format_duration(st.heartbeat_interval)
+                ),
+            ));
+        }
+        if st.checkpoint_interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "strategy.checkpoint_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if st.retention.max_blocks == 0 {
+            return Err(invalid(
+                "strategy.retention.max_blocks",
+                "must be at least 1",
+            ));
+        }
+        if st.retention.max_bytes < self.receiver.max_block_size {
+            return Err(invalid(
+                "strategy.retention.max_bytes",
+                format!(
+                    "must hold at least one block of receiver.max_block_size ({} is under {})",
+                    st.retention.max_bytes, self.receiver.max_block_size
+                ),
+            ));
+        }
+        if !st.kind.has_standby() {
+            return Ok(());
+        }
+        if let Some(i) = self
+            .receiver
+            .sources
+            .iter()
+            .position(|s| !matches!(s, SourceConfig::FramedListen { .. }))
+        {
+            return Err(invalid(
+                format!("receiver.sources[{i}].kind"),
+                format!(
+                    "strategy `{}` fails over framed senders only: the raw protocol has no acknowledgement, \
+                     so a sender cannot know what to re-send to the standby. Use strategy `none` for raw \
+                     sources, or the framed protocol",
+                    st.kind
+                ),
+            ));
+        }
+        match &self.checkpoint.store {
+            StoreConfig::Local { .. } | StoreConfig::Hdfs { .. } => {}
+            StoreConfig::Sled { .. } | StoreConfig::Memory => {
+                return Err(invalid(
+                    "checkpoint.store.kind",
+                    format!(
+                        "strategy `{}` needs a checkpoint store both nodes reach: kind = \"local\" (a directory \
+                         on a shared disk) or kind = \"hdfs\"; a sled database is held by one process at a time \
+                         and memory by none",
+                        st.kind
+                    ),
+                ))
+            }
+        }
+        let mut seen = HashSet::new();
+        for (role, rc) in [("primary", &st.primary), ("standby", &st.standby)] {
+            if !valid_source_id(&rc.name) {
+                return Err(invalid(
+                    format!("strategy.{role}.name"),
+                    format!("`{}` must be 1-128 of A-Z a-z 0-9 . _ -", rc.name),
+                ));
+            }
+            for (field, addr) in [("framed", &rc.framed), ("control", &rc.control)] {
+                addr.parse::<SocketAddr>().map_err(|e| {
+                    invalid(
+                        format!("strategy.{role}.{field}"),
+                        format!("`{addr}` is not host:port ({e})"),
+                    )
+                })?;
+                if !seen.insert(addr.clone()) {
+                    return Err(invalid(
+                        format!("strategy.{role}.{field}"),
+                        format!("`{addr}` is used twice in [strategy]"),
+                    ));
+                }
+            }
+        }
+        if st.primary.name == st.standby.name {
+            return Err(invalid(
+                "strategy.standby.name",
+                "must differ from strategy.primary.name (claims and checkpoints name their node)",
+            ));
+        }
         Ok(())
+    }
+
+    /// The configuration one role runs with: under a two-node strategy, the role's name, WAL
+    /// directory and framed address replace `node.name`, `wal.dir` and the `framed-listen` address.
+    pub fn for_role(&self, role: NodeRole) -> Result<Config, ConfigError> {
+        let mut cfg = self.clone();
+        if !self.strategy.kind.has_standby() {
+            if role == NodeRole::Standby {
+                return Err(invalid(
+                    "strategy.kind",
+                    "strategy `none` has no standby: run the node with --role primary (the default) and restart it in place",
+                ));
+            }
+            return Ok(cfg);
+        }
+        let rc = match role {
+            NodeRole::Primary => &self.strategy.primary,
+            NodeRole::Standby => &self.strategy.standby,
+        };
+        cfg.node.name = rc.name.clone();
+        let dir = rc
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.node.data_dir.join(&rc.name));
+        cfg.wal.dir = Some(dir.join("wal"));
+        let mut has_framed = false;
+        for s in &mut cfg.receiver.sources {
+            if let SourceConfig::FramedListen { address, .. } = s {
+                if !has_framed {
+                    *address = rc.framed.clone();
+                }
+                has_framed = true;
+            }
+        }
+        cfg.receiver.sources.retain(
+            |s| !matches!(s, SourceConfig::FramedListen { address, .. } if *address != rc.framed),
+        );
+        if !has_framed {
+            cfg.receiver.sources.push(SourceConfig::FramedListen {
+                address: rc.framed.clone(),
+                token: None,
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// The framed addresses a sender uses: the primary's first, then the standby's (`none`: the
+    /// first `framed-listen` source).
+    pub fn send_targets(&self) -> Vec<String> {
+        if self.strategy.kind.has_standby() {
+            return vec![
+                self.strategy.primary.framed.clone(),
+                self.strategy.standby.framed.clone(),
+            ];
+        }
+        self.receiver
+            .sources
+            .iter()
+            .find_map(|s| match s {
+                SourceConfig::FramedListen { address, .. } => Some(address.clone()),
+                _ => None,
+            })
+            .into_iter()
+            .collect()
     }
 
     pub fn wal_dir(&self) -> PathBuf {
@@ -514,7 +775,7 @@ mod tests {
         assert_eq!(c.receiver.sources.len(), 2);
         assert_eq!(c.wal_dir(), PathBuf::from("./hdfs-ingest-data/wal"));
         assert!(c.analysis.enabled);
-        assert_eq!(c.strategy, StrategyConfig::None);
+        assert_eq!(c.strategy.kind, Strategy::None);
     }
 
     #[test]

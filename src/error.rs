@@ -16,6 +16,11 @@ pub enum NodeError {
     #[error(transparent)]
     Epoch(#[from] strategies::epoch::EpochError),
     #[error(transparent)]
+    Claim(#[from] strategies::claims::ClaimError),
+    /// A newer epoch took over: this node must not write anything more.
+    #[error("{0}")]
+    Fenced(String),
+    #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
     #[error("WAL record {lsn} cannot be decoded: {reason}")]
     Record { lsn: u64, reason: String },

@@ -8,6 +8,7 @@
 //!   CRC32 per record, group commit with fdatasync, recovery that truncates a torn tail.
 //! - [`node`]: a running node — recovery, ingest with de-duplication, sealing batches, committing them
 //!   through the sink and checkpointing through the `strategies` crate's checkpoint store.
+//! - [`ha`]: roles at run time — heartbeats, failure detection, a standby taking over.
 //! - [`sink`]: batch output — deterministic names, staging and one atomic rename, the analysis step.
 //! - [`send`]: the upstream (`hdfs-ingest send`): the classic image server, a raw/framed pusher, manifests.
 //! - [`verify`]: checks an output against a manifest: lost, duplicated, corrupt, unexpected.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod ha;
 pub mod images;
 pub mod node;
 pub mod receiver;

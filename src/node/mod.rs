@@ -22,6 +22,7 @@
 //! that exists is left alone), so a crash at any point costs a re-run, never a duplicate. Blocks after
 //! the last seal go into the next batch.
 
+mod carried;
 mod record;
 mod state;
 
@@ -34,9 +35,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use strategies::checkpoint::Checkpointer;
-use strategies::recovery::{plan_recovery, SealInfo};
+use strategies::claims::{BatchClaim, ClaimKind, ClaimOutcome};
 use strategies::snapshot::Snapshot;
 use strategies::store::CheckpointStore;
+use strategies::{plan_takeover, Strategy};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, error, info, warn};
 
@@ -68,6 +70,15 @@ pub struct Stats {
     pub committed_blocks: AtomicU64,
 }
 
+/// What the node is now: the framed receiver announces it to protocol-v2 senders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleInfo {
+    /// Commits output (otherwise: a standby that only makes blocks durable).
+    pub primary: bool,
+    /// The epoch it claimed (0 before it ever became primary).
+    pub epoch: u64,
+}
+
 /// A running node. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -78,8 +89,11 @@ struct Inner {
     cfg: Config,
     wal: Wal,
     output: Arc<dyn Output>,
+    store: Arc<dyn CheckpointStore>,
     checkpointer: Checkpointer,
-    epoch: u64,
+    strategy: Strategy,
+    epoch: AtomicU64,
+    role: watch::Sender<RoleInfo>,
     state: Mutex<State>,
     /// Bytes of blocks read off sockets and not yet durable, over all connections (in KiB permits).
     inflight: Arc<Semaphore>,
@@ -91,6 +105,8 @@ struct Inner {
     /// Signalled when WAL segments are released (room under the disk budget).
     wal_freed: tokio::sync::Notify,
     over_budget: std::sync::atomic::AtomicBool,
+    /// Serializes checkpoint writes (batch commits and carried-block checkpoints).
+    ckpt_lock: tokio::sync::Mutex<()>,
 }
 
 fn now_ms() -> u64 {
@@ -152,10 +168,16 @@ pub async fn open_output(cfg: &Config) -> Result<Arc<dyn Output>, NodeError> {
 }
 
 impl Node {
-    /// Opens the WAL, the checkpoint store and the output, and recovers: after this returns, every
-    /// block that was durable before a crash is durable again and every sealed batch is committed.
+    /// Opens the node as the primary: recovers and becomes the committer (see [`Node::become_primary`]).
     pub async fn open(cfg: Config) -> Result<Node, NodeError> {
-        let started = Instant::now();
+        let node = Node::open_standby(cfg).await?;
+        node.become_primary().await?;
+        Ok(node)
+    }
+
+    /// Opens the WAL, the checkpoint store and the output without claiming anything: the state of an
+    /// `active-standby` standby, which receives blocks and never commits until [`Node::become_primary`].
+    pub async fn open_standby(cfg: Config) -> Result<Node, NodeError> {
         let opts = WalOptions {
             dir: cfg.wal_dir(),
             segment_size: cfg.wal.segment_size.as_u64(),
@@ -166,97 +188,266 @@ impl Node {
               truncated_bytes = report.truncated_bytes, "WAL opened");
         let store = open_store(&cfg).await?;
         let checkpointer = Checkpointer::new(store.clone());
-        let snapshot = checkpointer.latest().await?;
-        let epoch = strategies::epoch::claim_next(&*store, &cfg.node.name).await?;
         let output = open_output(&cfg).await?;
-        let cleaned = output.clean_staging().await?;
-        if cleaned > 0 {
-            info!(output = %output.describe(), cleaned, "removed staging left by a crash");
-        }
-
-        let mut st = State::default();
-        if let Some(s) = &snapshot {
-            for (source, set) in &s.sources {
-                let e = st.entry(source);
-                e.durable = set.clone();
-                e.next_raw = set.next_after_highest();
-            }
-            st.last_committed_seal = s.last_committed_seal_lsn;
-            st.last_batch_ms = s.last_committed_batch_ms.unwrap_or(0);
-            st.checkpoint_id = s.id;
-        }
-        let low_water = snapshot
-            .as_ref()
-            .map(|s| s.wal_low_water)
-            .unwrap_or(1)
-            .max(1);
-        // Scan the WAL past the checkpoint: rebuild the durable sets, find the seals.
-        let (st, seals, last_block) = {
-            let wal = wal.clone();
-            tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
-                let mut st = st;
-                let mut seals = Vec::new();
-                let mut last_block = 0;
-                for rec in wal.replay(low_water)? {
-                    let rec = rec?;
-                    match decode(rec.kind, rec.payload).map_err(|reason| NodeError::Record {
-                        lsn: rec.lsn,
-                        reason,
-                    })? {
-                        NodeRecord::Block { source, seq, .. } => {
-                            st.mark_durable(&source, seq, rec.lsn);
-                            last_block = rec.lsn;
-                        }
-                        NodeRecord::Seal { batch_ms } => seals.push(SealInfo {
-                            lsn: rec.lsn,
-                            batch_ms,
-                        }),
-                    }
-                }
-                Ok((st, seals, last_block))
-            })
-            .await??
-        };
-        let plan = plan_recovery(snapshot.as_ref(), &seals);
         let (stop, _) = watch::channel(None);
+        let (role, _) = watch::channel(RoleInfo {
+            primary: false,
+            epoch: 0,
+        });
         let budget_kib = (cfg.receiver.max_block_size.as_u64().max(256 << 20) >> 10) as usize;
         let node = Node {
             inner: Arc::new(Inner {
                 wal,
                 output,
+                store,
                 checkpointer,
-                epoch,
-                state: Mutex::new(st),
+                strategy: cfg.strategy.kind,
+                epoch: AtomicU64::new(0),
+                role,
+                state: Mutex::new(State::default()),
                 inflight: Arc::new(Semaphore::new(budget_kib)),
-                last_block_lsn: AtomicU64::new(last_block),
+                last_block_lsn: AtomicU64::new(0),
                 next_conn_id: AtomicU64::new(1),
                 stats: Stats::default(),
                 stop,
                 wal_freed: tokio::sync::Notify::new(),
                 over_budget: std::sync::atomic::AtomicBool::new(false),
+                ckpt_lock: tokio::sync::Mutex::new(()),
                 cfg,
             }),
         };
-        node.inner.wal_release(low_water).await?;
-        for seal in &plan.recommit {
-            let prev = node.state().last_committed_seal;
-            info!(
-                batch_ms = seal.batch_ms,
-                seal_lsn = seal.lsn,
-                "re-committing a batch sealed before the crash"
-            );
-            node.commit_batch(prev, seal.lsn, seal.batch_ms).await?;
-        }
-        {
-            let mut st = node.state();
-            st.last_batch_ms = st
-                .last_batch_ms
-                .max(plan.next_batch_ms_floor.saturating_sub(1));
-        }
-        info!(node = %node.inner.cfg.node.name, epoch, checkpoint = snapshot.as_ref().map(|s| s.id),
-              replayed_from = low_water, recommitted = plan.recommit.len(),
-              elapsed_ms = started.elapsed().as_millis() as u64, "recovered");
+        let (st, last_block) = node.scan_wal(State::default(), 1).await?;
+        *node.state() = st;
+        node.inner
+            .last_block_lsn
+            .fetch_max(last_block, Ordering::AcqRel);
+        node.refresh_committed().await?;
         Ok(node)
+    }
+
+    /// Rebuilds the durable and uncommitted sets from the WAL records from `from` on.
+    async fn scan_wal(&self, st: State, from: Lsn) -> Result<(State, Lsn), NodeError> {
+        let wal = self.inner.wal.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+            let mut st = st;
+            let mut last_block = 0;
+            for rec in wal.replay(from)? {
+                let rec = rec?;
+                match decode(rec.kind, rec.payload).map_err(|reason| NodeError::Record {
+                    lsn: rec.lsn,
+                    reason,
+                })? {
+                    NodeRecord::Block { source, seq, .. } => {
+                        st.mark_durable(&source, seq, rec.lsn);
+                        last_block = rec.lsn;
+                    }
+                    NodeRecord::Seal { .. } => {}
+                }
+            }
+            Ok((st, last_block))
+        })
+        .await?
+    }
+
+    /// Standby: counts everything the newest checkpoint says is committed, and trims the WAL of it.
+    pub async fn refresh_committed(&self) -> Result<(), NodeError> {
+        let Some(snap) = self.inner.checkpointer.latest().await? else {
+            return Ok(());
+        };
+        let low = {
+            let mut st = self.state();
+            for (source, set) in &snap.sources {
+                let e = st.entry(source);
+                e.committed.union_with(set);
+                e.durable.union_with(set);
+                e.next_raw = e.next_raw.max(set.next_after_highest());
+                let committed = e.committed.clone();
+                e.uncommitted.retain(|seq, _| !committed.contains(*seq));
+            }
+            st.lowest_uncommitted()
+                .unwrap_or_else(|| self.inner.last_block_lsn.load(Ordering::Acquire))
+        };
+        if low > 1 && !self.is_primary() {
+            self.inner.wal_release(low).await?;
+        }
+        Ok(())
+    }
+
+    /// Becomes the node that commits: claims a new epoch, fences older epochs out of the batch log,
+    /// resolves the batches they may have been publishing, rebuilds what is committed and what is not
+    /// (from the checkpoint, the batch log, its own WAL and, under `passive-standby`, the checkpointed
+    /// blocks), and turns its role to primary. After this returns every block durable here or carried
+    /// by a checkpoint is durable in this node's WAL, and the batcher commits what is not committed.
+    pub async fn become_primary(&self) -> Result<(), NodeError> {
+        let started = Instant::now();
+        let cfg = &self.inner.cfg;
+        let store = &*self.inner.store;
+        let me = cfg.node.name.clone();
+        let epoch = strategies::epoch::claim_next(store, &me).await?;
+        self.inner.epoch.store(epoch, Ordering::Release);
+        let snapshot = self.inner.checkpointer.latest().await?;
+        let last_n = snapshot.as_ref().map_or(0, |s| s.last_batch_n);
+        let claims = strategies::claims::list_from(store, last_n + 1).await?;
+        let mut plan = plan_takeover(self.inner.strategy, snapshot.as_ref(), &claims, &me);
+        // Close the batch log to older epochs: a claim of theirs can only land below this one.
+        let mut fence = plan.fence_at;
+        loop {
+            let claim = BatchClaim {
+                epoch,
+                node: me.clone(),
+                claimed_unix_ms: now_ms(),
+                kind: ClaimKind::Takeover,
+            };
+            match strategies::claims::claim(store, fence, &claim).await? {
+                ClaimOutcome::Won => break,
+                ClaimOutcome::Held(held) if held.epoch > epoch => {
+                    return Err(self.fenced(format!(
+                        "batch {fence} is claimed by {} of epoch {}",
+                        held.node, held.epoch
+                    )));
+                }
+                ClaimOutcome::Held(held) => {
+                    if let Some(ms) = held.batch_ms() {
+                        plan.batch_ms_floor = plan.batch_ms_floor.max(ms + 1);
+                        plan.resolve.push((fence, held));
+                    }
+                    fence += 1;
+                }
+            }
+        }
+        let cleaned = self.inner.output.clean_staging().await?;
+        if cleaned > 0 {
+            info!(output = %self.inner.output.describe(), cleaned, "removed staging left by a crash");
+        }
+        // Resolve every batch claimed above the checkpoint: void it, or learn it was published.
+        let mut published = Vec::new();
+        for (n, claim) in &plan.resolve {
+            let Some(ms) = claim.batch_ms() else { continue };
+            let dir = sink::batch_dir_name(&cfg.batch.prefix, ms);
+            let why = format!(
+                "batch {n} was claimed by {} (epoch {}) and not published before {me} (epoch {epoch}) took over",
+                claim.node, claim.epoch
+            );
+            let outcome = sink::void_batch(&*self.inner.output, &dir, &why).await?;
+            let by_claimant = outcome == PublishOutcome::AlreadyPublished
+                && !self.inner.output.is_void(&dir).await?;
+            info!(batch = %dir, n, claimant = %claim.node, claimant_epoch = claim.epoch,
+                  published = by_claimant, "resolved a batch claimed before this start");
+            if by_claimant {
+                published.push(*n);
+            }
+        }
+        let committed = plan.committed_with(&published);
+        let mut st = State::default();
+        for (source, set) in &committed {
+            let e = st.entry(source);
+            e.committed = set.clone();
+            e.durable = set.clone();
+            e.next_raw = set.next_after_highest();
+        }
+        let replay_from = plan.replay_own_wal_from;
+        let (mut st, last_block) = self.scan_wal(st, replay_from).await?;
+        st.last_committed_seal = replay_from - 1;
+        st.carried_hi = replay_from - 1;
+        st.last_batch_ms = plan.batch_ms_floor.saturating_sub(1);
+        st.checkpoint_id = snapshot.as_ref().map_or(0, |s| s.id);
+        st.last_batch_n = fence;
+        st.next_batch_n = fence + 1;
+        {
+            let mut cur = self.state();
+            // Connections registered while standing by keep their registration.
+            st.conns = std::mem::take(&mut cur.conns);
+            *cur = st;
+        }
+        self.inner
+            .last_block_lsn
+            .fetch_max(last_block, Ordering::AcqRel);
+        let carried = self.load_carried(&plan.load_carried).await?;
+        self.inner.role.send_replace(RoleInfo {
+            primary: true,
+            epoch,
+        });
+        info!(node = %me, epoch, strategy = %self.inner.strategy,
+              checkpoint = snapshot.as_ref().map(|s| s.id), resolved = plan.resolve.len(),
+              published_by_claimant = published.len(), replayed_from = replay_from, carried_blocks = carried,
+              elapsed_ms = started.elapsed().as_millis() as u64, "primary: recovered and serving");
+        Ok(())
+    }
+
+    /// `passive-standby`: stores the checkpointed blocks that are not committed into this node's WAL.
+    async fn load_carried(&self, refs: &[strategies::CarriedRef]) -> Result<u64, NodeError> {
+        use futures::StreamExt;
+        let mut loaded = 0u64;
+        for r in refs {
+            let Some(raw) = self.inner.store.get(&r.key).await? else {
+                return Err(NodeError::Failed(format!(
+                    "checkpointed blocks {} are listed by the newest checkpoint but missing from {}",
+                    r.key,
+                    self.inner.store.describe()
+                )));
+            };
+            let blocks = carried::decode(&raw).map_err(|reason| {
+                NodeError::Failed(format!("checkpointed blocks {}: {reason}", r.key))
+            })?;
+            let todo: Vec<_> = blocks
+                .into_iter()
+                .filter(|b| !self.state().is_committed(&b.source, b.seq))
+                .collect();
+            loaded += todo.len() as u64;
+            let results: Vec<_> = futures::stream::iter(todo)
+                .map(|b| async move { self.ingest(&b.source, Some(b.seq), b.bytes).await })
+                .buffer_unordered(64)
+                .collect()
+                .await;
+            for r in results {
+                r?;
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Logs and records that a newer epoch replaced this node; returns the error to stop with.
+    fn fenced(&self, why: String) -> NodeError {
+        let msg = format!(
+            "fenced: {why}; this node (epoch {}) stops without writing",
+            self.epoch()
+        );
+        self.fail(msg.clone());
+        NodeError::Fenced(msg)
+    }
+
+    /// Stops the node if a newer epoch was claimed (another node took over).
+    pub async fn check_fence(&self) -> Result<(), NodeError> {
+        let mine = self.epoch();
+        if let Some(latest) = strategies::epoch::latest(&*self.inner.store).await? {
+            if strategies::epoch::is_fenced(mine, latest) {
+                let who = strategies::epoch::claim_of(&*self.inner.store, latest)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "another node".to_string(), |c| c.node);
+                return Err(self.fenced(format!("epoch {latest} was claimed by {who}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's role and epoch, as the framed receiver announces them.
+    pub fn role_watch(&self) -> watch::Receiver<RoleInfo> {
+        self.inner.role.subscribe()
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.inner.role.borrow().primary
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.inner.strategy
+    }
+
+    /// The id of the newest checkpoint this node wrote or started from.
+    pub fn checkpoint_id(&self) -> u64 {
+        self.state().checkpoint_id
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -272,7 +463,7 @@ impl Node {
     }
 
     pub fn epoch(&self) -> u64 {
-        self.inner.epoch
+        self.inner.epoch.load(Ordering::Acquire)
     }
 
     pub fn output_dir(&self) -> PathBuf {
@@ -342,7 +533,7 @@ impl Node {
                 Step::Done(Ingested {
                     seq,
                     duplicate: true,
-                    committed: !e.uncommitted.contains(&seq),
+                    committed: e.committed.contains(seq),
                 })
             } else if let Some(tx) = e.inflight.get(&seq) {
                 Step::Wait(seq, tx.subscribe())
@@ -362,11 +553,7 @@ impl Node {
                 match outcome {
                     Ok(Some(Ok(_))) => {
                         self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                        let st = self.state();
-                        let committed = st
-                            .sources
-                            .get(source)
-                            .is_some_and(|e| !e.uncommitted.contains(&seq));
+                        let committed = self.state().is_committed(source, seq);
                         Ok(Ingested {
                             seq,
                             duplicate: true,
@@ -448,10 +635,20 @@ impl Node {
 
     /// Registers the connection that gets `source`'s committed acks (replacing an older one).
     pub fn register_conn(&self, source: &str, tx: mpsc::UnboundedSender<ServerFrame>) -> u64 {
+        self.register_conn_versioned(source, tx, false)
+    }
+
+    /// Like [`Node::register_conn`]; a `v2` connection also gets checkpointed acks.
+    pub fn register_conn_versioned(
+        &self,
+        source: &str,
+        tx: mpsc::UnboundedSender<ServerFrame>,
+        v2: bool,
+    ) -> u64 {
         let id = self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
         self.state()
             .conns
-            .insert(source.to_string(), ConnHandle { id, tx });
+            .insert(source.to_string(), ConnHandle { id, tx, v2 });
         id
     }
 
@@ -463,18 +660,21 @@ impl Node {
     }
 
     /// Seals the blocks made durable since the last seal into a batch and commits it. A batch whose
-    /// commit failed (its output or checkpoint store unreachable) is retried first, under the same seal
-    /// and name, before anything new is sealed; meanwhile ingest goes on into the WAL. Returns false if
-    /// there was nothing to do.
+    /// commit failed (its output or checkpoint store unreachable) is retried first, under the same seal,
+    /// name and batch number, before anything new is sealed; meanwhile ingest goes on into the WAL.
+    /// Returns false if there was nothing to do.
     pub async fn seal_and_commit(&self) -> Result<bool, NodeError> {
+        if !self.is_primary() {
+            return Ok(false);
+        }
         let pending = self.state().pending_commit;
         if let Some(p) = pending {
-            self.commit_batch(p.prev_seal, p.seal, p.batch_ms).await?;
+            self.commit_batch(p).await?;
             self.state().pending_commit = None;
         }
-        let (prev, last_ms) = {
+        let (prev, last_ms, n) = {
             let st = self.state();
-            (st.last_committed_seal, st.last_batch_ms)
+            (st.last_committed_seal, st.last_batch_ms, st.next_batch_n)
         };
         if self.inner.last_block_lsn.load(Ordering::Acquire) <= prev {
             return Ok(pending.is_some());
@@ -485,29 +685,35 @@ impl Node {
             .wal
             .append(KIND_SEAL, encode_seal(batch_ms))
             .await?;
+        let p = PendingCommit {
+            prev_seal: prev,
+            seal,
+            batch_ms,
+            n,
+        };
         {
             let mut st = self.state();
             st.last_batch_ms = batch_ms;
-            st.pending_commit = Some(PendingCommit {
-                prev_seal: prev,
-                seal,
-                batch_ms,
-            });
+            st.pending_commit = Some(p);
         }
-        self.commit_batch(prev, seal, batch_ms).await?;
+        self.commit_batch(p).await?;
         self.state().pending_commit = None;
         Ok(true)
     }
 
-    /// Writes out the batch of blocks with `prev_seal < lsn < seal`, records it committed, checkpoints,
-    /// trims the WAL and sends committed acks. Idempotent: a batch already published is not rewritten.
-    async fn commit_batch(
-        &self,
-        prev_seal: Lsn,
-        seal: Lsn,
-        batch_ms: u64,
-    ) -> Result<(), NodeError> {
+    /// Writes out the batch of blocks with `prev_seal < lsn < seal` that are not committed yet: stages
+    /// them, claims batch `n` in the batch log, publishes with one rename, checkpoints, trims the WAL and
+    /// sends committed acks. A retry of the same batch finds its own claim and its own published
+    /// directory and only finishes the steps after them.
+    async fn commit_batch(&self, p: PendingCommit) -> Result<(), NodeError> {
         fail::fail_point!("node::commit::before", |_| std::process::abort());
+        let PendingCommit {
+            prev_seal,
+            seal,
+            batch_ms,
+            n,
+        } = p;
+        self.check_fence().await?;
         let started = Instant::now();
         let cfg = &self.inner.cfg;
         let (tx, rx) = mpsc::channel::<Result<BatchBlock, NodeError>>(4);
@@ -515,6 +721,7 @@ impl Node {
         let reader = {
             let wal = self.inner.wal.clone();
             let members = members.clone();
+            let node = self.clone();
             tokio::task::spawn_blocking(move || {
                 let send = |r| tx.blocking_send(r).is_ok();
                 let mut sending = true;
@@ -538,13 +745,17 @@ impl Node {
                     }
                     match decode(rec.kind, rec.payload) {
                         Ok(NodeRecord::Block { source, seq, data }) => {
+                            // Committed by an earlier batch (or by the node this one took over from).
+                            if node.state().is_committed(&source, seq) {
+                                continue;
+                            }
                             members
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .push((source.clone(), seq));
                             // The sink stops reading when the batch was published already; the
                             // scan still goes to the seal, because `members` must be the whole
-                            // batch (its committed acks, its durable sets in the checkpoint).
+                            // batch (its committed acks, its committed sets in the checkpoint).
                             if sending
                                 && !send(Ok(BatchBlock {
                                     source,
@@ -568,59 +779,77 @@ impl Node {
             })
         };
         let stream = tokio_stream_from(rx);
-        let summary = sink::write_batch(
+        let claim_members = members.clone();
+        let claim = || async move {
+            let members = claim_members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            self.claim_batch(n, batch_ms, &members)
+                .await
+                .map_err(|e| sink::SinkError::Blocks {
+                    output: self.inner.output.describe(),
+                    batch: sink::batch_dir_name(&cfg.batch.prefix, batch_ms),
+                    source: Box::new(e),
+                })
+        };
+        let summary = sink::write_batch_claimed(
             &*self.inner.output,
             &cfg.batch.prefix,
             batch_ms,
             cfg.analysis.enabled,
             stream,
+            claim,
         )
         .await;
         reader
             .await
             .map_err(|e| NodeError::Failed(format!("batch reader panicked: {e}")))?;
+        if let Some(reason) = self.stop_reason().filter(|r| r.contains("fenced")) {
+            return Err(NodeError::Fenced(reason));
+        }
         let summary = summary?;
+        let dir = sink::batch_dir_name(&cfg.batch.prefix, batch_ms);
+        if summary.outcome == Some(PublishOutcome::AlreadyPublished)
+            && self.inner.output.is_void(&dir).await?
+        {
+            return Err(self.fenced(format!(
+                "batch {dir} (number {n}) was voided by the node that took over"
+            )));
+        }
         fail::fail_point!("node::commit::after_publish", |_| std::process::abort());
         let members = std::mem::take(&mut *members.lock().unwrap_or_else(|p| p.into_inner()));
+        let claimed = summary.outcome.is_some();
 
         // The checkpoint first: the batch counts as committed only once a checkpoint says so.
-        let snapshot = {
-            let mut st = self.state();
-            // A member's ingest may not have marked it durable yet (its task not resumed after the
-            // fsync); the checkpoint must still cover it, or a re-send after a crash would be stored twice.
-            for (source, seq) in &members {
-                let e = st.entry(source);
-                e.durable.insert(*seq);
-                e.next_raw = e.next_raw.max(seq + 1);
-            }
-            st.checkpoint_id += 1;
-            Snapshot {
-                format: 1,
-                epoch: self.inner.epoch,
-                id: st.checkpoint_id,
-                node: cfg.node.name.clone(),
-                created_unix_ms: now_ms(),
-                last_committed_batch_ms: Some(batch_ms),
-                last_committed_seal_lsn: seal,
-                wal_low_water: seal + 1,
-                sources: st
-                    .sources
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.durable.clone()))
-                    .collect(),
-            }
+        let key = {
+            let _guard = self.inner.ckpt_lock.lock().await;
+            self.check_fence().await?;
+            let snapshot = {
+                let mut st = self.state();
+                // A member's ingest may not have marked it durable yet (its task not resumed after the
+                // fsync); the checkpoint must still cover it, or a re-send after a crash would be stored twice.
+                for (source, seq) in &members {
+                    st.mark_committed(source, *seq);
+                }
+                if claimed {
+                    st.last_batch_n = st.last_batch_n.max(n);
+                    st.next_batch_n = st.next_batch_n.max(n + 1);
+                }
+                st.last_committed_seal = st.last_committed_seal.max(seal);
+                st.carried_hi = st.carried_hi.max(seal);
+                st.last_batch_ms = st.last_batch_ms.max(batch_ms);
+                let committed_seal = st.last_committed_seal;
+                st.carried.retain(|r| r.hi > committed_seal);
+                self.snapshot_of(&mut st, Some(batch_ms))
+            };
+            self.inner.checkpointer.write(&snapshot).await?
         };
-        let key = self.inner.checkpointer.write(&snapshot).await?;
         fail::fail_point!("node::commit::after_checkpoint", |_| std::process::abort());
         let acks = {
-            let mut st = self.state();
-            st.last_committed_seal = st.last_committed_seal.max(seal);
-            st.last_batch_ms = st.last_batch_ms.max(batch_ms);
+            let st = self.state();
             let mut acks = Vec::new();
             for (source, seq) in &members {
-                if let Some(e) = st.sources.get_mut(source) {
-                    e.uncommitted.remove(seq);
-                }
                 if let Some(c) = st.conns.get(source) {
                     acks.push((c.tx.clone(), *seq));
                 }
@@ -628,9 +857,7 @@ impl Node {
             acks
         };
         self.inner.wal_release(seal + 1).await?;
-        if let Err(e) = self.inner.checkpointer.gc(cfg.checkpoint.keep).await {
-            warn!(error = %e, "could not delete old checkpoints; will retry after the next batch");
-        }
+        self.collect_garbage().await;
         for (tx, seq) in acks {
             let _ = tx.send(ServerFrame::Ack {
                 level: AckLevel::Committed,
@@ -642,24 +869,213 @@ impl Node {
             .stats
             .committed_blocks
             .fetch_add(members.len() as u64, Ordering::Relaxed);
-        let dir = sink::batch_dir_name(&cfg.batch.prefix, batch_ms);
-        info!(batch = %dir, images = summary.files, bytes = summary.bytes, invalid = summary.invalid,
+        info!(batch = %dir, n = if claimed { n } else { 0 }, images = summary.files, bytes = summary.bytes, invalid = summary.invalid,
               already_published = summary.outcome == Some(PublishOutcome::AlreadyPublished),
               checkpoint = %key, elapsed_ms = started.elapsed().as_millis() as u64, "batch committed");
         Ok(())
     }
 
-    /// Runs the batcher until the node is told to stop, then commits what is left.
+    /// Claims batch `n` for `members`; a claim already held by this node and epoch for the same batch
+    /// is an earlier attempt of this batch and counts as ours. Anything else means a newer node took over.
+    async fn claim_batch(
+        &self,
+        n: u64,
+        batch_ms: u64,
+        members: &[(String, u64)],
+    ) -> Result<(), NodeError> {
+        self.check_fence().await?;
+        let mut sets: std::collections::BTreeMap<String, strategies::SeqSet> = Default::default();
+        for (source, seq) in members {
+            sets.entry(source.clone()).or_default().insert(*seq);
+        }
+        let claim = BatchClaim {
+            epoch: self.epoch(),
+            node: self.inner.cfg.node.name.clone(),
+            claimed_unix_ms: now_ms(),
+            kind: ClaimKind::Batch {
+                batch_ms,
+                members: sets,
+            },
+        };
+        match strategies::claims::claim(&*self.inner.store, n, &claim).await? {
+            ClaimOutcome::Won => Ok(()),
+            ClaimOutcome::Held(held)
+                if held.epoch == claim.epoch
+                    && held.node == claim.node
+                    && held.batch_ms() == Some(batch_ms) =>
+            {
+                Ok(())
+            }
+            ClaimOutcome::Held(held) => Err(self.fenced(format!(
+                "batch {n} is claimed by {} of epoch {}",
+                held.node, held.epoch
+            ))),
+        }
+    }
+
+    /// A snapshot of the state (under the state lock), with the next checkpoint id.
+    fn snapshot_of(&self, st: &mut State, batch_ms: Option<u64>) -> Snapshot {
+        st.checkpoint_id += 1;
+        Snapshot {
+            format: Snapshot::FORMAT,
+            epoch: self.epoch(),
+            id: st.checkpoint_id,
+            node: self.inner.cfg.node.name.clone(),
+            created_unix_ms: now_ms(),
+            last_committed_batch_ms: batch_ms.or(Some(st.last_batch_ms)).filter(|ms| *ms > 0),
+            last_committed_seal_lsn: st.last_committed_seal,
+            wal_low_water: st.last_committed_seal + 1,
+            sources: st.committed_sets(),
+            last_batch_n: st.last_batch_n,
+            carried: st.carried.clone(),
+        }
+    }
+
+    /// Deletes old checkpoints, claims and checkpointed blocks the newest checkpoint no longer needs.
+    async fn collect_garbage(&self) {
+        let cfg = &self.inner.cfg;
+        if let Err(e) = self.inner.checkpointer.gc(cfg.checkpoint.keep).await {
+            warn!(error = %e, "could not delete old checkpoints; will retry after the next batch");
+        }
+        let (last_n, keep_refs) = {
+            let st = self.state();
+            (
+                st.last_batch_n,
+                st.carried.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+            )
+        };
+        let store = &*self.inner.store;
+        let below = last_n.saturating_sub(16 * cfg.checkpoint.keep as u64);
+        if below > 0 {
+            if let Err(e) = strategies::claims::delete_below(store, below).await {
+                warn!(error = %e, "could not delete old batch claims");
+            }
+        }
+        if self.inner.strategy.policy().checkpoints_carry_blocks {
+            let mine = self.epoch();
+            match store.list(strategies::paths::CARRIED).await {
+                Ok(keys) => {
+                    for key in keys {
+                        let old =
+                            strategies::paths::parse_carried(&key).is_some_and(|(e, _)| e <= mine);
+                        if old && !keep_refs.contains(&key) {
+                            if let Err(e) = store.delete(&key).await {
+                                warn!(error = %e, key, "could not delete checkpointed blocks");
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not list checkpointed blocks"),
+            }
+        }
+    }
+
+    /// `passive-standby`: checkpoints the blocks made durable since the last such checkpoint that are
+    /// not committed, as one immutable object, and a snapshot listing it; then sends checkpointed acks.
+    pub async fn checkpoint_blocks(&self) -> Result<u64, NodeError> {
+        if !self.is_primary() {
+            return Ok(0);
+        }
+        let _guard = self.inner.ckpt_lock.lock().await;
+        let from = {
+            let st = self.state();
+            st.carried_hi.max(st.last_committed_seal) + 1
+        };
+        let hi = self.inner.last_block_lsn.load(Ordering::Acquire);
+        if hi < from {
+            return Ok(0);
+        }
+        self.check_fence().await?;
+        let (body, members, bytes) = {
+            let wal = self.inner.wal.clone();
+            let node = self.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+                let mut enc = carried::Encoder::default();
+                let mut members = Vec::new();
+                for rec in wal.replay(from)? {
+                    let rec = rec?;
+                    if rec.lsn > hi {
+                        break;
+                    }
+                    if let Ok(NodeRecord::Block { source, seq, data }) =
+                        decode(rec.kind, rec.payload)
+                    {
+                        if node.state().is_committed(&source, seq) {
+                            continue;
+                        }
+                        enc.push(&source, seq, &data);
+                        members.push((source, seq));
+                    }
+                }
+                let bytes = enc.payload_bytes();
+                Ok((enc.finish(), members, bytes))
+            })
+            .await??
+        };
+        let epoch = self.epoch();
+        let key = strategies::paths::carried(epoch, hi);
+        if !members.is_empty() {
+            self.inner
+                .store
+                .create_if_absent(&key, Bytes::from(body))
+                .await?;
+        }
+        let snapshot = {
+            let mut st = self.state();
+            if !members.is_empty() {
+                st.carried.push(strategies::CarriedRef {
+                    key: key.clone(),
+                    epoch,
+                    lo: from,
+                    hi,
+                    blocks: members.len() as u64,
+                    bytes,
+                });
+            }
+            st.carried_hi = hi;
+            self.snapshot_of(&mut st, None)
+        };
+        self.inner.checkpointer.write(&snapshot).await?;
+        fail::fail_point!("node::checkpoint::after_write", |_| std::process::abort());
+        let acks: Vec<_> = {
+            let st = self.state();
+            members
+                .iter()
+                .filter_map(|(source, seq)| {
+                    st.conns
+                        .get(source)
+                        .filter(|c| c.v2)
+                        .map(|c| (c.tx.clone(), *seq))
+                })
+                .collect()
+        };
+        for (tx, seq) in acks {
+            let _ = tx.send(checkpointed_ack(seq));
+        }
+        debug!(
+            key,
+            blocks = members.len(),
+            bytes,
+            "checkpointed uncommitted blocks"
+        );
+        Ok(members.len() as u64)
+    }
+
+    /// Runs the batcher until the node is told to stop, then commits what is left. Under
+    /// `passive-standby` it also checkpoints the uncommitted blocks every `checkpoint_interval`.
     pub async fn run_batcher(&self) -> Result<(), NodeError> {
         let mut tick = tokio::time::interval(self.inner.cfg.batch.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let carry = self.inner.strategy.policy().checkpoints_carry_blocks;
+        let mut carry_tick = tokio::time::interval(self.inner.cfg.strategy.checkpoint_interval);
+        carry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stopped = self.stopped();
         tokio::pin!(stopped);
         loop {
             tokio::select! {
                 _ = tick.tick() => match self.seal_and_commit().await {
                     Ok(_) => {}
-                    Err(e @ NodeError::Wal(_)) => {
+                    Err(e @ (NodeError::Wal(_) | NodeError::Fenced(_))) => {
                         self.fail(format!("batch commit failed: {e}"));
                         return Err(e);
                     }
@@ -667,6 +1083,14 @@ impl Node {
                         let pending = self.state().pending_commit.map(|p| p.batch_ms);
                         error!(error = %e, batch_ms = ?pending, "batch commit failed; retrying at the next interval (ingest goes on into the WAL)");
                     }
+                },
+                _ = carry_tick.tick(), if carry => match self.checkpoint_blocks().await {
+                    Ok(_) => {}
+                    Err(e @ (NodeError::Wal(_) | NodeError::Fenced(_))) => {
+                        self.fail(format!("checkpoint failed: {e}"));
+                        return Err(e);
+                    }
+                    Err(e) => error!(error = %e, "checkpointing uncommitted blocks failed; retrying at the next interval"),
                 },
                 _ = &mut stopped => break,
             }
@@ -681,7 +1105,8 @@ impl Node {
 
     /// Commits what is durable and closes the WAL.
     pub async fn shutdown(&self) -> Result<(), NodeError> {
-        let fatal = self.stop_reason().is_some_and(|r| r.starts_with("fatal"));
+        let fatal =
+            self.stop_reason().is_some_and(|r| r.starts_with("fatal")) || !self.is_primary();
         let started = Instant::now();
         if fatal {
             self.inner.wal.close().await?;
@@ -690,7 +1115,7 @@ impl Node {
         loop {
             match self.seal_and_commit().await {
                 Ok(_) => break,
-                Err(e @ NodeError::Wal(_)) => return Err(e),
+                Err(e @ (NodeError::Wal(_) | NodeError::Fenced(_))) => return Err(e),
                 Err(e) if started.elapsed() >= self.inner.cfg.node.shutdown_grace => {
                     warn!(error = %e, "could not commit the last batch before stopping; it stays in the WAL and is committed at the next start");
                     break;
@@ -723,6 +1148,14 @@ impl Inner {
             debug!(segments = n, low_water, "WAL segments released");
         }
         Ok(())
+    }
+}
+
+/// A checkpointed ack (protocol v2).
+fn checkpointed_ack(seq: u64) -> ServerFrame {
+    ServerFrame::Ack {
+        level: AckLevel::Durable,
+        seq,
     }
 }
 

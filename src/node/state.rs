@@ -1,11 +1,11 @@
-//! The node's in-memory ingest state: which `(source, seq)` are durable, in flight or not yet committed,
-//! and which connection gets a source's committed acknowledgements.
+//! The node's in-memory ingest state: which `(source, seq)` are durable, committed, in flight or
+//! not yet committed, and which connection gets a source's acknowledgements.
 //!
 //! Held under one `std::sync::Mutex`; nothing awaits while holding it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use strategies::snapshot::SeqSet;
+use strategies::snapshot::{CarriedRef, SeqSet};
 use tokio::sync::{mpsc, watch};
 
 use crate::receiver::protocol::ServerFrame;
@@ -16,40 +16,52 @@ pub type Outcome = Option<Result<Lsn, String>>;
 
 #[derive(Default)]
 pub struct SourceEntry {
-    /// Every seq in the WAL (or below the checkpoint's low-water mark).
+    /// Every seq in the WAL or committed: a block arriving again is acknowledged without a second copy.
     pub durable: SeqSet,
+    /// Every seq in a published batch (by any node): never published again.
+    pub committed: SeqSet,
     /// Appends in flight: a duplicate arriving meanwhile waits for the first one's outcome.
     pub inflight: HashMap<u64, watch::Sender<Outcome>>,
-    /// Durable but not yet in a committed batch.
-    pub uncommitted: HashSet<u64>,
+    /// Durable but not yet in a committed batch, with the LSN of its WAL record.
+    pub uncommitted: HashMap<u64, Lsn>,
     /// The next sequence number a raw image of this source gets.
     pub next_raw: u64,
 }
 
-/// A framed connection that receives a source's committed acks.
+/// A framed connection that receives a source's later acks (committed, checkpointed).
 pub struct ConnHandle {
     pub id: u64,
     pub tx: mpsc::UnboundedSender<ServerFrame>,
+    /// The client speaks protocol version 2 (it may get checkpointed acks).
+    pub v2: bool,
 }
 
-/// A sealed batch whose commit has not succeeded yet; retried under the same seal and name.
+/// A sealed batch whose commit has not succeeded yet; retried under the same seal, name and number.
 #[derive(Clone, Copy, Debug)]
 pub struct PendingCommit {
     pub prev_seal: Lsn,
     pub seal: Lsn,
     pub batch_ms: u64,
+    pub n: u64,
 }
 
 #[derive(Default)]
 pub struct State {
     pub sources: HashMap<String, SourceEntry>,
     pub conns: HashMap<String, ConnHandle>,
-    /// The LSN of the newest seal whose batch is published and checkpointed (0: none).
+    /// Every WAL record up to here is in a committed batch or not needed (0: none).
     pub last_committed_seal: Lsn,
     /// The batch time of the newest seal (committed or being committed).
     pub last_batch_ms: u64,
     pub checkpoint_id: u64,
     pub pending_commit: Option<PendingCommit>,
+    /// The number the next batch claims in the batch log.
+    pub next_batch_n: u64,
+    /// Every claim up to here is published and counted in `committed`, or resolved.
+    pub last_batch_n: u64,
+    /// `passive-standby`: the checkpointed block objects still needed, and the last LSN they cover.
+    pub carried: Vec<CarriedRef>,
+    pub carried_hi: Lsn,
 }
 
 impl State {
@@ -61,17 +73,48 @@ impl State {
         self.sources.get_mut(source).expect("inserted above")
     }
 
-    /// Records a durable block found by replay or just appended.
+    /// Records a durable block found by replay or just appended; true if it is committed already.
     pub fn mark_durable(&mut self, source: &str, seq: u64, lsn: Lsn) -> bool {
-        let last_committed = self.last_committed_seal;
         let e = self.entry(source);
         e.durable.insert(seq);
         e.next_raw = e.next_raw.max(seq + 1);
-        if lsn > last_committed {
-            e.uncommitted.insert(seq);
-            false
-        } else {
+        if e.committed.contains(seq) {
             true
+        } else {
+            e.uncommitted.entry(seq).or_insert(lsn);
+            false
         }
+    }
+
+    /// Counts `seq` as committed.
+    pub fn mark_committed(&mut self, source: &str, seq: u64) {
+        let e = self.entry(source);
+        e.committed.insert(seq);
+        e.durable.insert(seq);
+        e.next_raw = e.next_raw.max(seq + 1);
+        e.uncommitted.remove(&seq);
+    }
+
+    pub fn is_committed(&self, source: &str, seq: u64) -> bool {
+        self.sources
+            .get(source)
+            .is_some_and(|e| e.committed.contains(seq))
+    }
+
+    /// The committed sets, for a snapshot.
+    pub fn committed_sets(&self) -> std::collections::BTreeMap<String, SeqSet> {
+        self.sources
+            .iter()
+            .filter(|(_, e)| !e.committed.is_empty())
+            .map(|(k, e)| (k.clone(), e.committed.clone()))
+            .collect()
+    }
+
+    /// The lowest LSN of a block not committed, if any.
+    pub fn lowest_uncommitted(&self) -> Option<Lsn> {
+        self.sources
+            .values()
+            .filter_map(|e| e.uncommitted.values().min().copied())
+            .min()
     }
 }

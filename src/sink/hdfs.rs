@@ -193,6 +193,16 @@ impl Output for HdfsOutput {
         }
     }
 
+    async fn is_void(&self, batch_dir: &str) -> Result<bool, SinkError> {
+        validate_component("batch directory", batch_dir)?;
+        let marker = format!("{}/{batch_dir}/{}", self.root, super::VOID_FILE);
+        match self.client.get_file_info(&marker).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(hdfs_err(&self.url, &marker, "stat void marker", e)),
+        }
+    }
+
     /// Every attempt stages into a directory of its own, `_temporary/<batch>~<random>`: a write of an
     /// abandoned attempt (timed out, its `create` still queued at the NameNode) can then only ever land
     /// in that attempt's directory, never in the retry's. Stale attempts of this batch are removed first.

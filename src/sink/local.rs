@@ -237,15 +237,45 @@ impl Output for LocalOutput {
         .await
     }
 
+    async fn is_void(&self, batch_dir: &str) -> Result<bool, SinkError> {
+        validate_component("batch directory", batch_dir)?;
+        let marker = self.root.join(batch_dir).join(super::VOID_FILE);
+        let output = self.url.clone();
+        blocking(
+            &self.url,
+            &marker.clone(),
+            "stat void marker",
+            move || match std::fs::metadata(&marker) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(io_err(&output, &marker, "stat void marker")(e)),
+            },
+        )
+        .await
+    }
+
     async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError> {
         validate_component("batch directory", batch_dir)?;
-        let staging = self.staging_root().join(batch_dir);
+        // Every attempt stages in its own directory, so two writers of one batch name (a fenced node
+        // and the node voiding its claim) never put files into each other's staging.
+        let staging_name = format!("{batch_dir}--{:016x}", rand::random::<u64>());
+        let staging = self.staging_root().join(&staging_name);
         let output = self.url.clone();
         let dir = staging.clone();
         let batch = batch_dir.to_owned();
+        let staging_root = self.staging_root();
         blocking(&self.url, &staging, "create staging directory", move || {
-            if remove_tree(&output, &dir)? {
-                tracing::warn!(output, batch, path = %dir.display(), "removed stale staging of this batch");
+            let stale_prefix = format!("{batch}--");
+            if let Ok(entries) = std::fs::read_dir(&staging_root) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name == batch || name.starts_with(&stale_prefix) {
+                        let path = entry.path();
+                        if remove_tree(&output, &path)? {
+                            tracing::warn!(output, batch, path = %path.display(), "removed stale staging of this batch");
+                        }
+                    }
+                }
             }
             std::fs::create_dir_all(&dir).map_err(io_err(&output, &dir, "create staging directory"))
         })
@@ -256,6 +286,7 @@ impl Output for LocalOutput {
             output: self.url.clone(),
             root: self.root.clone(),
             batch: batch_dir.to_owned(),
+            staging_name,
             staging,
             files: Vec::new(),
         }))
@@ -344,6 +375,8 @@ struct LocalStagedBatch {
     output: String,
     root: PathBuf,
     batch: String,
+    /// `<batch>--<random>`: this attempt's directory under `_temporary` (a batch name never ends in `-`).
+    staging_name: String,
     staging: PathBuf,
     /// Names put so far, in order, without duplicates: the files to fsync at publish.
     files: Vec<String>,
@@ -353,7 +386,7 @@ struct LocalStagedBatch {
 impl StagedBatch for LocalStagedBatch {
     async fn put(&mut self, file_name: &str, bytes: Bytes) -> Result<(), SinkError> {
         validate_component("file name", file_name)?;
-        let location = ObjectPath::from_iter([STAGING_DIR, self.batch.as_str(), file_name]);
+        let location = ObjectPath::from_iter([STAGING_DIR, self.staging_name.as_str(), file_name]);
         failpoint("sink::put::fault", &self.batch).map_err(io_err(
             &self.output,
             &self.staging.join(file_name),

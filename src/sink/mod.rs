@@ -78,6 +78,9 @@ pub use local::LocalOutput;
 
 /// Name of the per-batch analysis file (one JSON line per image).
 pub const ANALYSIS_FILE: &str = "_analysis.jsonl";
+/// The one file of a *void* batch: a batch name claimed by a node that was replaced before it
+/// published; the node that replaced it published this instead, so the name can never be used.
+pub const VOID_FILE: &str = "_VOID";
 /// Directory under the output root that holds batches being staged.
 pub const STAGING_DIR: &str = "_temporary";
 /// Longest accepted source id or prefix.
@@ -103,7 +106,7 @@ pub fn validate_name(kind: &'static str, name: &str) -> Result<(), SinkError> {
 /// alphabet and leading-character rule, up to 255 bytes (a file-name component's limit). The
 /// analysis file is the one reserved name allowed.
 fn validate_component(kind: &'static str, name: &str) -> Result<(), SinkError> {
-    if name == ANALYSIS_FILE {
+    if name == ANALYSIS_FILE || name == VOID_FILE {
         return Ok(());
     }
     check_component(kind, name, 255)
@@ -199,6 +202,8 @@ pub trait Output: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// Whether `<output>/<batch_dir>` exists (an earlier run published it).
     async fn is_published(&self, batch_dir: &str) -> Result<bool, SinkError>;
+    /// Whether the published `<batch_dir>` is a void batch (holds [`VOID_FILE`]).
+    async fn is_void(&self, batch_dir: &str) -> Result<bool, SinkError>;
     /// Starts a batch: removes any stale staging of this batch first.
     async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError>;
     /// Removes every leftover staging directory (called at start-up, after a crash). Returns how many
@@ -260,6 +265,30 @@ where
     S: Stream<Item = Result<BatchBlock, E>> + Send,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    write_batch_claimed(output, prefix, batch_ms, analysis, blocks, || async {
+        Ok(())
+    })
+    .await
+}
+
+/// [`write_batch`], with `claim` run after every file is staged and before the rename: the node
+/// claims the batch in the batch log there, once its members are known. An error from `claim`
+/// abandons the batch unpublished. A batch with no block stages nothing, claims nothing and
+/// publishes nothing (`outcome: None`).
+pub async fn write_batch_claimed<S, E, C, F>(
+    output: &dyn Output,
+    prefix: &str,
+    batch_ms: u64,
+    analysis: bool,
+    blocks: S,
+    claim: C,
+) -> Result<BatchSummary, SinkError>
+where
+    S: Stream<Item = Result<BatchBlock, E>> + Send,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    C: FnOnce() -> F + Send,
+    F: std::future::Future<Output = Result<(), SinkError>> + Send,
+{
     validate_name("prefix", prefix)?;
     let batch = batch_dir_name(prefix, batch_ms);
     if output.is_published(&batch).await? {
@@ -270,7 +299,7 @@ where
         });
     }
 
-    let mut staged = output.stage(&batch).await?;
+    let mut staged: Option<Box<dyn StagedBatch>> = None;
     let mut summary = BatchSummary::default();
     let mut seen: HashSet<(String, u64)> = HashSet::new();
     let mut reports: Vec<u8> = Vec::new();
@@ -305,11 +334,20 @@ where
         }
         summary.files += 1;
         summary.bytes += block.bytes.len() as u64;
-        staged.put(&file, block.bytes).await?;
+        if staged.is_none() {
+            staged = Some(output.stage(&batch).await?);
+        }
+        let target = staged.as_mut().expect("staged above");
+        target.put(&file, block.bytes).await?;
     }
+    let Some(mut staged) = staged else {
+        tracing::debug!(output = %output.describe(), batch = %batch, "empty batch: nothing staged or published");
+        return Ok(summary);
+    };
     if analysis {
         staged.put(ANALYSIS_FILE, Bytes::from(reports)).await?;
     }
+    claim().await?;
     let outcome = staged.publish().await?;
     if outcome == PublishOutcome::AlreadyPublished {
         // Someone else published between our check and our rename; we wrote nothing visible.
@@ -328,6 +366,25 @@ where
         "batch written"
     );
     Ok(summary)
+}
+
+/// Publishes a *void* batch under `batch_dir` (see [`VOID_FILE`]), never replacing anything. Returns
+/// `Published` if the void landed (the name's claimant never published) or `AlreadyPublished` if the
+/// directory exists — the claimant's batch, or an earlier void (tell them apart with
+/// [`Output::is_void`]).
+pub async fn void_batch(
+    output: &dyn Output,
+    batch_dir: &str,
+    why: &str,
+) -> Result<PublishOutcome, SinkError> {
+    if output.is_published(batch_dir).await? {
+        return Ok(PublishOutcome::AlreadyPublished);
+    }
+    let mut staged = output.stage(batch_dir).await?;
+    staged
+        .put(VOID_FILE, Bytes::from(format!("{why}\n")))
+        .await?;
+    staged.publish().await
 }
 
 /// Evaluates the failpoint `name`. `return` (or `return(<batch>)` for this batch) gives an injected

@@ -225,7 +225,14 @@ async fn a_crash_mid_staging_is_repaired_by_the_rerun_with_no_leftovers() {
         .await
         .unwrap();
     drop(staged);
-    assert!(dir.path().join(STAGING_DIR).join("images-3000").is_dir());
+    let staged_dirs: Vec<String> = std::fs::read_dir(dir.path().join(STAGING_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        staged_dirs.len() == 1 && staged_dirs[0].starts_with("images-3000--"),
+        "{staged_dirs:?}"
+    );
     assert!(!output.is_published("images-3000").await.unwrap());
 
     let summary = write_batch(&output, "images", 3000, false, blocks_of(sample_blocks()))
@@ -267,7 +274,7 @@ async fn clean_staging_removes_every_leftover_staging_directory() {
 async fn each_block_is_on_disk_before_the_next_one_is_pulled() {
     let dir = tempfile::tempdir().unwrap();
     let output = LocalOutput::new(dir.path()).unwrap();
-    let staging = dir.path().join(STAGING_DIR).join("images-4000");
+    let staging_root = dir.path().join(STAGING_DIR);
     let staged_when_pulled = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&staged_when_pulled);
 
@@ -275,12 +282,20 @@ async fn each_block_is_on_disk_before_the_next_one_is_pulled() {
     // images were already in the staging directory at that moment.
     let blocks = stream::unfold(0u64, move |k| {
         let seen = Arc::clone(&seen);
-        let staging = staging.clone();
+        let staging_root = staging_root.clone();
         async move {
             if k == 20 {
                 return None;
             }
-            let on_disk = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+            // This attempt's staging directory: `_temporary/images-4000--<random>`.
+            let on_disk: usize = std::fs::read_dir(&staging_root)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("images-4000--"))
+                        .map(|e| std::fs::read_dir(e.path()).map(|f| f.count()).unwrap_or(0))
+                        .sum()
+                })
+                .unwrap_or(0);
             seen.lock().unwrap().push(on_disk);
             Some((
                 Ok::<_, Infallible>(block("cam", k, vec![k as u8; 4096])),
@@ -407,20 +422,78 @@ async fn a_failing_block_stream_publishes_nothing_and_a_rerun_recovers() {
 }
 
 #[tokio::test]
-async fn an_empty_batch_is_published_as_an_empty_directory() {
+async fn an_empty_batch_stages_claims_and_publishes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let output = LocalOutput::new(dir.path()).unwrap();
+    let claimed = std::sync::atomic::AtomicBool::new(false);
 
-    let summary = write_batch(&output, "images", 10, true, blocks_of(Vec::new()))
+    let summary = write_batch_claimed(
+        &output,
+        "images",
+        10,
+        true,
+        blocks_of(Vec::new()),
+        || async {
+            claimed.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(summary.outcome, None);
+    assert_eq!(summary.files, 0);
+    assert!(!claimed.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(tree(output.root()), BTreeMap::new());
+}
+
+#[tokio::test]
+async fn a_void_batch_takes_a_free_name_and_never_an_existing_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = LocalOutput::new(dir.path()).unwrap();
+    write_batch(&output, "images", 20, false, blocks_of(sample_blocks()))
         .await
         .unwrap();
 
-    assert_eq!(summary.outcome, Some(PublishOutcome::Published));
-    assert_eq!(summary.files, 0);
-    assert_eq!(
-        tree(output.root()),
-        BTreeMap::from([("images-10/_analysis.jsonl".to_owned(), Vec::new())])
-    );
+    let taken = void_batch(&output, "images-20", "test").await.unwrap();
+    assert_eq!(taken, PublishOutcome::AlreadyPublished);
+    assert!(!output.is_void("images-20").await.unwrap());
+    assert_eq!(tree(output.root()), expected_images("images-20"));
+
+    let free = void_batch(&output, "images-30", "claimed by a node that was replaced")
+        .await
+        .unwrap();
+    assert_eq!(free, PublishOutcome::Published);
+    assert!(output.is_void("images-30").await.unwrap());
+    // The claimant publishing later finds the name taken and writes nothing.
+    let late = write_batch(&output, "images", 30, false, blocks_of(sample_blocks()))
+        .await
+        .unwrap();
+    assert_eq!(late.outcome, Some(PublishOutcome::AlreadyPublished));
+    assert!(output.is_void("images-30").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_claim_that_fails_leaves_the_batch_unpublished() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = LocalOutput::new(dir.path()).unwrap();
+    let err = write_batch_claimed(
+        &output,
+        "images",
+        40,
+        false,
+        blocks_of(sample_blocks()),
+        || async {
+            Err(SinkError::InvalidName {
+                kind: "test",
+                name: "fenced".into(),
+                reason: "the claim was lost",
+            })
+        },
+    )
+    .await;
+    assert!(err.is_err());
+    assert!(!output.is_published("images-40").await.unwrap());
 }
 
 #[test]

@@ -14,6 +14,9 @@
 //! checkpoint.rs    Checkpointer: immutable checkpoint objects plus one moving pointer
 //! epoch.rs         fencing: claim a new epoch with create-if-absent, detect a newer one
 //! recovery.rs      pure functions: from a snapshot and the WAL's seals to a recovery plan
+//! claims.rs        the batch log: a batch is claimed by number before it is published
+//! takeover.rs      pure function: from a checkpoint and the batch log to what a starting node does
+//! strategy/        Strategy: none, passive_standby, active_standby, upstream_backup (one file each)
 //! ```
 //!
 //! # How the parts fit
@@ -36,16 +39,21 @@
 //! the contract written on [`store::CheckpointStore`] and nothing more.
 
 pub mod checkpoint;
+pub mod claims;
 pub mod epoch;
 pub mod paths;
 pub mod recovery;
 pub mod snapshot;
 pub mod store;
+pub mod strategy;
+pub mod takeover;
 
 pub use checkpoint::{CheckpointError, Checkpointer};
 pub use epoch::EpochError;
 pub use recovery::{plan_recovery, RecoveryPlan, SealInfo};
-pub use snapshot::{Lsn, SeqSet, Snapshot};
+pub use snapshot::{CarriedRef, Lsn, SeqSet, Snapshot};
 pub use store::object::ObjectStoreBackend;
 pub use store::sled::SledStore;
 pub use store::{CheckpointStore, StoreError};
+pub use strategy::{Release, StandbyMode, Strategy};
+pub use takeover::{plan_takeover, TakeoverPlan};

@@ -7,6 +7,8 @@
 //!                                                complete checkpoint, as UTF-8 text
 //! checkpoints/<epoch:010>/<id:020>.json          one immutable checkpoint (a Snapshot as JSON)
 //! epochs/<n:010>                                 the claim of epoch n (EpochClaim as JSON)
+//! batches/<n:020>                                the claim of batch n of the batch log (BatchClaim)
+//! carried/<epoch:010>/<hi lsn:020>               passive-standby: checkpointed uncommitted blocks
 //! ```
 //!
 //! Numbers are zero-padded so that a store's sorted `list` is also numeric order for every
@@ -36,6 +38,34 @@ pub fn current() -> &'static str {
 /// The key claiming epoch `n`: `epochs/<n:010>`.
 pub fn epoch(n: u64) -> String {
     format!("{EPOCHS}/{n:010}")
+}
+
+/// The directory of batch claims.
+pub const BATCHES: &str = "batches";
+/// The directory of checkpointed block objects.
+pub const CARRIED: &str = "carried";
+
+/// The key claiming batch `n` of the batch log: `batches/<n:020>`.
+pub fn batch(n: u64) -> String {
+    format!("{BATCHES}/{n:020}")
+}
+
+/// `n` of a key built by [`batch`]; `None` for any other key.
+pub fn parse_batch(key: &str) -> Option<u64> {
+    let n = key.strip_prefix(BATCHES)?.strip_prefix('/')?;
+    parse_number(n, 20)
+}
+
+/// The key of the blocks a node of `epoch` checkpointed up to its WAL record `hi`.
+pub fn carried(epoch: u64, hi: u64) -> String {
+    format!("{CARRIED}/{epoch:010}/{hi:020}")
+}
+
+/// `(epoch, hi)` of a key built by [`carried`].
+pub fn parse_carried(key: &str) -> Option<(u64, u64)> {
+    let rest = key.strip_prefix(CARRIED)?.strip_prefix('/')?;
+    let (epoch, hi) = rest.split_once('/')?;
+    Some((parse_number(epoch, 10)?, parse_number(hi, 20)?))
 }
 
 fn parse_number(text: &str, width: usize) -> Option<u64> {
@@ -74,7 +104,11 @@ mod tests {
         }
         for n in [0, 1, 9_999_999_999, 10_000_000_000, u64::MAX] {
             assert_eq!(parse_epoch(&epoch(n)), Some(n));
+            assert_eq!(parse_batch(&batch(n)), Some(n));
+            assert_eq!(parse_carried(&carried(7, n)), Some((7, n)));
         }
+        assert_eq!(parse_batch("batches/1"), None);
+        assert_eq!(parse_carried("carried/1/2"), None);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! source that delivered a million blocks in order costs one integer. A deserialized set is
 //! validated (no element of `above` below the watermark) and normalized.
 //!
-//! `format` is [`Snapshot::FORMAT`] (1); a reader refuses other formats rather than guessing.
+//! `format` is [`Snapshot::FORMAT`] (2: `sources` are the *committed* sets, with the batch log and the
+//! carried blocks); a reader refuses other formats rather than guessing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -115,6 +116,26 @@ impl SeqSet {
         self.highest().map_or(0, |h| h.saturating_add(1))
     }
 
+    /// Adds every member of `other`.
+    pub fn union_with(&mut self, other: &SeqSet) {
+        if other.below > self.below {
+            self.below = other.below;
+            let keep = self.above.split_off(&other.below);
+            self.above = keep;
+        }
+        for &seq in &other.above {
+            if seq >= self.below {
+                self.above.insert(seq);
+            }
+        }
+        self.compact();
+    }
+
+    /// The members, in order (for small sets: a batch's members).
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.below).chain(self.above.iter().copied())
+    }
+
     /// The smallest seq not in the set: every seq below it is present.
     pub fn first_missing(&self) -> u64 {
         self.below
@@ -140,13 +161,36 @@ pub struct Snapshot {
     pub last_committed_seal_lsn: Lsn,
     /// WAL records below this LSN are no longer needed.
     pub wal_low_water: Lsn,
-    /// Per source, every seq made durable so far.
+    /// Per source, every seq in a committed (published) batch. A takeover node treats these as
+    /// duplicates; everything else it must store and commit.
     pub sources: BTreeMap<String, SeqSet>,
+    /// The number of the newest batch in the batch log ([`crate::claims`]) this snapshot covers
+    /// (0: none). Claims above it are resolved by the next node that starts.
+    #[serde(default)]
+    pub last_batch_n: u64,
+    /// `passive-standby`: the checkpointed objects of uncommitted blocks still needed, oldest first.
+    #[serde(default)]
+    pub carried: Vec<CarriedRef>,
+}
+
+/// One immutable object of blocks a `passive-standby` primary checkpointed before committing them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedRef {
+    /// Its key in the checkpoint store ([`crate::paths::carried`]).
+    pub key: String,
+    /// The epoch of the node that wrote it (its LSNs are that node's WAL's).
+    pub epoch: u64,
+    /// The blocks it holds came from WAL records `lo..=hi` of the writer.
+    pub lo: Lsn,
+    pub hi: Lsn,
+    /// How many blocks and payload bytes it holds.
+    pub blocks: u64,
+    pub bytes: u64,
 }
 
 impl Snapshot {
     /// The only encoding version this crate writes and reads.
-    pub const FORMAT: u32 = 1;
+    pub const FORMAT: u32 = 2;
 
     /// The state before anything was received: epoch `epoch`, checkpoint `id`, nothing
     /// committed, the whole WAL needed.
@@ -161,6 +205,8 @@ impl Snapshot {
             last_committed_seal_lsn: 0,
             wal_low_water: 0,
             sources: BTreeMap::new(),
+            last_batch_n: 0,
+            carried: Vec::new(),
         }
     }
 }
@@ -168,6 +214,26 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_union_holds_exactly_the_members_of_both_sets() {
+        let mut a = SeqSet::new();
+        let mut b = SeqSet::new();
+        for q in [0, 1, 2, 7, 9] {
+            a.insert(q);
+        }
+        for q in [0, 1, 2, 3, 4, 5, 8, 12] {
+            b.insert(q);
+        }
+        let mut u = a.clone();
+        u.union_with(&b);
+        let members: Vec<u64> = u.iter().collect();
+        assert_eq!(members, vec![0, 1, 2, 3, 4, 5, 7, 8, 9, 12]);
+        let mut v = b.clone();
+        v.union_with(&a);
+        assert_eq!(u, v);
+        assert_eq!(u.first_missing(), 6);
+    }
     use proptest::prelude::*;
 
     #[test]
