@@ -122,6 +122,10 @@ pub struct PushArgs {
     /// standbys, primary first. Default 127.0.0.1:9998.
     #[arg(long = "to", alias = "address", value_name = "ADDR")]
     pub to: Vec<String>,
+    /// Take the targets, mode, release level, retention and stall timeout from this configuration
+    /// (its `[strategy]` section and framed addresses); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// failover: one node at a time, the next when it fails; mirror: every block to every node
     /// (active-standby). Default failover.
     #[arg(long, value_enum)]
@@ -136,7 +140,8 @@ pub struct PushArgs {
     #[arg(long)]
     pub retention_max_blocks: Option<u64>,
     /// A connected node that acknowledges nothing for this long while blocks are outstanding is given
-    /// up on (failover: the next target). Default 10s.
+    /// up on (failover: the next target). Default 10s; with --config and a standby, twice
+    /// strategy.failure_timeout.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub stall_timeout: Option<Duration>,
     /// Fail when nothing is released for this long.
@@ -473,7 +478,11 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
         }
         SendCommand::Push(args) => {
             let m = open_manifest(args.manifest.as_deref())?;
-            let opts = args.options(PushOptions::default());
+            let base = match &args.config {
+                Some(path) => PushOptions::for_config(&Config::load(path)?),
+                None => PushOptions::default(),
+            };
+            let opts = args.options(base);
             info!(targets = ?opts.targets, mode = ?opts.mode, release = %opts.release, "pushing");
             let r = push::push(opts, args.images.load()?, m).await?;
             let secs = r.elapsed.as_secs_f64().max(1e-9);
@@ -554,6 +563,63 @@ mod tests {
             .options(PushOptions::default());
         assert_eq!(o.targets, ["node:9998"]);
         assert_eq!(o.release, AckLevel::Committed);
+    }
+
+    #[test]
+    fn send_push_with_a_config_takes_the_strategys_targets_mode_release_and_retention() {
+        let shipped = |name: &str| {
+            let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(name);
+            PushOptions::for_config(&Config::load(&p).unwrap())
+        };
+        let active = shipped("active-standby.toml");
+        let cfg = Config::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/active-standby.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            active.targets,
+            [
+                cfg.strategy.primary.framed.clone(),
+                cfg.strategy.standby.framed.clone()
+            ]
+        );
+        assert_eq!(
+            (active.mode, active.release),
+            (SendMode::Mirror, AckLevel::Durable)
+        );
+        assert_eq!(active.stall_timeout, 2 * cfg.strategy.failure_timeout);
+        assert_eq!(
+            active.retention_max_blocks,
+            cfg.strategy.retention.max_blocks
+        );
+        assert_eq!(
+            active.retention_max_bytes,
+            cfg.strategy.retention.max_bytes.as_u64()
+        );
+        let passive = shipped("passive-standby.toml");
+        assert_eq!(
+            (passive.mode, passive.release),
+            (SendMode::Failover, AckLevel::Checkpointed)
+        );
+        let upstream = shipped("upstream-backup.toml");
+        assert_eq!(
+            (upstream.mode, upstream.release),
+            (SendMode::Failover, AckLevel::Committed)
+        );
+        let none = shipped("none.toml");
+        assert_eq!(
+            (none.mode, none.release),
+            (SendMode::Failover, AckLevel::Durable)
+        );
+        assert_eq!(none.targets.len(), 1);
+        // And a flag still wins over the configuration.
+        let o = push_args(&["--release", "committed", "--to", "x:1"]).options(active);
+        assert_eq!(
+            (o.release, o.targets),
+            (AckLevel::Committed, vec!["x:1".to_string()])
+        );
     }
 
     #[test]

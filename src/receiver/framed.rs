@@ -21,7 +21,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use super::protocol::{
-    read_block, read_hello, AckLevel, ErrorCode, ProtocolError, RoleInfo, ServerFrame, VERSION_2,
+    read_block, read_hello, AckLevel, ErrorCode, ProtocolError, Role, RoleInfo, ServerFrame,
+    VERSION_2,
 };
 use crate::node::Node;
 
@@ -84,6 +85,8 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
         version,
         max_block_size: max as u32,
     });
+    // Version 2: ROLE is the second frame, then one on every change of role or epoch.
+    let _roles = announce_roles(version, node.role_watch(), &tx);
     let conn_id = node.register_conn(&source, tx.clone());
     info!(peer = %peer, source = %source, version, "framed connection");
 
@@ -183,11 +186,14 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
 /// Version 1 clients get nothing (the writer would drop the frames anyway). The task holds only a weak
 /// sender, so it never keeps the connection's writer open; it ends when the returned guard is dropped,
 /// when the connection's queue is gone, or when the node drops its side of `roles`.
-pub fn announce_roles(
+pub fn announce_roles<T>(
     version: u8,
-    mut roles: watch::Receiver<RoleInfo>,
+    mut roles: watch::Receiver<T>,
     tx: &mpsc::UnboundedSender<ServerFrame>,
-) -> Option<RoleAnnouncer> {
+) -> Option<RoleAnnouncer>
+where
+    T: Copy + Into<RoleInfo> + Send + Sync + 'static,
+{
     if version < VERSION_2 {
         return None;
     }
@@ -195,12 +201,12 @@ pub fn announce_roles(
         role: r.role,
         epoch: r.epoch,
     };
-    let mut last = *roles.borrow_and_update();
+    let mut last: RoleInfo = (*roles.borrow_and_update()).into();
     tx.send(role_frame(last)).ok()?;
     let tx = tx.downgrade();
     Some(RoleAnnouncer(tokio::spawn(async move {
         while roles.changed().await.is_ok() {
-            let now = *roles.borrow_and_update();
+            let now: RoleInfo = (*roles.borrow_and_update()).into();
             if now == last {
                 continue;
             }
@@ -211,6 +217,19 @@ pub fn announce_roles(
             }
         }
     })))
+}
+
+impl From<crate::node::RoleInfo> for RoleInfo {
+    fn from(r: crate::node::RoleInfo) -> RoleInfo {
+        RoleInfo {
+            role: if r.primary {
+                Role::Primary
+            } else {
+                Role::Standby
+            },
+            epoch: r.epoch,
+        }
+    }
 }
 
 /// Stops announcing roles when dropped (see [`announce_roles`]).
@@ -249,7 +268,7 @@ async fn refuse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::receiver::protocol::{Role, VERSION_1};
+    use crate::receiver::protocol::VERSION_1;
     use std::time::Duration;
 
     #[tokio::test]
@@ -288,6 +307,36 @@ mod tests {
         assert_eq!(closed.unwrap(), None);
         assert!(!announcer.is_finished());
         drop(announcer);
+    }
+
+    #[tokio::test]
+    async fn the_nodes_role_watch_is_announced_as_primary_or_standby_with_its_epoch() {
+        let (set, roles) = watch::channel(crate::node::RoleInfo {
+            primary: false,
+            epoch: 0,
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _announcer = announce_roles(VERSION_2, roles, &tx).unwrap();
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(ServerFrame::Role {
+                role: Role::Standby,
+                epoch: 0
+            })
+        );
+        set.send(crate::node::RoleInfo {
+            primary: true,
+            epoch: 5,
+        })
+        .unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(
+            next.unwrap(),
+            Some(ServerFrame::Role {
+                role: Role::Primary,
+                epoch: 5
+            })
+        );
     }
 
     #[tokio::test]

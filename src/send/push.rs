@@ -57,6 +57,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strategies::Release;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -64,6 +65,7 @@ use tracing::debug;
 use super::manifest::{ManifestEntry, ManifestWriter};
 use super::retention::{Gauge, Held, Retention};
 pub use super::timeline::{Timeline, TimelineEntry};
+use crate::config::Config;
 use crate::images::ImageSet;
 use crate::receiver::protocol::AckLevel;
 
@@ -149,6 +151,41 @@ impl PushOptions {
             targets: vec![address.into()],
             ..PushOptions::default()
         }
+    }
+
+    /// The defaults for the nodes and strategy a configuration describes (`send push --config`):
+    /// its framed addresses (primary first), mirror mode for a strategy that sends to the standby,
+    /// the strategy's release level, `[strategy.retention]`, and — for strategies with a standby —
+    /// a stall timeout of twice `strategy.failure_timeout`, so a hung primary is left about when its
+    /// standby takes over. (With `none` there is no one to fail over to, so the stall timeout stays
+    /// the default: a node slowed by backpressure is not reconnected to over and over.)
+    pub fn for_config(cfg: &Config) -> PushOptions {
+        let st = &cfg.strategy;
+        let mut o = PushOptions {
+            targets: cfg.send_targets(),
+            mode: if st.kind.sends_to_standby() {
+                SendMode::Mirror
+            } else {
+                SendMode::Failover
+            },
+            release: release_level(st.kind.release_level()),
+            retention_max_bytes: st.retention.max_bytes.as_u64(),
+            retention_max_blocks: st.retention.max_blocks,
+            ..PushOptions::default()
+        };
+        if st.kind.has_standby() {
+            o.stall_timeout = 2 * st.failure_timeout;
+        }
+        o
+    }
+}
+
+/// The ack level that releases a block, for a strategy's release level.
+pub fn release_level(r: Release) -> AckLevel {
+    match r {
+        Release::Durable => AckLevel::Durable,
+        Release::Checkpointed => AckLevel::Checkpointed,
+        Release::Committed => AckLevel::Committed,
     }
 }
 
