@@ -627,6 +627,8 @@ impl Stream {
         let address = self.targets[target].address.clone();
         self.last_error = format!("{address}: {why}");
         let t = &mut self.targets[target];
+        // Losing a connection is news; another failed attempt to connect is not (debug).
+        let was_connected = t.is_connected();
         t.link = Link::Idle; // drops the connection
         t.unacked = 0;
         match self.mode() {
@@ -634,9 +636,11 @@ impl Stream {
                 let next = (target + 1) % self.targets.len();
                 if next != target {
                     self.report.failovers += 1;
+                }
+                if was_connected && next != target {
                     info!(source = %self.source, from = %address, to = %self.targets[next].address, reason = %why, kept = self.kept.len(), "failing over");
                 } else {
-                    debug!(source = %self.source, target = %address, reason = %why, kept = self.kept.len(), "connection lost; reconnecting");
+                    debug!(source = %self.source, target = %address, next = %self.targets[next].address, reason = %why, kept = self.kept.len(), "no connection; trying the next target");
                 }
                 self.active = next;
                 self.targets[next].link = Link::Waiting(now + self.backoff);
@@ -645,7 +649,11 @@ impl Stream {
             }
             SendMode::Mirror => {
                 let t = &mut self.targets[target];
-                warn!(source = %self.source, target = %address, reason = %why, "connection lost; reconnecting");
+                if was_connected {
+                    warn!(source = %self.source, target = %address, reason = %why, "connection lost; reconnecting");
+                } else {
+                    debug!(source = %self.source, target = %address, reason = %why, "cannot connect; retrying");
+                }
                 t.link = Link::Waiting(now + t.backoff);
                 t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
                 // A standby that is gone no longer holds blocks back.

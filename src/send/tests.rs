@@ -411,7 +411,8 @@ async fn mirror_never_releases_a_block_on_a_standbys_ack_alone() {
         mode: SendMode::Mirror,
         count: 10,
         give_up_after: Duration::from_millis(800),
-        ..opts(&[&silent_primary, &standby])
+        // The standby first: a sender that went by the order of targets would take it for the primary.
+        ..opts(&[&standby, &silent_primary])
     })
     .await;
     assert!(matches!(r, Err(PushError::GaveUp { .. })), "{r:?}");
