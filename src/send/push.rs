@@ -306,14 +306,17 @@ impl Shared {
     /// Takes the next image once the retention has room for it and the rate allows it: a block slot
     /// first (so a full retention stops the push before an image is taken), then the image, then room
     /// for its bytes. Not cancel-safe: a stream keeps this future until it completes.
-    pub(crate) async fn admit(self: Arc<Self>) -> Admission {
+    pub(crate) async fn admit(self: Arc<Self>, worker: usize, k: u64) -> Admission {
+        let i = worker as u64 + k * self.opts.concurrency.max(1) as u64;
+        if i >= self.opts.count {
+            return Admission::Exhausted;
+        }
         let Some(mut held) = self.retention.block().await else {
             return Admission::Exhausted;
         };
         self.pace().await;
-        let Some(i) = self.claim() else {
-            return Admission::Exhausted;
-        };
+        // Counts admissions for the pacing; the image itself is fixed by (worker, k).
+        self.next.fetch_add(1, Ordering::Relaxed);
         let (label, data) = self.images.get(i);
         let Some(bytes) = self.retention.bytes(data.len() as u64).await else {
             return Admission::Exhausted;

@@ -125,6 +125,9 @@ struct Kept {
 
 struct Stream {
     shared: Arc<Shared>,
+    /// This stream's index: its k-th block (seq k) is image `worker + k * concurrency`, so a restarted
+    /// sender with the same source prefix sends the same image under the same `(source, seq)`.
+    worker: usize,
     source: String,
     targets: Vec<Target>,
     kept: VecDeque<Kept>,
@@ -162,7 +165,7 @@ pub(crate) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport
         }
         let can_admit = !s.exhausted && s.kept.len() < s.window() && s.can_send_new();
         if can_admit && admission.is_none() {
-            admission = Some(Box::pin(s.shared.clone().admit()));
+            admission = Some(Box::pin(s.shared.clone().admit(s.worker, s.next_seq)));
         }
         let deadline = s.next_deadline();
         tokio::select! {
@@ -206,6 +209,7 @@ impl Stream {
             })
             .collect();
         Stream {
+            worker,
             source: format!("{}-{worker}", shared.opts.source_prefix),
             shared,
             targets,
