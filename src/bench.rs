@@ -111,7 +111,7 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let progress = Arc::new(AtomicU64::new(0));
     let opts = PushOptions {
-        address,
+        targets: vec![address],
         protocol: Protocol::Framed,
         count,
         concurrency: a.concurrency,

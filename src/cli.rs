@@ -15,7 +15,7 @@ use crate::images::ImageSet;
 use crate::node::Node;
 use crate::receiver::protocol::AckLevel;
 use crate::send::manifest::{read_manifest, ManifestWriter};
-use crate::send::push::{self, Protocol, PushOptions};
+use crate::send::push::{self, Protocol, PushOptions, SendMode};
 use crate::send::serve::{self, ServeOptions};
 use crate::size::ByteSize;
 
@@ -108,35 +108,104 @@ pub enum SendCommand {
         #[arg(long)]
         manifest: Option<PathBuf>,
     },
-    /// Push images to a node.
-    Push {
-        #[arg(long, default_value = "127.0.0.1:9998")]
-        address: String,
-        #[arg(long, value_enum, default_value = "framed")]
-        protocol: Protocol,
-        #[command(flatten)]
-        images: ImageArgs,
-        #[arg(long, default_value_t = 100)]
-        count: u64,
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        /// Images per second over all connections (default: as fast as acks allow).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Framed streams are named `<prefix>-<n>` (default `send-<unix ms>`: new streams every run).
-        #[arg(long)]
-        source_prefix: Option<String>,
-        #[arg(long)]
-        token: Option<String>,
-        /// Unacknowledged blocks a stream keeps (then it waits).
-        #[arg(long, default_value_t = 256)]
-        window: usize,
-        /// The acknowledgement that lets a block go.
-        #[arg(long, value_enum, default_value = "durable")]
-        ack: AckArg,
-        #[arg(long)]
-        manifest: Option<PathBuf>,
-    },
+    /// Push images to a node, or to a primary and its standbys (failover or mirror), keeping every
+    /// block until the nodes release it.
+    Push(PushArgs),
+}
+
+/// `send push`. Framed, every stream keeps what it sent until the nodes release it (`--release`),
+/// within `--window` per stream and the retention bounds over all streams (then it waits: nothing is
+/// ever dropped).
+#[derive(Args, Debug, Clone)]
+pub struct PushArgs {
+    /// A node's address (framed, or raw with --protocol raw). Repeat it for a primary and its
+    /// standbys, primary first. Default 127.0.0.1:9998.
+    #[arg(long = "to", alias = "address", value_name = "ADDR")]
+    pub to: Vec<String>,
+    /// Take the targets, mode, release level, retention and stall timeout from this configuration
+    /// (its `[strategy]` section and framed addresses); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// failover: one node at a time, the next when it fails; mirror: every block to every node
+    /// (active-standby). Default failover.
+    #[arg(long, value_enum)]
+    pub mode: Option<SendMode>,
+    /// The acknowledgement that releases a block (a stronger one also does). Default durable.
+    #[arg(long, value_enum, alias = "ack")]
+    pub release: Option<AckArg>,
+    /// Bytes kept (sent, not yet released) over all streams; then the push waits. Default 1GiB.
+    #[arg(long)]
+    pub retention_max_bytes: Option<ByteSize>,
+    /// Blocks kept over all streams; then the push waits. Default 65536.
+    #[arg(long)]
+    pub retention_max_blocks: Option<u64>,
+    /// A connected node that acknowledges nothing for this long while blocks are outstanding is given
+    /// up on (failover: the next target). Default 10s; with --config and a standby, twice
+    /// strategy.failure_timeout.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub stall_timeout: Option<Duration>,
+    /// Fail when nothing is released for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub give_up_after: Duration,
+    #[arg(long, value_enum, default_value = "framed")]
+    pub protocol: Protocol,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    #[arg(long, default_value_t = 100)]
+    pub count: u64,
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Images per second over all connections (default: as fast as acks allow).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Framed streams are named `<prefix>-<n>` (default `send-<unix ms>`: new streams every run).
+    #[arg(long)]
+    pub source_prefix: Option<String>,
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Blocks a stream keeps (sent, not yet released); then it waits.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+}
+
+impl PushArgs {
+    /// The options these flags give, on top of `base` (the defaults, or what a configuration implies):
+    /// a flag that was given wins.
+    pub fn options(&self, base: PushOptions) -> PushOptions {
+        let mut o = base;
+        if !self.to.is_empty() {
+            o.targets = self.to.clone();
+        }
+        if let Some(mode) = self.mode {
+            o.mode = mode;
+        }
+        if let Some(r) = self.release {
+            o.release = r.into();
+        }
+        if let Some(b) = self.retention_max_bytes {
+            o.retention_max_bytes = b.as_u64();
+        }
+        if let Some(b) = self.retention_max_blocks {
+            o.retention_max_blocks = b;
+        }
+        if let Some(t) = self.stall_timeout {
+            o.stall_timeout = t;
+        }
+        o.give_up_after = self.give_up_after;
+        o.protocol = self.protocol;
+        o.count = self.count;
+        o.concurrency = self.concurrency;
+        o.rate = self.rate;
+        o.source_prefix = self
+            .source_prefix
+            .clone()
+            .unwrap_or_else(push::default_source_prefix);
+        o.token = self.token.clone();
+        o.window = self.window.max(1);
+        o
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -165,10 +234,22 @@ impl ImageArgs {
     }
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+/// `--release`: the ack level that releases a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AckArg {
     Durable,
+    Checkpointed,
     Committed,
+}
+
+impl From<AckArg> for AckLevel {
+    fn from(a: AckArg) -> AckLevel {
+        match a {
+            AckArg::Durable => AckLevel::Durable,
+            AckArg::Checkpointed => AckLevel::Checkpointed,
+            AckArg::Committed => AckLevel::Committed,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -395,47 +476,28 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
             .await?;
             println!("served {n} images");
         }
-        SendCommand::Push {
-            address,
-            protocol,
-            images,
-            count,
-            concurrency,
-            rate,
-            source_prefix,
-            token,
-            window,
-            ack,
-            manifest,
-        } => {
-            let m = open_manifest(manifest.as_deref())?;
-            let opts = PushOptions {
-                address,
-                protocol,
-                count,
-                concurrency,
-                rate,
-                source_prefix: source_prefix.unwrap_or_else(push::default_source_prefix),
-                token,
-                window: window.max(1),
-                ack: match ack {
-                    AckArg::Durable => AckLevel::Durable,
-                    AckArg::Committed => AckLevel::Committed,
-                },
-                ..PushOptions::default()
+        SendCommand::Push(args) => {
+            let m = open_manifest(args.manifest.as_deref())?;
+            let base = match &args.config {
+                Some(path) => PushOptions::for_config(&Config::load(path)?),
+                None => PushOptions::default(),
             };
-            let r = push::push(opts, images.load()?, m).await?;
+            let opts = args.options(base);
+            info!(targets = ?opts.targets, mode = ?opts.mode, release = %opts.release, "pushing");
+            let r = push::push(opts, args.images.load()?, m).await?;
             let secs = r.elapsed.as_secs_f64().max(1e-9);
             println!(
-                "pushed {} images ({} acked, {} re-sent, {} reconnects), {:.1} MB in {:.2} s: {:.0} images/s, {:.1} MB/s, ack p50 {} p99 {}",
+                "pushed {} images ({} acked, {} re-sent, {} reconnects, {} failovers), {:.1} MB in {:.2} s: {:.0} images/s, {:.1} MB/s, {:.1} MB on the wire, ack p50 {} p99 {}",
                 r.sent,
                 r.acked,
                 r.resent,
                 r.reconnects,
+                r.failovers,
                 r.bytes as f64 / 1e6,
                 secs,
                 r.sent as f64 / secs,
                 r.bytes as f64 / 1e6 / secs,
+                r.bytes_sent_total as f64 / 1e6,
                 fmt_ms(r.percentile(0.5)),
                 fmt_ms(r.percentile(0.99)),
             );
@@ -451,4 +513,126 @@ fn open_manifest(path: Option<&std::path::Path>) -> anyhow::Result<Option<Arc<Ma
 pub fn fmt_ms(d: Option<Duration>) -> String {
     d.map(|d| format!("{:.2} ms", d.as_secs_f64() * 1000.0))
         .unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push_args(args: &[&str]) -> PushArgs {
+        let argv = ["hdfs-ingest", "send", "push"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Send(SendCommand::Push(a)) => a,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn send_push_takes_several_targets_a_mode_a_release_level_and_retention_bounds() {
+        let o = push_args(&[
+            "--to",
+            "10.0.0.1:9998",
+            "--to",
+            "10.0.0.2:9998",
+            "--mode",
+            "mirror",
+            "--release",
+            "checkpointed",
+            "--retention-max-bytes",
+            "2MiB",
+            "--retention-max-blocks",
+            "7",
+            "--stall-timeout",
+            "3s",
+        ])
+        .options(PushOptions::default());
+        assert_eq!(o.targets, ["10.0.0.1:9998", "10.0.0.2:9998"]);
+        assert_eq!(o.mode, SendMode::Mirror);
+        assert_eq!(o.release, AckLevel::Checkpointed);
+        assert_eq!(o.retention_max_bytes, 2 << 20);
+        assert_eq!(o.retention_max_blocks, 7);
+        assert_eq!(o.stall_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn send_push_defaults_to_one_local_node_and_keeps_the_old_address_and_ack_flags() {
+        let o = push_args(&[]).options(PushOptions::default());
+        assert_eq!(o.targets, [push::DEFAULT_TARGET]);
+        assert_eq!((o.mode, o.release), (SendMode::Failover, AckLevel::Durable));
+        let o = push_args(&["--address", "node:9998", "--ack", "committed"])
+            .options(PushOptions::default());
+        assert_eq!(o.targets, ["node:9998"]);
+        assert_eq!(o.release, AckLevel::Committed);
+    }
+
+    #[test]
+    fn send_push_with_a_config_takes_the_strategys_targets_mode_release_and_retention() {
+        let shipped = |name: &str| {
+            let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(name);
+            PushOptions::for_config(&Config::load(&p).unwrap())
+        };
+        let active = shipped("active-standby.toml");
+        let cfg = Config::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/active-standby.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            active.targets,
+            [
+                cfg.strategy.primary.framed.clone(),
+                cfg.strategy.standby.framed.clone()
+            ]
+        );
+        assert_eq!(
+            (active.mode, active.release),
+            (SendMode::Mirror, AckLevel::Durable)
+        );
+        assert_eq!(active.stall_timeout, 2 * cfg.strategy.failure_timeout);
+        assert_eq!(
+            active.retention_max_blocks,
+            cfg.strategy.retention.max_blocks
+        );
+        assert_eq!(
+            active.retention_max_bytes,
+            cfg.strategy.retention.max_bytes.as_u64()
+        );
+        let passive = shipped("passive-standby.toml");
+        assert_eq!(
+            (passive.mode, passive.release),
+            (SendMode::Failover, AckLevel::Checkpointed)
+        );
+        let upstream = shipped("upstream-backup.toml");
+        assert_eq!(
+            (upstream.mode, upstream.release),
+            (SendMode::Failover, AckLevel::Committed)
+        );
+        let none = shipped("none.toml");
+        assert_eq!(
+            (none.mode, none.release),
+            (SendMode::Failover, AckLevel::Durable)
+        );
+        assert_eq!(none.targets.len(), 1);
+        // And a flag still wins over the configuration.
+        let o = push_args(&["--release", "committed", "--to", "x:1"]).options(active);
+        assert_eq!(
+            (o.release, o.targets),
+            (AckLevel::Committed, vec!["x:1".to_string()])
+        );
+    }
+
+    #[test]
+    fn send_push_flags_override_what_the_base_options_say_and_leave_the_rest() {
+        let base = PushOptions {
+            targets: vec!["primary:1".into(), "standby:2".into()],
+            mode: SendMode::Mirror,
+            retention_max_blocks: 99,
+            ..PushOptions::default()
+        };
+        let o = push_args(&["--mode", "failover"]).options(base);
+        assert_eq!(o.targets, ["primary:1", "standby:2"]);
+        assert_eq!(o.mode, SendMode::Failover);
+        assert_eq!(o.retention_max_blocks, 99);
+    }
 }

@@ -44,7 +44,7 @@ pub async fn run(images: u64, dir: &Path) -> anyhow::Result<ExitCode> {
     let manifest = Arc::new(ManifestWriter::create(&manifest_path)?);
     let size = 64 * 1024;
     let framed = PushOptions {
-        address: framed_addr.clone(),
+        targets: vec![framed_addr.clone()],
         protocol: Protocol::Framed,
         count: images,
         concurrency: 8,
@@ -52,7 +52,7 @@ pub async fn run(images: u64, dir: &Path) -> anyhow::Result<ExitCode> {
         ..PushOptions::default()
     };
     let raw = PushOptions {
-        address: raw_addr.clone(),
+        targets: vec![raw_addr.clone()],
         protocol: Protocol::Raw,
         count: (images / 10).max(1),
         concurrency: 4,

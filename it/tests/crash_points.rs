@@ -25,14 +25,14 @@ async fn crash_at(point: &str) -> anyhow::Result<()> {
     let mut node = NodeProc::start(&config, &[("FAILPOINTS", &format!("{point}=return"))])?;
     let sender = tokio::spawn(push(
         PushOptions {
-            address: format!("127.0.0.1:{port}"),
+            targets: vec![format!("127.0.0.1:{port}")],
             count: 600,
             concurrency: 4,
             rate: Some(1500.0),
             source_prefix: "fp".into(),
             // Committed acks: the sender lets a block go only once it is in a committed batch, so a
             // batch whose commit was interrupted must be finished, and acknowledged, after the restart.
-            ack: hdfs_ingest::receiver::protocol::AckLevel::Committed,
+            release: hdfs_ingest::receiver::protocol::AckLevel::Committed,
             ..PushOptions::default()
         },
         ImageSet::Generated {

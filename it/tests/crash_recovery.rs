@@ -45,7 +45,7 @@ async fn every_acknowledged_image_survives_sigkill_at_seeded_random_moments_exac
     let mut node = NodeProc::start(&config, &[])?;
     let sender = tokio::spawn(push(
         PushOptions {
-            address: format!("127.0.0.1:{port}"),
+            targets: vec![format!("127.0.0.1:{port}")],
             protocol: Protocol::Framed,
             count: 4000,
             concurrency: 8,
@@ -127,7 +127,7 @@ async fn a_node_killed_right_after_acknowledging_commits_those_images_on_restart
     let node = NodeProc::start(&config, &[])?;
     let r = push(
         PushOptions {
-            address: format!("127.0.0.1:{port}"),
+            targets: vec![format!("127.0.0.1:{port}")],
             count: 300,
             concurrency: 3,
             source_prefix: "k".into(),

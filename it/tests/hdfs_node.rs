@@ -49,7 +49,7 @@ async fn a_node_on_hdfs_killed_at_seeded_moments_keeps_every_acknowledged_image_
     let mut node = NodeProc::start(&config, &[])?;
     let sender = tokio::spawn(push(
         PushOptions {
-            address: format!("127.0.0.1:{port}"),
+            targets: vec![format!("127.0.0.1:{port}")],
             count: 1500,
             concurrency: 4,
             window: 32,
@@ -143,7 +143,7 @@ impl PushRun {
         let progress = Arc::new(AtomicU64::new(0));
         let sender = tokio::spawn(push(
             PushOptions {
-                address: format!("127.0.0.1:{port}"),
+                targets: vec![format!("127.0.0.1:{port}")],
                 count,
                 concurrency: 4,
                 rate: Some(rate),

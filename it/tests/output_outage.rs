@@ -39,7 +39,7 @@ async fn an_unwritable_output_delays_commits_but_loses_and_duplicates_nothing() 
     let mpath = dir.path().join("m.jsonl");
     let m = Arc::new(ManifestWriter::create(&mpath)?);
     let opts = PushOptions {
-        address: n.addresses[0].clone(),
+        targets: vec![n.addresses[0].clone()],
         count: 200,
         concurrency: 4,
         source_prefix: "o".into(),
@@ -129,7 +129,7 @@ async fn at_its_disk_budget_the_wal_applies_backpressure_instead_of_failing_or_d
     let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sender = tokio::spawn(push(
         PushOptions {
-            address: n.addresses[0].clone(),
+            targets: vec![n.addresses[0].clone()],
             count: 400,
             concurrency: 2,
             window: 8,

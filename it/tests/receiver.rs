@@ -38,7 +38,7 @@ async fn sixty_four_raw_senders_at_once_all_land_exactly_once() -> anyhow::Resul
     let m = Arc::new(ManifestWriter::create(&mpath)?);
     let r = push(
         PushOptions {
-            address: n.addresses[0].clone(),
+            targets: vec![n.addresses[0].clone()],
             protocol: Protocol::Raw,
             count: 320,
             concurrency: 64,
@@ -245,7 +245,7 @@ async fn bad_frames_get_an_error_naming_the_reason_and_cost_nobody_else_anything
     // A well-behaved sender runs through all of it.
     let good = tokio::spawn(push(
         PushOptions {
-            address: addr.clone(),
+            targets: vec![addr.clone()],
             count: 300,
             concurrency: 4,
             rate: Some(600.0),

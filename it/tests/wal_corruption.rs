@@ -23,7 +23,7 @@ async fn a_corrupt_wal_segment_stops_the_start_with_its_name_and_offset_unless_s
     let m = Arc::new(ManifestWriter::create(&mpath)?);
     let r = push(
         PushOptions {
-            address: format!("127.0.0.1:{port}"),
+            targets: vec![format!("127.0.0.1:{port}")],
             count: 120,
             concurrency: 1,
             window: 1,

@@ -635,20 +635,10 @@ impl Node {
 
     /// Registers the connection that gets `source`'s committed acks (replacing an older one).
     pub fn register_conn(&self, source: &str, tx: mpsc::UnboundedSender<ServerFrame>) -> u64 {
-        self.register_conn_versioned(source, tx, false)
-    }
-
-    /// Like [`Node::register_conn`]; a `v2` connection also gets checkpointed acks.
-    pub fn register_conn_versioned(
-        &self,
-        source: &str,
-        tx: mpsc::UnboundedSender<ServerFrame>,
-        v2: bool,
-    ) -> u64 {
         let id = self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
         self.state()
             .conns
-            .insert(source.to_string(), ConnHandle { id, tx, v2 });
+            .insert(source.to_string(), ConnHandle { id, tx });
         id
     }
 
@@ -1041,12 +1031,7 @@ impl Node {
             let st = self.state();
             members
                 .iter()
-                .filter_map(|(source, seq)| {
-                    st.conns
-                        .get(source)
-                        .filter(|c| c.v2)
-                        .map(|c| (c.tx.clone(), *seq))
-                })
+                .filter_map(|(source, seq)| st.conns.get(source).map(|c| (c.tx.clone(), *seq)))
                 .collect()
         };
         for (tx, seq) in acks {
@@ -1151,10 +1136,10 @@ impl Inner {
     }
 }
 
-/// A checkpointed ack (protocol v2).
+/// A checkpointed ack (the framed writer passes it to protocol-v2 clients only).
 fn checkpointed_ack(seq: u64) -> ServerFrame {
     ServerFrame::Ack {
-        level: AckLevel::Durable,
+        level: AckLevel::Checkpointed,
         seq,
     }
 }
@@ -1166,14 +1151,4 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batch_times_are_interval_boundaries_and_always_increase() {
-        let iv = Duration::from_secs(2);
-        assert_eq!(next_batch_ms(10_500, iv, 0), 10_000);
-        assert_eq!(next_batch_ms(10_500, iv, 10_000), 10_001);
-        assert_eq!(next_batch_ms(12_000, iv, 10_001), 12_000);
-    }
-}
+mod tests;

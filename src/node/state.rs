@@ -32,8 +32,6 @@ pub struct SourceEntry {
 pub struct ConnHandle {
     pub id: u64,
     pub tx: mpsc::UnboundedSender<ServerFrame>,
-    /// The client speaks protocol version 2 (it may get checkpointed acks).
-    pub v2: bool,
 }
 
 /// A sealed batch whose commit has not succeeded yet; retried under the same seal, name and number.

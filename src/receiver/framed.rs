@@ -5,18 +5,24 @@
 //! magic, version or token; an oversized or CRC-failing block; a malformed frame) first lets the blocks
 //! already read finish and be acknowledged, then sends an ERROR frame naming the reason and closes —
 //! nothing else is lost, and other connections never notice.
+//!
+//! Versions: the WELCOME carries the version the client's hello asked for, and the writer drops every
+//! frame that version cannot parse ([`ServerFrame::visible_to`]): a version 1 client never sees a ROLE
+//! frame or a checkpointed ack, whatever the node queues for it. A version 2 client is told the node's
+//! role and epoch right after WELCOME and again on every change ([`announce_roles`]).
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use super::protocol::{
-    read_block, read_hello, AckLevel, ErrorCode, ProtocolError, ServerFrame, VERSION,
+    read_block, read_hello, AckLevel, ErrorCode, ProtocolError, Role, RoleInfo, ServerFrame,
+    VERSION_2,
 };
 use crate::node::Node;
 
@@ -73,21 +79,32 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
         }
     }
     let source = hello.source;
+    let version = hello.version;
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerFrame>();
     let _ = tx.send(ServerFrame::Welcome {
-        version: VERSION,
+        version,
         max_block_size: max as u32,
     });
+    // Version 2: ROLE is the second frame, then one on every change of role or epoch.
+    let _roles = announce_roles(version, node.role_watch(), &tx);
     let conn_id = node.register_conn(&source, tx.clone());
-    info!(peer = %peer, source = %source, "framed connection");
+    info!(peer = %peer, source = %source, version, "framed connection");
 
-    // The writer: acks in the order they are ready, flushed when the queue runs dry.
+    // The writer: acks in the order they are ready, flushed when the queue runs dry; only the frames
+    // the client's version can parse.
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(4096);
         while let Some(f) = rx.recv().await {
-            f.encode(&mut buf);
-            while let Ok(f) = rx.try_recv() {
+            if f.visible_to(version) {
                 f.encode(&mut buf);
+            }
+            while let Ok(f) = rx.try_recv() {
+                if f.visible_to(version) {
+                    f.encode(&mut buf);
+                }
+            }
+            if buf.is_empty() {
+                continue;
             }
             if wr.write_all(&buf).await.is_err() {
                 return None;
@@ -164,6 +181,74 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
     debug!(peer = %peer, source = %source, "framed connection closed");
 }
 
+/// Tells a version 2 client the node's role: queues a ROLE frame for the current value of `roles` now
+/// (call it right after queueing WELCOME, so ROLE is the second frame), then one for every change.
+/// Version 1 clients get nothing (the writer would drop the frames anyway). The task holds only a weak
+/// sender, so it never keeps the connection's writer open; it ends when the returned guard is dropped,
+/// when the connection's queue is gone, or when the node drops its side of `roles`.
+pub fn announce_roles<T>(
+    version: u8,
+    mut roles: watch::Receiver<T>,
+    tx: &mpsc::UnboundedSender<ServerFrame>,
+) -> Option<RoleAnnouncer>
+where
+    T: Copy + Into<RoleInfo> + Send + Sync + 'static,
+{
+    if version < VERSION_2 {
+        return None;
+    }
+    let role_frame = |r: RoleInfo| ServerFrame::Role {
+        role: r.role,
+        epoch: r.epoch,
+    };
+    let mut last: RoleInfo = (*roles.borrow_and_update()).into();
+    tx.send(role_frame(last)).ok()?;
+    let tx = tx.downgrade();
+    Some(RoleAnnouncer(tokio::spawn(async move {
+        while roles.changed().await.is_ok() {
+            let now: RoleInfo = (*roles.borrow_and_update()).into();
+            if now == last {
+                continue;
+            }
+            last = now;
+            let Some(tx) = tx.upgrade() else { return };
+            if tx.send(role_frame(now)).is_err() {
+                return;
+            }
+        }
+    })))
+}
+
+impl From<crate::node::RoleInfo> for RoleInfo {
+    fn from(r: crate::node::RoleInfo) -> RoleInfo {
+        RoleInfo {
+            role: if r.primary {
+                Role::Primary
+            } else {
+                Role::Standby
+            },
+            epoch: r.epoch,
+        }
+    }
+}
+
+/// Stops announcing roles when dropped (see [`announce_roles`]).
+#[derive(Debug)]
+pub struct RoleAnnouncer(JoinHandle<()>);
+
+impl RoleAnnouncer {
+    /// Whether the task has ended on its own.
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Drop for RoleAnnouncer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn refuse(
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
     peer: &str,
@@ -178,4 +263,91 @@ async fn refuse(
     .write(wr)
     .await;
     let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receiver::protocol::VERSION_1;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_version_2_connection_is_told_the_role_first_and_then_every_change() {
+        let (set, roles) = watch::channel(RoleInfo {
+            role: Role::Standby,
+            epoch: 3,
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let announcer = announce_roles(VERSION_2, roles, &tx).expect("a version 2 client is told");
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(ServerFrame::Role {
+                role: Role::Standby,
+                epoch: 3
+            }),
+            "the current role is queued before announce_roles returns"
+        );
+        set.send(RoleInfo {
+            role: Role::Primary,
+            epoch: 4,
+        })
+        .unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(
+            next.unwrap(),
+            Some(ServerFrame::Role {
+                role: Role::Primary,
+                epoch: 4
+            })
+        );
+        // The announcer holds no strong sender: once the connection drops its own, the queue closes
+        // (the writer would end) even though the announcer is still running.
+        drop(tx);
+        let closed = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(closed.unwrap(), None);
+        assert!(!announcer.is_finished());
+        drop(announcer);
+    }
+
+    #[tokio::test]
+    async fn the_nodes_role_watch_is_announced_as_primary_or_standby_with_its_epoch() {
+        let (set, roles) = watch::channel(crate::node::RoleInfo {
+            primary: false,
+            epoch: 0,
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _announcer = announce_roles(VERSION_2, roles, &tx).unwrap();
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(ServerFrame::Role {
+                role: Role::Standby,
+                epoch: 0
+            })
+        );
+        set.send(crate::node::RoleInfo {
+            primary: true,
+            epoch: 5,
+        })
+        .unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(
+            next.unwrap(),
+            Some(ServerFrame::Role {
+                role: Role::Primary,
+                epoch: 5
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_1_connection_is_never_told_a_role() {
+        let (_set, roles) = watch::channel(RoleInfo {
+            role: Role::Primary,
+            epoch: 1,
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        assert!(announce_roles(VERSION_1, roles, &tx).is_none());
+        drop(tx);
+        assert!(rx.recv().await.is_none(), "nothing was queued");
+    }
 }

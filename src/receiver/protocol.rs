@@ -1,16 +1,26 @@
-//! The framed wire protocol, version 1: a hello, then CRC-checked blocks with sequence numbers, and
-//! acknowledgements back on the same connection. `docs/PROTOCOL.md` is the specification for writers of
-//! clients in other languages; this module is its reference implementation, for both ends.
+//! The framed wire protocol, versions 1 and 2: a hello, then CRC-checked blocks with sequence numbers,
+//! and acknowledgements back on the same connection. `docs/PROTOCOL.md` is the specification for writers
+//! of clients in other languages; this module is its reference implementation, for both ends.
 //!
 //! All integers are big-endian.
 //!
 //! ```text
-//! client → node   HELLO    "HIMG" | version u8 (=1) | source_len u8 | source utf-8 | token_len u16 | token bytes
-//! node → client   WELCOME  0x80 | version u8 | max_block_size u32
+//! client → node   HELLO    "HIMG" | version u8 (1 or 2) | source_len u8 | source utf-8 | token_len u16 | token bytes
+//! node → client   WELCOME  0x80 | version u8 (the client's) | max_block_size u32
+//! node → client   ROLE     0x82 | role u8 (1 = primary, 2 = standby) | epoch u64        (version 2 only)
 //! client → node   BLOCK    0x01 | seq u64 | len u32 | crc32 u32 | len bytes      (CRC-32/ISO-HDLC of the bytes)
-//! node → client   ACK      0x81 | level u8 (1 = durable, 2 = committed) | seq u64
+//! node → client   ACK      0x81 | level u8 (1 = durable, 2 = committed, 3 = checkpointed) | seq u64
 //! node → client   ERROR    0xEE | code u16 | msg_len u16 | msg utf-8            (then the node closes)
 //! ```
+//!
+//! Version 2 only adds: the ROLE frame, right after WELCOME and again whenever the node's role or epoch
+//! changes, and the ack level 3 (*checkpointed*). Both exist so that a sender can fail over between a
+//! primary and its standby (`send push --to A --to B`). A version 1 client sees neither, byte for byte
+//! what it saw before version 2 existed: [`ServerFrame::visible_to`] is the one rule the node's writer
+//! applies.
+//!
+//! Ack levels are not ordered by their wire value: by strength they are durable < checkpointed <
+//! committed (a committed block is in a checkpoint). Compare them with [`AckLevel::covers`].
 
 use std::fmt;
 use std::io;
@@ -19,31 +29,113 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const MAGIC: [u8; 4] = *b"HIMG";
-pub const VERSION: u8 = 1;
+/// Version 1: hello, blocks, durable and committed acks. Every node speaks it.
+pub const VERSION_1: u8 = 1;
+/// Version 2: version 1 plus the ROLE frame and the checkpointed ack level.
+pub const VERSION_2: u8 = 2;
+/// The base version, what a plain client (docs/PROTOCOL.md's example) sends.
+pub const VERSION: u8 = VERSION_1;
+/// The highest version this implementation speaks.
+pub const LATEST_VERSION: u8 = VERSION_2;
 pub const TAG_BLOCK: u8 = 0x01;
 pub const TAG_WELCOME: u8 = 0x80;
 pub const TAG_ACK: u8 = 0x81;
+pub const TAG_ROLE: u8 = 0x82;
 pub const TAG_ERROR: u8 = 0xEE;
 /// The longest source id a hello may carry.
 pub const MAX_SOURCE_LEN: usize = 128;
 
-/// How far a block has got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// How far a block has got. The discriminant is the wire value; it is **not** the order of strength
+/// (durable < checkpointed < committed): use [`AckLevel::rank`] or [`AckLevel::covers`], which is why
+/// this type is deliberately not `Ord`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AckLevel {
     /// In the write-ahead log and synced to disk.
     Durable = 1,
     /// In a published, checkpointed output batch.
     Committed = 2,
+    /// In a checkpoint (a passive standby can resume from it), not necessarily in the output yet.
+    /// Protocol version 2 only.
+    Checkpointed = 3,
 }
 
 impl AckLevel {
-    fn from_u8(v: u8) -> Option<AckLevel> {
+    pub fn from_u8(v: u8) -> Option<AckLevel> {
         match v {
             1 => Some(AckLevel::Durable),
             2 => Some(AckLevel::Committed),
+            3 => Some(AckLevel::Checkpointed),
             _ => None,
         }
     }
+
+    /// Strength: durable 1, checkpointed 2, committed 3.
+    pub fn rank(self) -> u8 {
+        match self {
+            AckLevel::Durable => 1,
+            AckLevel::Checkpointed => 2,
+            AckLevel::Committed => 3,
+        }
+    }
+
+    /// Whether an ack at this level is as good as `wanted` (a committed block is also checkpointed
+    /// and durable).
+    pub fn covers(self, wanted: AckLevel) -> bool {
+        self.rank() >= wanted.rank()
+    }
+
+    /// The stronger of two levels.
+    pub fn stronger(self, other: AckLevel) -> AckLevel {
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// The lowest protocol version whose clients may be sent this level.
+    pub fn min_version(self) -> u8 {
+        match self {
+            AckLevel::Durable | AckLevel::Committed => VERSION_1,
+            AckLevel::Checkpointed => VERSION_2,
+        }
+    }
+}
+
+/// What a node is, as a ROLE frame says (protocol version 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Takes blocks, commits output; its acks release blocks.
+    Primary = 1,
+    /// Follows a primary; takes over (and says so with a new ROLE frame) when the primary fails.
+    Standby = 2,
+}
+
+impl Role {
+    pub fn from_u8(v: u8) -> Option<Role> {
+        match v {
+            1 => Some(Role::Primary),
+            2 => Some(Role::Standby),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        })
+    }
+}
+
+/// A node's role and the fencing epoch it holds it in: what a ROLE frame carries, and what a node
+/// publishes to its connections (a `tokio::sync::watch` of it) so they can tell their clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RoleInfo {
+    pub role: Role,
+    pub epoch: u64,
 }
 
 /// Why the node refused a connection or a block; sent as the ERROR frame's code.
@@ -83,7 +175,7 @@ impl ErrorCode {
 pub enum ProtocolError {
     #[error("bad magic {0:02x?} (expected \"HIMG\")")]
     BadMagic([u8; 4]),
-    #[error("unsupported protocol version {0} (this node speaks version {VERSION})")]
+    #[error("unsupported protocol version {0} (this node speaks versions {VERSION_1} to {LATEST_VERSION})")]
     UnsupportedVersion(u8),
     #[error("wrong or missing token for source `{0}`")]
     Unauthorized(String),
@@ -166,7 +258,7 @@ async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(
     }
 }
 
-/// Reads a hello. Checks magic, version and the source id; the token is checked by the caller.
+/// Reads a hello. Checks magic, version (1 or 2) and the source id; the token is checked by the caller.
 pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Hello, ProtocolError> {
     let mut head = [0u8; 6];
     read_exact(r, &mut head).await?;
@@ -175,7 +267,7 @@ pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Hello, Protoc
         return Err(ProtocolError::BadMagic(magic));
     }
     let version = head[4];
-    if version != VERSION {
+    if !(VERSION_1..=LATEST_VERSION).contains(&version) {
         return Err(ProtocolError::UnsupportedVersion(version));
     }
     let mut source = vec![0u8; head[5] as usize];
@@ -268,12 +360,36 @@ pub async fn read_block<R: AsyncRead + Unpin>(
 /// What the node sends back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerFrame {
-    Welcome { version: u8, max_block_size: u32 },
-    Ack { level: AckLevel, seq: u64 },
-    Error { code: ErrorCode, message: String },
+    Welcome {
+        version: u8,
+        max_block_size: u32,
+    },
+    Ack {
+        level: AckLevel,
+        seq: u64,
+    },
+    /// Version 2: the node's role and epoch, after WELCOME and on every change.
+    Role {
+        role: Role,
+        epoch: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl ServerFrame {
+    /// Whether a client that said `version` in its hello may be sent this frame. Version 1 clients
+    /// get neither ROLE frames nor checkpointed acks (they could not parse them).
+    pub fn visible_to(&self, version: u8) -> bool {
+        match self {
+            ServerFrame::Welcome { .. } | ServerFrame::Error { .. } => true,
+            ServerFrame::Ack { level, .. } => version >= level.min_version(),
+            ServerFrame::Role { .. } => version >= VERSION_2,
+        }
+    }
+
     pub fn encode(&self, out: &mut BytesMut) {
         match self {
             ServerFrame::Welcome {
@@ -288,6 +404,11 @@ impl ServerFrame {
                 out.put_u8(TAG_ACK);
                 out.put_u8(*level as u8);
                 out.put_u64(*seq);
+            }
+            ServerFrame::Role { role, epoch } => {
+                out.put_u8(TAG_ROLE);
+                out.put_u8(*role as u8);
+                out.put_u64(*epoch);
             }
             ServerFrame::Error { code, message } => {
                 let msg = &message.as_bytes()[..message.len().min(u16::MAX as usize)];
@@ -333,6 +454,16 @@ impl ServerFrame {
                     seq: u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")),
                 }))
             }
+            TAG_ROLE => {
+                let mut b = [0u8; 9];
+                read_exact(r, &mut b).await?;
+                let role = Role::from_u8(b[0])
+                    .ok_or_else(|| ProtocolError::Malformed(format!("unknown role {}", b[0])))?;
+                Ok(Some(ServerFrame::Role {
+                    role,
+                    epoch: u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")),
+                }))
+            }
             TAG_ERROR => {
                 let mut b = [0u8; 4];
                 read_exact(r, &mut b).await?;
@@ -356,6 +487,7 @@ impl fmt::Display for AckLevel {
         f.write_str(match self {
             AckLevel::Durable => "durable",
             AckLevel::Committed => "committed",
+            AckLevel::Checkpointed => "checkpointed",
         })
     }
 }
@@ -497,5 +629,159 @@ mod tests {
             assert_eq!(&ServerFrame::read(&mut r).await.unwrap().unwrap(), f);
         }
         assert!(ServerFrame::read(&mut r).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn ack_levels_rank_durable_below_checkpointed_below_committed() {
+        use AckLevel::*;
+        assert!(Durable.rank() < Checkpointed.rank() && Checkpointed.rank() < Committed.rank());
+        assert!(Committed.covers(Checkpointed) && Committed.covers(Durable));
+        assert!(Checkpointed.covers(Durable) && !Checkpointed.covers(Committed));
+        assert!(!Durable.covers(Checkpointed) && Durable.covers(Durable));
+        assert_eq!(Durable.stronger(Committed), Committed);
+        assert_eq!(Checkpointed.stronger(Durable), Checkpointed);
+        // The wire values stay what version 1 defined.
+        assert_eq!(
+            (Durable as u8, Committed as u8, Checkpointed as u8),
+            (1, 2, 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_version_2_hello_is_accepted_and_a_version_3_hello_is_not() {
+        let h = Hello {
+            version: VERSION_2,
+            source: "cam-2".into(),
+            token: None,
+        };
+        assert_eq!(read_hello(&mut &h.encode()[..]).await.unwrap(), h);
+        let b = Hello {
+            version: 3,
+            source: "cam-2".into(),
+            token: None,
+        }
+        .encode();
+        let err = read_hello(&mut &b[..]).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::UnsupportedVersion(3)));
+        assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn role_frames_and_checkpointed_acks_round_trip() {
+        let frames = [
+            ServerFrame::Welcome {
+                version: VERSION_2,
+                max_block_size: 4096,
+            },
+            ServerFrame::Role {
+                role: Role::Standby,
+                epoch: 7,
+            },
+            ServerFrame::Ack {
+                level: AckLevel::Checkpointed,
+                seq: 9,
+            },
+            ServerFrame::Role {
+                role: Role::Primary,
+                epoch: u64::MAX,
+            },
+        ];
+        let mut b = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut b);
+        }
+        // The ROLE frame is exactly `0x82 | role u8 | epoch u64`.
+        assert_eq!(&b[6..16], &[0x82, 2, 0, 0, 0, 0, 0, 0, 0, 7]);
+        let mut r = &b[..];
+        for f in &frames {
+            assert_eq!(&ServerFrame::read(&mut r).await.unwrap().unwrap(), f);
+        }
+        assert!(ServerFrame::read(&mut r).await.unwrap().is_none());
+        let bad_role = [TAG_ROLE, 3, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(matches!(
+            ServerFrame::read(&mut &bad_role[..]).await,
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    /// Decodes the way docs/PROTOCOL.md's version 1 client does: it knows tags 0x80, 0x81 (levels 1
+    /// and 2) and 0xEE, and fails on anything else.
+    fn decode_as_a_version_1_client(mut b: &[u8]) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        while let Some((&tag, rest)) = b.split_first() {
+            b = rest;
+            match tag {
+                0x80 => {
+                    out.push(format!("welcome v{}", b[0]));
+                    b = &b[5..];
+                }
+                0x81 => {
+                    let level = match b[0] {
+                        1 => "durable",
+                        2 => "committed",
+                        l => return Err(format!("unknown ack level {l}")),
+                    };
+                    out.push(format!(
+                        "{level} {}",
+                        u64::from_be_bytes(b[1..9].try_into().unwrap())
+                    ));
+                    b = &b[9..];
+                }
+                0xEE => {
+                    let n = u16::from_be_bytes([b[2], b[3]]) as usize;
+                    out.push("error".into());
+                    b = &b[4 + n..];
+                }
+                t => return Err(format!("unknown tag 0x{t:02x}")),
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_version_1_client_is_sent_only_version_1_frames() {
+        // Everything a node may queue for a connection, in the order it might queue it.
+        let queued = [
+            ServerFrame::Welcome {
+                version: VERSION_1,
+                max_block_size: 1024,
+            },
+            ServerFrame::Role {
+                role: Role::Primary,
+                epoch: 1,
+            },
+            ServerFrame::Ack {
+                level: AckLevel::Durable,
+                seq: 0,
+            },
+            ServerFrame::Ack {
+                level: AckLevel::Checkpointed,
+                seq: 0,
+            },
+            ServerFrame::Role {
+                role: Role::Standby,
+                epoch: 2,
+            },
+            ServerFrame::Ack {
+                level: AckLevel::Committed,
+                seq: 0,
+            },
+        ];
+        let mut v1 = BytesMut::new();
+        for f in queued.iter().filter(|f| f.visible_to(VERSION_1)) {
+            f.encode(&mut v1);
+        }
+        assert_eq!(
+            decode_as_a_version_1_client(&v1).unwrap(),
+            ["welcome v1", "durable 0", "committed 0"]
+        );
+        // Unfiltered, the same stream would break that client: the filter is what keeps it working.
+        let mut all = BytesMut::new();
+        for f in &queued {
+            f.encode(&mut all);
+        }
+        assert!(decode_as_a_version_1_client(&all).is_err());
+        // A version 2 client is sent everything.
+        assert!(queued.iter().all(|f| f.visible_to(VERSION_2)));
     }
 }

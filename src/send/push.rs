@@ -1,30 +1,73 @@
-//! `send push`: pushes images to a node, raw or framed, at a given rate and concurrency.
+//! `send push`: pushes images to one or more nodes, raw or framed, at a given rate and concurrency —
+//! the upstream that the fault-tolerance strategies rely on.
 //!
-//! Framed: every worker is one stream (`<source prefix>-<worker>`) with its own sequence numbers. It keeps
-//! each block it sent until the node acknowledges it at the level asked for (`durable` by default), at
-//! most `window` blocks at once (more waits: backpressure, never a drop). When the connection fails it
-//! reconnects with backoff and re-sends every block still kept, in order; the node stores a re-sent block
-//! once and acknowledges it again. An image goes into the manifest as acknowledged only when its ack arrives.
+//! # Framed: streams, retention, release
 //!
-//! Raw: every image is one connection; the worker writes it, closes its side and waits for the node to
-//! close. The raw protocol has no acknowledgement, so raw images go into the manifest as sent, not acked.
+//! Every worker is one stream (`<source prefix>-<worker>`) with its own sequence numbers. It *keeps*
+//! every block it sent until the block is *released*, and releases it only when the nodes have
+//! acknowledged it at `release` level (a stronger ack also releases: durable < checkpointed <
+//! committed). What each strategy needs: `none` and `active-standby` release on *durable*,
+//! `passive-standby` on *checkpointed* (a block not yet in a checkpoint must be re-sent to a standby
+//! that takes over from that checkpoint), `upstream-backup` on *committed* (only the output is safe).
+//! An image goes into the manifest as acknowledged only when it is released.
+//!
+//! The kept blocks are the *retention log*. It is bounded per stream by `window` blocks and over all
+//! streams by `retention_max_blocks` and `retention_max_bytes`. When a bound is reached the streams
+//! stop taking new images (backpressure: the push slows down to what the nodes release) and never drop
+//! one; see [`super::retention`].
+//!
+//! # Framed: modes
+//!
+//! - [`SendMode::Failover`] (strategies none, upstream-backup, passive-standby): a stream talks to one
+//!   node at a time, starting with the first target. It moves on to the next target (round-robin,
+//!   backoff 10 ms doubling to 500 ms, reset by an ack) when the connection fails, when the node says
+//!   ROLE standby, or when it is connected but acknowledges nothing for `stall_timeout` while blocks are
+//!   outstanding; it then re-sends every block it keeps, in order. A node that sends no ROLE (a
+//!   version 1 node, or one that does not announce roles) counts as primary.
+//! - [`SendMode::Mirror`] (active-standby): a stream keeps a connection to every target and sends every
+//!   block to all of them. The *primary* is the target whose latest ROLE says primary with the highest
+//!   epoch (a version 1 node counts as primary at epoch 0; a version 2 node is nothing until its ROLE
+//!   arrives). A block is released when the primary acked it at `release` level **and** every other
+//!   target that is connected and says standby acked it durable. A standby that is not connected does
+//!   not hold blocks back (a warning says "running without standby", once per push); a standby's ack
+//!   alone never releases anything. A standby that says ROLE primary with a higher epoch is the primary
+//!   from then on. A target that reconnects is re-sent every kept block. Each target has its own
+//!   reconnect backoff and stall timeout.
+//!
+//! A node's acks for a target count only from the connection they arrived on: a reconnect forgets
+//! them and re-sends (a fresh node behind the same address knows nothing of the old one's acks). The
+//! node stores a re-sent block once and acknowledges it again.
+//!
+//! A stream that releases nothing for `give_up_after` (over all targets) while it has blocks kept or
+//! no node to send to fails the push with [`PushError::GaveUp`], naming the targets.
+//!
+//! # Raw
+//!
+//! Every image is one connection to the first target that takes it; the worker writes it, closes its
+//! side and waits for the node to close. The raw protocol has no acknowledgement, so raw images go into
+//! the manifest as sent, not acked.
+//!
+//! # Measuring
+//!
+//! [`PushReport`] has the totals (`bytes_sent_total`: every byte written to every node, re-sends and
+//! mirror copies included). A [`Timeline`] given in the options records, per block, when it was first
+//! sent, released and first acknowledged committed by any node, and the bytes written to each target.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use strategies::Release;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
-use super::manifest::{sha256_hex, ManifestEntry, ManifestWriter};
+use super::manifest::{ManifestEntry, ManifestWriter};
+use super::retention::{Gauge, Held, Retention};
+pub use super::timeline::{Timeline, TimelineEntry};
+use crate::config::Config;
 use crate::images::ImageSet;
-use crate::receiver::protocol::{
-    block_header, AckLevel, ErrorCode, Hello, ProtocolError, ServerFrame, VERSION,
-};
+use crate::receiver::protocol::AckLevel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -32,9 +75,23 @@ pub enum Protocol {
     Framed,
 }
 
+/// How a framed stream uses its targets (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendMode {
+    /// One node at a time, the primary; the next one when it fails.
+    Failover,
+    /// Every block to every node; released on the primary's ack and the connected standbys' durable acks.
+    Mirror,
+}
+
+/// The default target: the framed listener of a node on the embedded defaults.
+pub const DEFAULT_TARGET: &str = "127.0.0.1:9998";
+
 #[derive(Clone, Debug)]
 pub struct PushOptions {
-    pub address: String,
+    /// Node addresses: primary first, then standbys. Raw: tried in order.
+    pub targets: Vec<String>,
+    pub mode: SendMode,
     pub protocol: Protocol,
     /// Images to send in all.
     pub count: u64,
@@ -45,20 +102,30 @@ pub struct PushOptions {
     /// Streams are named `<source_prefix>-<worker>`.
     pub source_prefix: String,
     pub token: Option<String>,
-    /// Unacknowledged blocks a framed stream may keep.
+    /// Blocks a framed stream may keep (sent, not yet released).
     pub window: usize,
-    /// The acknowledgement that lets a block go.
-    pub ack: AckLevel,
-    /// Give up after this long without progress (the node unreachable).
+    /// The acknowledgement that releases a block (or any stronger one).
+    pub release: AckLevel,
+    /// Bytes kept over all streams at most.
+    pub retention_max_bytes: u64,
+    /// Blocks kept over all streams at most.
+    pub retention_max_blocks: u64,
+    /// A connected node that acknowledges nothing for this long while blocks are outstanding is given
+    /// up on (failover: the next target). Also bounds connect + hello.
+    pub stall_timeout: Duration,
+    /// Fail when nothing is released for this long.
     pub give_up_after: Duration,
-    /// Bytes acknowledged so far, for live progress (benchmarks).
+    /// Bytes released so far, for live progress (benchmarks).
     pub progress: Option<Arc<AtomicU64>>,
+    /// Per-block times and per-target bytes (benchmarks, tests).
+    pub timeline: Option<Arc<Timeline>>,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
-            address: "127.0.0.1:9998".into(),
+            targets: vec![DEFAULT_TARGET.into()],
+            mode: SendMode::Failover,
             protocol: Protocol::Framed,
             count: 100,
             concurrency: 4,
@@ -66,10 +133,59 @@ impl Default for PushOptions {
             source_prefix: default_source_prefix(),
             token: None,
             window: 256,
-            ack: AckLevel::Durable,
+            release: AckLevel::Durable,
+            retention_max_bytes: 1 << 30,
+            retention_max_blocks: 1 << 16,
+            stall_timeout: Duration::from_secs(10),
             give_up_after: Duration::from_secs(60),
             progress: None,
+            timeline: None,
         }
+    }
+}
+
+impl PushOptions {
+    /// The defaults, sending to one node.
+    pub fn to(address: impl Into<String>) -> PushOptions {
+        PushOptions {
+            targets: vec![address.into()],
+            ..PushOptions::default()
+        }
+    }
+
+    /// The defaults for the nodes and strategy a configuration describes (`send push --config`):
+    /// its framed addresses (primary first), mirror mode for a strategy that sends to the standby,
+    /// the strategy's release level, `[strategy.retention]`, and — for strategies with a standby —
+    /// a stall timeout of twice `strategy.failure_timeout`, so a hung primary is left about when its
+    /// standby takes over. (With `none` there is no one to fail over to, so the stall timeout stays
+    /// the default: a node slowed by backpressure is not reconnected to over and over.)
+    pub fn for_config(cfg: &Config) -> PushOptions {
+        let st = &cfg.strategy;
+        let mut o = PushOptions {
+            targets: cfg.send_targets(),
+            mode: if st.kind.sends_to_standby() {
+                SendMode::Mirror
+            } else {
+                SendMode::Failover
+            },
+            release: release_level(st.kind.release_level()),
+            retention_max_bytes: st.retention.max_bytes.as_u64(),
+            retention_max_blocks: st.retention.max_blocks,
+            ..PushOptions::default()
+        };
+        if st.kind.has_standby() {
+            o.stall_timeout = 2 * st.failure_timeout;
+        }
+        o
+    }
+}
+
+/// The ack level that releases a block, for a strategy's release level.
+pub fn release_level(r: Release) -> AckLevel {
+    match r {
+        Release::Durable => AckLevel::Durable,
+        Release::Checkpointed => AckLevel::Checkpointed,
+        Release::Committed => AckLevel::Committed,
     }
 }
 
@@ -87,12 +203,14 @@ pub fn default_source_prefix() -> String {
 pub enum PushError {
     #[error("node {address} refused the stream: {reason}")]
     Refused { address: String, reason: String },
-    #[error("gave up on node {address} after {after:?} without progress: {last_error}")]
+    #[error("gave up on {} after {after:?} without progress: {last_error}", targets.join(", "))]
     GaveUp {
-        address: String,
+        targets: Vec<String>,
         after: Duration,
         last_error: String,
     },
+    #[error("push options: {0}")]
+    Options(String),
     #[error("manifest: {0}")]
     Manifest(#[from] std::io::Error),
 }
@@ -100,13 +218,26 @@ pub enum PushError {
 /// What a push did.
 #[derive(Debug, Default, Clone)]
 pub struct PushReport {
+    /// Images sent (each once, however often re-sent).
     pub sent: u64,
+    /// Images released (framed) — each exactly once.
     pub acked: u64,
+    /// Image bytes sent (each image once).
     pub bytes: u64,
+    /// Bytes written to all nodes: hellos and frames, re-sends and mirror copies included.
+    pub bytes_sent_total: u64,
+    /// Blocks sent again (after a reconnect or a failover).
     pub resent: u64,
+    /// Connections lost or refused (framed), failed sends (raw).
     pub reconnects: u64,
+    /// Times a failover stream moved on to another target.
+    pub failovers: u64,
+    /// The most blocks and bytes kept at once, over all streams (framed).
+    pub peak_retained_blocks: u64,
+    pub peak_retained_bytes: u64,
     pub elapsed: Duration,
-    /// Ack latency of every acknowledged block (framed).
+    /// Ack latency of every released block (framed): from its last send to the first ack from the node
+    /// that counts (failover: the one talked to; mirror: the primary).
     pub latencies: Vec<Duration>,
 }
 
@@ -127,16 +258,33 @@ impl PushReport {
         self.bytes += o.bytes;
         self.resent += o.resent;
         self.reconnects += o.reconnects;
+        self.failovers += o.failovers;
         self.latencies.extend(o.latencies);
     }
 }
 
-struct Shared {
-    opts: PushOptions,
+pub(crate) struct Shared {
+    pub(crate) opts: PushOptions,
     images: ImageSet,
     next: AtomicU64,
-    manifest: Option<Arc<ManifestWriter>>,
+    pub(crate) manifest: Option<Arc<ManifestWriter>>,
     started: Instant,
+    retention: Retention,
+    /// Bytes written to each target, by index.
+    pub(crate) target_bytes: Vec<Arc<AtomicU64>>,
+    /// "running without standby" was logged.
+    pub(crate) warned_no_standby: AtomicBool,
+}
+
+/// What a stream gets when it may take the next image.
+pub(crate) enum Admission {
+    Image {
+        label: String,
+        data: bytes::Bytes,
+        held: Held,
+    },
+    /// No images left (or, never in practice, the retention was closed).
+    Exhausted,
 }
 
 impl Shared {
@@ -154,6 +302,32 @@ impl Shared {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         (i < self.opts.count).then_some(i)
     }
+
+    /// Takes the next image once the retention has room for it and the rate allows it: a block slot
+    /// first (so a full retention stops the push before an image is taken), then the image, then room
+    /// for its bytes. Not cancel-safe: a stream keeps this future until it completes.
+    pub(crate) async fn admit(self: Arc<Self>, worker: usize, k: u64) -> Admission {
+        let i = worker as u64 + k * self.opts.concurrency.max(1) as u64;
+        if i >= self.opts.count {
+            return Admission::Exhausted;
+        }
+        let Some(mut held) = self.retention.block().await else {
+            return Admission::Exhausted;
+        };
+        self.pace().await;
+        // Counts admissions for the pacing; the image itself is fixed by (worker, k).
+        self.next.fetch_add(1, Ordering::Relaxed);
+        let (label, data) = self.images.get(i);
+        let Some(bytes) = self.retention.bytes(data.len() as u64).await else {
+            return Admission::Exhausted;
+        };
+        held.add_bytes(bytes, data.len() as u64);
+        Admission::Image { label, data, held }
+    }
+
+    fn gauge(&self) -> Arc<Gauge> {
+        self.retention.gauge()
+    }
 }
 
 /// Pushes `opts.count` images from `images`; records them in `manifest` if given.
@@ -162,7 +336,22 @@ pub async fn push(
     images: ImageSet,
     manifest: Option<Arc<ManifestWriter>>,
 ) -> Result<PushReport, PushError> {
+    if opts.targets.is_empty() {
+        return Err(PushError::Options("no target node to send to".into()));
+    }
+    if opts.protocol == Protocol::Raw && opts.mode == SendMode::Mirror {
+        return Err(PushError::Options(
+            "mirror mode needs the framed protocol (raw has no acknowledgements)".into(),
+        ));
+    }
     let shared = Arc::new(Shared {
+        retention: Retention::new(opts.retention_max_blocks, opts.retention_max_bytes),
+        target_bytes: opts
+            .targets
+            .iter()
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect(),
+        warned_no_standby: AtomicBool::new(false),
         opts: opts.clone(),
         images,
         next: AtomicU64::new(0),
@@ -173,7 +362,7 @@ pub async fn push(
     for w in 0..opts.concurrency.max(1) {
         let shared = shared.clone();
         match opts.protocol {
-            Protocol::Framed => tasks.spawn(framed_worker(shared, w)),
+            Protocol::Framed => tasks.spawn(super::stream::run(shared, w)),
             Protocol::Raw => tasks.spawn(raw_worker(shared)),
         };
     }
@@ -184,12 +373,13 @@ pub async fn push(
             Ok(Ok(r)) => report.merge(r),
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
+                // One stream failing fails the push: stop the others instead of waiting for them.
+                tasks.abort_all();
             }
+            Err(e) if e.is_cancelled() => {}
             Err(e) => {
-                first_err.get_or_insert(PushError::Refused {
-                    address: opts.address.clone(),
-                    reason: format!("worker panicked: {e}"),
-                });
+                first_err.get_or_insert(PushError::Options(format!("worker panicked: {e}")));
+                tasks.abort_all();
             }
         }
     }
@@ -197,6 +387,12 @@ pub async fn push(
         m.flush()?;
     }
     report.elapsed = shared.started.elapsed();
+    report.bytes_sent_total = shared
+        .target_bytes
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .sum();
+    (report.peak_retained_blocks, report.peak_retained_bytes) = shared.gauge().peak();
     match first_err {
         Some(e) => Err(e),
         None => Ok(report),
@@ -204,7 +400,9 @@ pub async fn push(
 }
 
 async fn raw_worker(shared: Arc<Shared>) -> Result<PushReport, PushError> {
+    let opts = &shared.opts;
     let mut report = PushReport::default();
+    let mut target = 0usize;
     while let Some(i) = {
         shared.pace().await;
         shared.claim()
@@ -212,19 +410,31 @@ async fn raw_worker(shared: Arc<Shared>) -> Result<PushReport, PushError> {
         let (label, data) = shared.images.get(i);
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(10);
-        while let Err(e) = send_raw(&shared.opts.address, &data).await {
-            let since = *failing_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > shared.opts.give_up_after {
-                return Err(PushError::GaveUp {
-                    address: shared.opts.address.clone(),
-                    after: shared.opts.give_up_after,
-                    last_error: e.to_string(),
-                });
+        loop {
+            let address = &opts.targets[target];
+            match send_raw(address, &data).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > opts.give_up_after {
+                        return Err(PushError::GaveUp {
+                            targets: opts.targets.clone(),
+                            after: opts.give_up_after,
+                            last_error: format!("{address}: {e}"),
+                        });
+                    }
+                    debug!(address = %address, error = %e, "raw send failed; retrying");
+                    report.resent += 1;
+                    report.reconnects += 1;
+                    target = (target + 1) % opts.targets.len();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
             }
-            debug!(error = %e, "raw send failed; retrying");
-            report.resent += 1;
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        shared.target_bytes[target].fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(t) = &opts.timeline {
+            t.add_bytes(&opts.targets[target], data.len() as u64);
         }
         report.sent += 1;
         report.bytes += data.len() as u64;
@@ -243,316 +453,4 @@ async fn send_raw(address: &str, data: &[u8]) -> std::io::Result<()> {
     let mut sink = [0u8; 64];
     while s.read(&mut sink).await? > 0 {}
     Ok(())
-}
-
-struct Kept {
-    seq: u64,
-    label: String,
-    data: Bytes,
-    sent_at: Instant,
-    durable: bool,
-}
-
-enum ConnEnd {
-    Done,
-    Broken(String),
-}
-
-async fn framed_worker(shared: Arc<Shared>, worker: usize) -> Result<PushReport, PushError> {
-    let source = format!("{}-{worker}", shared.opts.source_prefix);
-    let mut report = PushReport::default();
-    let mut kept: VecDeque<Kept> = VecDeque::new();
-    let mut next_seq = 0u64;
-    let mut exhausted = false;
-    let mut backoff = Duration::from_millis(10);
-    let mut last_progress = Instant::now();
-    loop {
-        let acked_before = report.acked;
-        let end = framed_connection(
-            &shared,
-            &source,
-            &mut kept,
-            &mut next_seq,
-            &mut exhausted,
-            &mut report,
-        )
-        .await?;
-        if report.acked > acked_before {
-            last_progress = Instant::now();
-            backoff = Duration::from_millis(10);
-        }
-        match end {
-            ConnEnd::Done => return Ok(report),
-            ConnEnd::Broken(why) => {
-                if last_progress.elapsed() > shared.opts.give_up_after {
-                    return Err(PushError::GaveUp {
-                        address: shared.opts.address.clone(),
-                        after: shared.opts.give_up_after,
-                        last_error: why,
-                    });
-                }
-                debug!(source = %source, error = %why, kept = kept.len(), "connection lost; reconnecting");
-                report.reconnects += 1;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
-/// One connection's life: hello, re-send what is kept, then send new images while reading acks.
-async fn framed_connection(
-    shared: &Shared,
-    source: &str,
-    kept: &mut VecDeque<Kept>,
-    next_seq: &mut u64,
-    exhausted: &mut bool,
-    report: &mut PushReport,
-) -> Result<ConnEnd, PushError> {
-    let opts = &shared.opts;
-    let sock = match TcpStream::connect(&opts.address).await {
-        Ok(s) => s,
-        Err(e) => return Ok(ConnEnd::Broken(format!("connect: {e}"))),
-    };
-    let _ = sock.set_nodelay(true);
-    let (mut rd, wr) = sock.into_split();
-    let mut wr = BufWriter::with_capacity(256 * 1024, wr);
-    let hello = Hello {
-        version: VERSION,
-        source: source.to_string(),
-        token: opts.token.clone(),
-    };
-    if let Err(e) = async {
-        wr.write_all(&hello.encode()).await?;
-        wr.flush().await
-    }
-    .await
-    {
-        return Ok(ConnEnd::Broken(format!("hello: {e}")));
-    }
-    // Acks are read by their own task: a read cut by select! would lose bytes.
-    let (ack_tx, mut acks) = mpsc::unbounded_channel::<Result<ServerFrame, ProtocolError>>();
-    let reader = tokio::spawn(async move {
-        loop {
-            match ServerFrame::read(&mut rd).await {
-                Ok(Some(f)) => {
-                    if ack_tx.send(Ok(f)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => {
-                    let _ = ack_tx.send(Err(ProtocolError::UnexpectedEof));
-                    return;
-                }
-                Err(e) => {
-                    let _ = ack_tx.send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    let _abort_reader = AbortOnDrop(reader);
-
-    match acks.recv().await {
-        Some(Ok(ServerFrame::Welcome { .. })) => {}
-        Some(Ok(ServerFrame::Error { code, message })) => {
-            return match code {
-                ErrorCode::Unauthorized
-                | ErrorCode::BadMagic
-                | ErrorCode::UnsupportedVersion
-                | ErrorCode::InvalidSource => Err(PushError::Refused {
-                    address: opts.address.clone(),
-                    reason: message,
-                }),
-                _ => Ok(ConnEnd::Broken(message)),
-            };
-        }
-        Some(Ok(other)) => return Ok(ConnEnd::Broken(format!("expected WELCOME, got {other:?}"))),
-        Some(Err(e)) => return Ok(ConnEnd::Broken(format!("welcome: {e}"))),
-        None => return Ok(ConnEnd::Broken("connection closed".into())),
-    }
-    let mut last_ack = Instant::now();
-    // Re-send everything kept, in order.
-    for k in kept.iter_mut() {
-        if let Err(e) = write_block(&mut wr, k.seq, &k.data).await {
-            return Ok(ConnEnd::Broken(format!("re-send: {e}")));
-        }
-        k.sent_at = Instant::now();
-        report.resent += 1;
-    }
-    if let Err(e) = wr.flush().await {
-        return Ok(ConnEnd::Broken(format!("re-send: {e}")));
-    }
-    loop {
-        if *exhausted && kept.is_empty() {
-            let _ = wr.shutdown().await;
-            return Ok(ConnEnd::Done);
-        }
-        let room = kept.len() < opts.window && !*exhausted;
-        let stalled_at = last_ack + opts.give_up_after;
-        tokio::select! {
-            biased;
-            a = acks.recv() => {
-                match a {
-                    Some(Ok(ServerFrame::Ack { level, seq })) => {
-                        last_ack = Instant::now();
-                        on_ack(shared, source, kept, report, level, seq)?
-                    }
-                    Some(Ok(ServerFrame::Error { code, message })) => {
-                        warn!(source, code = ?code, error = %message, "node reported an error");
-                        if matches!(code, ErrorCode::BlockTooLarge) {
-                            return Err(PushError::Refused { address: opts.address.clone(), reason: message });
-                        }
-                        return Ok(ConnEnd::Broken(message));
-                    }
-                    Some(Ok(other)) => return Ok(ConnEnd::Broken(format!("unexpected frame {other:?}"))),
-                    Some(Err(e)) => return Ok(ConnEnd::Broken(e.to_string())),
-                    None => return Ok(ConnEnd::Broken("connection closed".into())),
-                }
-            }
-            _ = shared.pace(), if room => {
-                let Some(i) = shared.claim() else {
-                    *exhausted = true;
-                    if let Err(e) = wr.flush().await {
-                        return Ok(ConnEnd::Broken(e.to_string()));
-                    }
-                    continue;
-                };
-                let (label, data) = shared.images.get(i);
-                let seq = *next_seq;
-                *next_seq += 1;
-                report.sent += 1;
-                report.bytes += data.len() as u64;
-                kept.push_back(Kept { seq, label, data: data.clone(), sent_at: Instant::now(), durable: false });
-                let res = async {
-                    write_block(&mut wr, seq, &data).await?;
-                    // Flush unless more work is ready right now (keeps small frames together).
-                    if kept.len() >= opts.window || opts.rate.is_some() || acks.is_empty() {
-                        wr.flush().await?;
-                    }
-                    std::io::Result::Ok(())
-                }.await;
-                if let Err(e) = res {
-                    return Ok(ConnEnd::Broken(e.to_string()));
-                }
-            }
-            // Connected but answered nothing for a long time (a node that stopped committing, under
-            // `--ack committed`): give up with an error rather than wait forever.
-            _ = tokio::time::sleep_until(stalled_at.into()), if !kept.is_empty() => {
-                return Err(PushError::GaveUp {
-                    address: opts.address.clone(),
-                    after: opts.give_up_after,
-                    last_error: format!("connected, but no acknowledgement for {} blocks outstanding", kept.len()),
-                });
-            }
-        }
-    }
-}
-
-async fn write_block<W: tokio::io::AsyncWrite + Unpin>(
-    wr: &mut W,
-    seq: u64,
-    data: &[u8],
-) -> std::io::Result<()> {
-    wr.write_all(&block_header(seq, data)).await?;
-    wr.write_all(data).await
-}
-
-fn on_ack(
-    shared: &Shared,
-    source: &str,
-    kept: &mut VecDeque<Kept>,
-    report: &mut PushReport,
-    level: AckLevel,
-    seq: u64,
-) -> Result<(), PushError> {
-    let Some(pos) = kept.iter().position(|k| k.seq == seq) else {
-        return Ok(()); // an ack for a block already let go (e.g. committed after durable)
-    };
-    if level == AckLevel::Durable && !kept[pos].durable {
-        kept[pos].durable = true;
-        report.latencies.push(kept[pos].sent_at.elapsed());
-    }
-    if level < shared.opts.ack {
-        return Ok(());
-    }
-    let k = kept.remove(pos).expect("position found above");
-    if !k.durable {
-        report.latencies.push(k.sent_at.elapsed());
-    }
-    report.acked += 1;
-    if let Some(p) = &shared.opts.progress {
-        p.fetch_add(k.data.len() as u64, Ordering::Relaxed);
-    }
-    if let Some(m) = &shared.manifest {
-        m.append(&ManifestEntry {
-            path: k.label,
-            size: k.data.len() as u64,
-            sha256: sha256_hex(&k.data),
-            protocol: "framed".into(),
-            source: Some(source.to_string()),
-            seq: Some(k.seq),
-            acked: true,
-        })?;
-    }
-    if report.acked.is_multiple_of(10_000) {
-        info!(source, acked = report.acked, "progress");
-    }
-    Ok(())
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::net::TcpListener;
-
-    #[tokio::test]
-    async fn a_node_that_accepts_but_never_acknowledges_makes_the_sender_give_up_with_an_error() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = l.local_addr().unwrap().to_string();
-        let node = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            crate::receiver::protocol::read_hello(&mut s).await.unwrap();
-            ServerFrame::Welcome {
-                version: VERSION,
-                max_block_size: 1 << 20,
-            }
-            .write(&mut s)
-            .await
-            .unwrap();
-            // Read everything, acknowledge nothing.
-            let mut sink = Vec::new();
-            let _ = s.read_to_end(&mut sink).await;
-        });
-        let opts = PushOptions {
-            address,
-            count: 5,
-            concurrency: 1,
-            give_up_after: Duration::from_millis(500),
-            ..PushOptions::default()
-        };
-        let r = tokio::time::timeout(
-            Duration::from_secs(10),
-            push(
-                opts,
-                ImageSet::Generated {
-                    size: 1024,
-                    seed: 1,
-                },
-                None,
-            ),
-        )
-        .await
-        .expect("the sender must give up on its own, not hang");
-        assert!(matches!(r, Err(PushError::GaveUp { .. })), "{r:?}");
-        node.abort();
-    }
 }

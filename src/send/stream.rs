@@ -1,0 +1,710 @@
+//! One framed stream of a push: its retention log (the kept blocks), its connections to the targets,
+//! and the rules that release a block — the state machine that [`super::push`] describes.
+//!
+//! Everything a stream does happens in one loop that waits for the first of: an event from one of its
+//! connections ([`super::link`]: up, a frame, down), the next image it may take ([`Shared::admit`]:
+//! retention room and pacing), or a timer (a reconnect that is due, a connection that has stalled,
+//! giving up). Connections never block the loop, so a slow standby cannot stall the primary's flow.
+//!
+//! Per target the stream knows the latest ROLE it said, its connection state, and how many kept blocks
+//! it has not acknowledged at all on its current connection (`unacked`: the stall timer runs only while
+//! that is non-zero, and restarts with every ack from it).
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::link::{self, AbortOnDrop, Event, LinkHandle, LinkSpec};
+use super::manifest::{sha256_hex, ManifestEntry};
+use super::push::{Admission, PushError, PushReport, SendMode, Shared};
+use super::retention::Held;
+use crate::receiver::protocol::{AckLevel, ErrorCode, Role, RoleInfo, ServerFrame, VERSION_2};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// How long a finished stream waits for its last bytes to be written before it closes anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a version 2 connection waits for the node's ROLE (it comes right after WELCOME) before
+/// anything is sent on it; a node that announces nothing by then counts as primary (failover).
+const ROLE_GRACE: Duration = Duration::from_millis(200);
+
+enum Link {
+    /// Not wanted (failover: not the target talked to).
+    Idle,
+    /// Connect again at this instant.
+    Waiting(Instant),
+    Connecting {
+        generation: u64,
+        _task: AbortOnDrop,
+    },
+    /// Connected. `ready`: the role is settled and every kept block has been sent on it; before that
+    /// nothing is sent, and it becomes ready on the first frame or at `ready_by`.
+    Up {
+        generation: u64,
+        handle: LinkHandle,
+        ready: bool,
+        ready_by: Instant,
+    },
+}
+
+struct Target {
+    address: String,
+    link: Link,
+    /// The latest ROLE it said (a version 1 node: primary at epoch 0). Survives reconnects: the node
+    /// says it again right after WELCOME anyway.
+    role: Option<RoleInfo>,
+    /// Mirror: this target's reconnect backoff.
+    backoff: Duration,
+    /// Kept blocks sent on the current connection and not acknowledged by it at any level.
+    unacked: usize,
+    /// The stall timer's start: the last ack, or when `unacked` last became non-zero.
+    quiet_since: Instant,
+}
+
+impl Target {
+    fn generation(&self) -> Option<u64> {
+        match self.link {
+            Link::Connecting { generation, .. } | Link::Up { generation, .. } => Some(generation),
+            _ => None,
+        }
+    }
+
+    /// The connection, once it is ready for blocks.
+    fn handle(&self) -> Option<&LinkHandle> {
+        match &self.link {
+            Link::Up {
+                handle,
+                ready: true,
+                ..
+            } => Some(handle),
+            _ => None,
+        }
+    }
+
+    /// Connected and sent every kept block: what "connected" means for the rules.
+    fn is_up(&self) -> bool {
+        self.handle().is_some()
+    }
+
+    fn is_connected(&self) -> bool {
+        matches!(self.link, Link::Up { .. })
+    }
+
+    fn says(&self, role: Role) -> bool {
+        self.role.is_some_and(|r| r.role == role)
+    }
+}
+
+/// What one target did with one kept block, on its current connection.
+#[derive(Clone, Copy, Default)]
+struct PerTarget {
+    /// Sent to it at least once (on any connection).
+    sent: bool,
+    /// The strongest ack from its current connection.
+    best: Option<AckLevel>,
+}
+
+struct Kept {
+    seq: u64,
+    label: String,
+    data: Bytes,
+    /// The last send to the node whose ack counts, for the latency figure.
+    sent_at: Instant,
+    latency_recorded: bool,
+    per: Vec<PerTarget>,
+    /// The retention slot; released with the block.
+    _held: Held,
+}
+
+struct Stream {
+    shared: Arc<Shared>,
+    /// This stream's index: its k-th block (seq k) is image `worker + k * concurrency`, so a restarted
+    /// sender with the same source prefix sends the same image under the same `(source, seq)`.
+    worker: usize,
+    source: String,
+    targets: Vec<Target>,
+    kept: VecDeque<Kept>,
+    next_seq: u64,
+    exhausted: bool,
+    report: PushReport,
+    events: mpsc::UnboundedSender<Event>,
+    generation: u64,
+    /// Failover: the target talked to.
+    active: usize,
+    /// Failover: the backoff before the next target is tried.
+    backoff: Duration,
+    last_progress: Instant,
+    last_error: String,
+}
+
+type AdmitFuture = Pin<Box<dyn Future<Output = Admission> + Send>>;
+
+/// Runs stream number `worker` until every image it took is released, or it fails.
+pub(crate) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport, PushError> {
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut s = Stream::new(shared, worker, tx);
+    // Kept across iterations: once it holds a retention slot or claimed an image, it must complete.
+    let mut admission: Option<AdmitFuture> = None;
+    loop {
+        let now = Instant::now();
+        s.connect_due(now);
+        if s.exhausted && s.kept.is_empty() {
+            s.close().await;
+            return Ok(s.report);
+        }
+        if s.kept.is_empty() && s.can_send_new() {
+            // Nothing owed and a node to send to: waiting for images is not a lack of progress.
+            s.last_progress = now;
+        }
+        let can_admit = !s.exhausted && s.kept.len() < s.window() && s.can_send_new();
+        if can_admit && admission.is_none() {
+            admission = Some(Box::pin(s.shared.clone().admit(s.worker, s.next_seq)));
+        }
+        let deadline = s.next_deadline();
+        tokio::select! {
+            biased;
+            Some(ev) = events.recv() => s.on_event(ev)?,
+            a = async {
+                match admission.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if can_admit => {
+                admission = None;
+                s.on_admission(a);
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => s.on_timers(Instant::now())?,
+        }
+    }
+}
+
+impl Stream {
+    fn new(shared: Arc<Shared>, worker: usize, events: mpsc::UnboundedSender<Event>) -> Stream {
+        let now = Instant::now();
+        let mirror = shared.opts.mode == SendMode::Mirror;
+        let targets = shared
+            .opts
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Target {
+                address: a.clone(),
+                // Failover starts with the first target (the primary); mirror with all of them.
+                link: if mirror || i == 0 {
+                    Link::Waiting(now)
+                } else {
+                    Link::Idle
+                },
+                role: None,
+                backoff: FIRST_BACKOFF,
+                unacked: 0,
+                quiet_since: now,
+            })
+            .collect();
+        Stream {
+            worker,
+            source: format!("{}-{worker}", shared.opts.source_prefix),
+            shared,
+            targets,
+            kept: VecDeque::new(),
+            next_seq: 0,
+            exhausted: false,
+            report: PushReport::default(),
+            events,
+            generation: 0,
+            active: 0,
+            backoff: FIRST_BACKOFF,
+            last_progress: now,
+            last_error: "never connected".into(),
+        }
+    }
+
+    fn mode(&self) -> SendMode {
+        self.shared.opts.mode
+    }
+
+    fn window(&self) -> usize {
+        self.shared.opts.window.max(1)
+    }
+
+    /// Whether a new block can go out now.
+    fn can_send_new(&self) -> bool {
+        match self.mode() {
+            SendMode::Failover => self.targets[self.active].is_up(),
+            SendMode::Mirror => self.targets.iter().any(Target::is_up),
+        }
+    }
+
+    /// Mirror: the target that says primary with the highest epoch (the first listed on a tie).
+    fn primary(&self) -> Option<usize> {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, t) in self.targets.iter().enumerate() {
+            if let Some(RoleInfo {
+                role: Role::Primary,
+                epoch,
+            }) = t.role
+            {
+                if best.is_none_or(|(_, e)| epoch > e) {
+                    best = Some((i, epoch));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// The target whose acks release blocks and time latencies.
+    fn deciding(&self) -> Option<usize> {
+        match self.mode() {
+            SendMode::Failover => Some(self.active),
+            SendMode::Mirror => self.primary(),
+        }
+    }
+
+    fn connect_due(&mut self, now: Instant) {
+        for i in 0..self.targets.len() {
+            if matches!(self.targets[i].link, Link::Waiting(at) if at <= now) {
+                self.generation += 1;
+                let opts = &self.shared.opts;
+                let task = link::connect(LinkSpec {
+                    target: i,
+                    generation: self.generation,
+                    address: self.targets[i].address.clone(),
+                    source: self.source.clone(),
+                    token: opts.token.clone(),
+                    timeout: opts.stall_timeout,
+                    events: self.events.clone(),
+                    bytes: self.shared.target_bytes[i].clone(),
+                    timeline: opts.timeline.clone(),
+                });
+                self.targets[i].link = Link::Connecting {
+                    generation: self.generation,
+                    _task: task,
+                };
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let stall = self.shared.opts.stall_timeout;
+        let mut d = self.last_progress + self.shared.opts.give_up_after;
+        for t in &self.targets {
+            match t.link {
+                Link::Waiting(at) => d = d.min(at),
+                Link::Up {
+                    ready: false,
+                    ready_by,
+                    ..
+                } => d = d.min(ready_by),
+                Link::Up { .. } if t.unacked > 0 => d = d.min(t.quiet_since + stall),
+                _ => {}
+            }
+        }
+        d
+    }
+
+    fn on_admission(&mut self, a: Admission) {
+        let Admission::Image { label, data, held } = a else {
+            self.exhausted = true;
+            return;
+        };
+        let now = Instant::now();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.report.sent += 1;
+        self.report.bytes += data.len() as u64;
+        if let Some(t) = &self.shared.opts.timeline {
+            t.sent(&self.source, seq, now);
+        }
+        let mut per = vec![PerTarget::default(); self.targets.len()];
+        let only = (self.mode() == SendMode::Failover).then_some(self.active);
+        for (i, t) in self.targets.iter_mut().enumerate() {
+            if only.is_some_and(|a| a != i) {
+                continue;
+            }
+            if let Some(h) = t.handle() {
+                h.send(seq, data.clone());
+                per[i].sent = true;
+                if t.unacked == 0 {
+                    t.quiet_since = now;
+                }
+                t.unacked += 1;
+            }
+        }
+        self.kept.push_back(Kept {
+            seq,
+            label,
+            data,
+            sent_at: now,
+            latency_recorded: false,
+            per,
+            _held: held,
+        });
+    }
+
+    fn on_event(&mut self, ev: Event) -> Result<(), PushError> {
+        match ev {
+            Event::Up {
+                target,
+                generation,
+                link,
+                version,
+            } => {
+                if self.targets[target].generation() == Some(generation) {
+                    self.on_up(target, generation, link, version);
+                }
+                // Otherwise a connection given up on while it connected: dropping it closes it.
+                Ok(())
+            }
+            Event::Frame {
+                target,
+                generation,
+                frame,
+            } => {
+                if self.targets[target].is_connected()
+                    && self.targets[target].generation() == Some(generation)
+                {
+                    self.on_frame(target, frame)?;
+                }
+                Ok(())
+            }
+            Event::Down {
+                target,
+                generation,
+                why,
+                fatal,
+            } => {
+                if self.targets[target].generation() != Some(generation) {
+                    return Ok(());
+                }
+                if fatal {
+                    return Err(PushError::Refused {
+                        address: self.targets[target].address.clone(),
+                        reason: why,
+                    });
+                }
+                self.lose(target, why)
+            }
+        }
+    }
+
+    /// A connection is up. A version 1 node is primary and ready at once; a version 2 node first says
+    /// its role (or is given [`ROLE_GRACE`] to).
+    fn on_up(&mut self, target: usize, generation: u64, link: LinkHandle, version: u8) {
+        let now = Instant::now();
+        let failover = self.mode() == SendMode::Failover;
+        let t = &mut self.targets[target];
+        debug!(source = %self.source, target = %t.address, version, "connected");
+        t.link = Link::Up {
+            generation,
+            handle: link,
+            ready: false,
+            ready_by: now + ROLE_GRACE,
+        };
+        if version < VERSION_2 {
+            t.role = Some(RoleInfo {
+                role: Role::Primary,
+                epoch: 0,
+            });
+            self.make_ready(target);
+        } else if failover {
+            // Only what this connection says counts; saying nothing is being primary.
+            t.role = None;
+        }
+    }
+
+    /// The connection's role is settled: forget the target's old acks and send it every kept block,
+    /// in order.
+    fn make_ready(&mut self, target: usize) {
+        let now = Instant::now();
+        let deciding = self.deciding() == Some(target);
+        let t = &mut self.targets[target];
+        let Link::Up { handle, ready, .. } = &mut t.link else {
+            return;
+        };
+        *ready = true;
+        let failover = self.shared.opts.mode == SendMode::Failover;
+        for k in self.kept.iter_mut() {
+            // A re-send: to this target again, or (failover) moved here from another one.
+            if k.per[target].sent || (failover && k.per.iter().any(|p| p.sent)) {
+                self.report.resent += 1;
+            }
+            let p = &mut k.per[target];
+            *p = PerTarget {
+                sent: true,
+                best: None,
+            };
+            if deciding {
+                k.sent_at = now;
+            }
+            handle.send(k.seq, k.data.clone());
+        }
+        t.unacked = self.kept.len();
+        t.quiet_since = now;
+    }
+
+    fn on_frame(&mut self, target: usize, frame: ServerFrame) -> Result<(), PushError> {
+        let ready = self.targets[target].is_up();
+        if let ServerFrame::Role { role, epoch } = frame {
+            self.on_role(target, RoleInfo { role, epoch })?;
+            if !ready && self.targets[target].is_connected() {
+                self.make_ready(target);
+            }
+            return Ok(());
+        }
+        if !ready {
+            self.make_ready(target);
+        }
+        match frame {
+            ServerFrame::Ack { level, seq } => self.on_ack(target, level, seq),
+            ServerFrame::Error { code, message } => {
+                warn!(source = %self.source, target = %self.targets[target].address, code = ?code, error = %message, "node reported an error");
+                if code == ErrorCode::BlockTooLarge {
+                    return Err(PushError::Refused {
+                        address: self.targets[target].address.clone(),
+                        reason: message,
+                    });
+                }
+                self.lose(target, message)
+            }
+            ServerFrame::Welcome { .. } => self.lose(target, "a second WELCOME".into()),
+            ServerFrame::Role { .. } => Ok(()),
+        }
+    }
+
+    fn on_ack(&mut self, target: usize, level: AckLevel, seq: u64) -> Result<(), PushError> {
+        let now = Instant::now();
+        if level.covers(AckLevel::Committed) {
+            if let Some(t) = &self.shared.opts.timeline {
+                t.committed(&self.source, seq, now);
+            }
+        }
+        let deciding = self.deciding() == Some(target);
+        if self.mode() == SendMode::Failover {
+            self.backoff = FIRST_BACKOFF;
+        }
+        let t = &mut self.targets[target];
+        t.quiet_since = now;
+        t.backoff = FIRST_BACKOFF;
+        // Kept blocks are in sequence order (taken in order, removed anywhere).
+        let Ok(i) = self.kept.binary_search_by_key(&seq, |k| k.seq) else {
+            return Ok(()); // already released (a committed ack after the durable one, say)
+        };
+        let k = &mut self.kept[i];
+        let p = &mut k.per[target];
+        if p.best.is_none() {
+            t.unacked = t.unacked.saturating_sub(1);
+        }
+        p.best = Some(p.best.map_or(level, |b| b.stronger(level)));
+        if deciding && !k.latency_recorded {
+            k.latency_recorded = true;
+            self.report.latencies.push(now.duration_since(k.sent_at));
+        }
+        if self.releasable(i) {
+            self.release(i)?;
+        }
+        Ok(())
+    }
+
+    fn on_role(&mut self, target: usize, role: RoleInfo) -> Result<(), PushError> {
+        let before = self.primary();
+        let t = &mut self.targets[target];
+        if t.role != Some(role) {
+            info!(source = %self.source, target = %t.address, role = %role.role, epoch = role.epoch, "node role");
+        }
+        t.role = Some(role);
+        match self.mode() {
+            SendMode::Failover => {
+                if role.role == Role::Standby {
+                    return self.lose(
+                        target,
+                        format!("it is a standby (epoch {}), not the primary", role.epoch),
+                    );
+                }
+                Ok(())
+            }
+            SendMode::Mirror => {
+                let after = self.primary();
+                if after != before {
+                    if let Some(p) = after {
+                        info!(source = %self.source, primary = %self.targets[p].address, epoch = role.epoch, "primary changed");
+                    }
+                }
+                self.release_ready()
+            }
+        }
+    }
+
+    /// Whether kept block `i` may go (see the module documentation of `push`).
+    fn releasable(&self, i: usize) -> bool {
+        let k = &self.kept[i];
+        let release = self.shared.opts.release;
+        let acked = |t: usize, level: AckLevel| k.per[t].best.is_some_and(|b| b.covers(level));
+        match self.mode() {
+            SendMode::Failover => acked(self.active, release),
+            SendMode::Mirror => {
+                let Some(p) = self.primary() else {
+                    return false;
+                };
+                acked(p, release)
+                    && self.targets.iter().enumerate().all(|(t, target)| {
+                        t == p
+                            || !(target.is_up() && target.says(Role::Standby))
+                            || acked(t, AckLevel::Durable)
+                    })
+            }
+        }
+    }
+
+    /// Releases every kept block that may go (after a change of roles or connections).
+    fn release_ready(&mut self) -> Result<(), PushError> {
+        let mut i = 0;
+        while i < self.kept.len() {
+            if self.releasable(i) {
+                self.release(i)?;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, i: usize) -> Result<(), PushError> {
+        let Some(k) = self.kept.remove(i) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        for (t, target) in self.targets.iter_mut().enumerate() {
+            if target.is_up() && k.per[t].best.is_none() {
+                target.unacked = target.unacked.saturating_sub(1);
+            }
+        }
+        if self.mode() == SendMode::Mirror && self.targets.len() > 1 {
+            let p = self.primary();
+            let standby_up =
+                self.targets.iter().enumerate().any(|(t, target)| {
+                    Some(t) != p && target.is_up() && target.says(Role::Standby)
+                });
+            if !standby_up && !self.shared.warned_no_standby.swap(true, Ordering::Relaxed) {
+                warn!(source = %self.source, targets = ?self.shared.opts.targets, "running without standby: blocks are released on the primary's ack alone until a standby is connected again");
+            }
+        }
+        if !k.latency_recorded {
+            self.report.latencies.push(now.duration_since(k.sent_at));
+        }
+        self.report.acked += 1;
+        self.last_progress = now;
+        let opts = &self.shared.opts;
+        if let Some(p) = &opts.progress {
+            p.fetch_add(k.data.len() as u64, Ordering::Relaxed);
+        }
+        if let Some(t) = &opts.timeline {
+            t.released(&self.source, k.seq, now);
+        }
+        if let Some(m) = &self.shared.manifest {
+            m.append(&ManifestEntry {
+                path: k.label,
+                size: k.data.len() as u64,
+                sha256: sha256_hex(&k.data),
+                protocol: "framed".into(),
+                source: Some(self.source.clone()),
+                seq: Some(k.seq),
+                acked: true,
+            })?;
+        }
+        if self.report.acked.is_multiple_of(10_000) {
+            info!(source = %self.source, acked = self.report.acked, "progress");
+        }
+        Ok(())
+    }
+
+    /// Gives up on target `t`'s connection: failover moves on to the next target, mirror reconnects.
+    fn lose(&mut self, target: usize, why: String) -> Result<(), PushError> {
+        let now = Instant::now();
+        self.report.reconnects += 1;
+        let address = self.targets[target].address.clone();
+        self.last_error = format!("{address}: {why}");
+        let t = &mut self.targets[target];
+        // Losing a connection is news; another failed attempt to connect is not (debug).
+        let was_connected = t.is_connected();
+        t.link = Link::Idle; // drops the connection
+        t.unacked = 0;
+        match self.mode() {
+            SendMode::Failover => {
+                let next = (target + 1) % self.targets.len();
+                if next != target {
+                    self.report.failovers += 1;
+                }
+                if was_connected && next != target {
+                    info!(source = %self.source, from = %address, to = %self.targets[next].address, reason = %why, kept = self.kept.len(), "failing over");
+                } else {
+                    debug!(source = %self.source, target = %address, next = %self.targets[next].address, reason = %why, kept = self.kept.len(), "no connection; trying the next target");
+                }
+                self.active = next;
+                self.targets[next].link = Link::Waiting(now + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                Ok(())
+            }
+            SendMode::Mirror => {
+                let t = &mut self.targets[target];
+                if was_connected {
+                    warn!(source = %self.source, target = %address, reason = %why, "connection lost; reconnecting");
+                } else {
+                    debug!(source = %self.source, target = %address, reason = %why, "cannot connect; retrying");
+                }
+                t.link = Link::Waiting(now + t.backoff);
+                t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
+                // A standby that is gone no longer holds blocks back.
+                self.release_ready()
+            }
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) -> Result<(), PushError> {
+        let stall = self.shared.opts.stall_timeout;
+        for t in 0..self.targets.len() {
+            if matches!(self.targets[t].link, Link::Up { ready: false, ready_by, .. } if ready_by <= now)
+            {
+                self.make_ready(t);
+            }
+            let target = &self.targets[t];
+            if target.is_up() && target.unacked > 0 && now >= target.quiet_since + stall {
+                let why = format!(
+                    "connected, but no acknowledgement in {stall:?} for {} blocks outstanding",
+                    target.unacked
+                );
+                self.lose(t, why)?;
+            }
+        }
+        let after = self.shared.opts.give_up_after;
+        if now.duration_since(self.last_progress) >= after {
+            return Err(PushError::GaveUp {
+                targets: self.shared.opts.targets.clone(),
+                after,
+                last_error: format!(
+                    "{} ({} blocks kept, none released)",
+                    self.last_error,
+                    self.kept.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every block is released: half-close every connection after its last bytes.
+    async fn close(&mut self) {
+        let mut closing = Vec::new();
+        for t in &mut self.targets {
+            if let Link::Up { handle, .. } = std::mem::replace(&mut t.link, Link::Idle) {
+                closing.push(handle.close(CLOSE_GRACE));
+            }
+        }
+        futures::future::join_all(closing).await;
+    }
+}

@@ -1,0 +1,579 @@
+//! The sender against small fake nodes that speak the framed protocol: they acknowledge (or not) as
+//! told, announce a role that the test can change, and can die mid-stream.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use super::manifest::{read_manifest, ManifestWriter};
+use super::push::{push, PushError, PushOptions, PushReport, SendMode, Timeline};
+use crate::images::ImageSet;
+use crate::receiver::framed::announce_roles;
+use crate::receiver::protocol::{
+    read_block, read_hello, AckLevel, ErrorCode, ProtocolError, Role, RoleInfo, ServerFrame,
+    VERSION_1,
+};
+
+/// How a fake node behaves.
+#[derive(Clone, Debug)]
+struct Behaviour {
+    /// Refuses hellos above this version with UnsupportedVersion (1: a node older than version 2).
+    max_version: u8,
+    /// The role it announces to version 2 clients; None: it announces nothing.
+    role: Option<RoleInfo>,
+    /// The acks it sends for every block, in order; empty: it never acknowledges.
+    acks: Vec<AckLevel>,
+    ack_delay: Duration,
+    /// Dies (listener and every connection gone) once it has received this many blocks.
+    die_after: Option<usize>,
+}
+
+impl Behaviour {
+    fn primary(epoch: u64) -> Behaviour {
+        Behaviour {
+            max_version: 2,
+            role: Some(RoleInfo {
+                role: Role::Primary,
+                epoch,
+            }),
+            acks: vec![AckLevel::Durable],
+            ack_delay: Duration::ZERO,
+            die_after: None,
+        }
+    }
+
+    fn standby(epoch: u64) -> Behaviour {
+        Behaviour {
+            role: Some(RoleInfo {
+                role: Role::Standby,
+                epoch,
+            }),
+            ..Behaviour::primary(epoch)
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Seen {
+    /// Every block received, re-sends included.
+    blocks: Vec<(String, u64)>,
+    /// When the node sent its first ack for each block.
+    acked_at: BTreeMap<(String, u64), Instant>,
+    /// Blocks received and not yet acknowledged, now and at most.
+    outstanding: i64,
+    max_outstanding: i64,
+}
+
+struct FakeNode {
+    address: String,
+    seen: Arc<Mutex<Seen>>,
+    roles: watch::Sender<RoleInfo>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeNode {
+    async fn start(b: Behaviour) -> FakeNode {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = l.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (roles, roles_rx) = watch::channel(b.role.unwrap_or(RoleInfo {
+            role: Role::Primary,
+            epoch: 0,
+        }));
+        let (die, mut dying) = mpsc::unbounded_channel::<()>();
+        let s = seen.clone();
+        let task = tokio::spawn(async move {
+            // Connections live in this set: when the node dies they all go with it.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = dying.recv() => return,
+                    a = l.accept() => {
+                        let Ok((sock, _)) = a else { return };
+                        conns.spawn(serve(sock, b.clone(), s.clone(), roles_rx.clone(), die.clone()));
+                    }
+                }
+            }
+        });
+        FakeNode {
+            address,
+            seen,
+            roles,
+            task,
+        }
+    }
+
+    fn received(&self) -> Vec<(String, u64)> {
+        self.seen.lock().unwrap().blocks.clone()
+    }
+
+    fn acked_at(&self) -> BTreeMap<(String, u64), Instant> {
+        self.seen.lock().unwrap().acked_at.clone()
+    }
+
+    fn max_outstanding(&self) -> i64 {
+        self.seen.lock().unwrap().max_outstanding
+    }
+}
+
+impl Drop for FakeNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    sock: tokio::net::TcpStream,
+    b: Behaviour,
+    seen: Arc<Mutex<Seen>>,
+    roles: watch::Receiver<RoleInfo>,
+    die: mpsc::UnboundedSender<()>,
+) {
+    let (mut rd, mut wr) = sock.into_split();
+    let hello = match read_hello(&mut rd).await {
+        Ok(h) if h.version <= b.max_version => h,
+        Ok(h) => {
+            let e = ProtocolError::UnsupportedVersion(h.version);
+            let _ = ServerFrame::Error {
+                code: ErrorCode::UnsupportedVersion,
+                message: e.to_string(),
+            }
+            .write(&mut wr)
+            .await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<ServerFrame>();
+    tx.send(ServerFrame::Welcome {
+        version: hello.version,
+        max_block_size: 1 << 20,
+    })
+    .unwrap();
+    let _announcer = b
+        .role
+        .and_then(|_| announce_roles(hello.version, roles, &tx));
+    let writer = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if f.visible_to(hello.version) && f.write(&mut wr).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut acks = tokio::task::JoinSet::new();
+    while let Ok(Some(block)) = read_block(&mut rd, 1 << 20).await {
+        let key = (hello.source.clone(), block.seq);
+        let total = {
+            let mut s = seen.lock().unwrap();
+            s.blocks.push(key.clone());
+            s.outstanding += 1;
+            s.max_outstanding = s.max_outstanding.max(s.outstanding);
+            s.blocks.len()
+        };
+        if b.die_after.is_some_and(|n| total >= n) {
+            let _ = die.send(());
+            return;
+        }
+        if b.acks.is_empty() {
+            continue;
+        }
+        let (tx, seen, levels, delay) = (tx.clone(), seen.clone(), b.acks.clone(), b.ack_delay);
+        acks.spawn(async move {
+            tokio::time::sleep(delay).await;
+            {
+                let mut s = seen.lock().unwrap();
+                s.outstanding -= 1;
+                s.acked_at.entry(key.clone()).or_insert_with(Instant::now);
+            }
+            for level in levels {
+                let _ = tx.send(ServerFrame::Ack { level, seq: key.1 });
+            }
+        });
+    }
+    while acks.join_next().await.is_some() {}
+    drop(tx);
+    drop(_announcer);
+    let _ = writer.await;
+}
+
+fn small_images() -> ImageSet {
+    ImageSet::Generated { size: 512, seed: 3 }
+}
+
+fn opts(targets: &[&FakeNode]) -> PushOptions {
+    PushOptions {
+        targets: targets.iter().map(|n| n.address.clone()).collect(),
+        count: 100,
+        concurrency: 2,
+        window: 16,
+        source_prefix: "t".into(),
+        give_up_after: Duration::from_secs(20),
+        ..PushOptions::default()
+    }
+}
+
+/// Runs a push with a manifest and a timeline; fails the test if it hangs.
+async fn run(
+    mut o: PushOptions,
+) -> (
+    Result<PushReport, PushError>,
+    Vec<(String, u64)>,
+    Arc<Timeline>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.jsonl");
+    let m = Arc::new(ManifestWriter::create(&path).unwrap());
+    let timeline = Arc::new(Timeline::new());
+    o.timeline = Some(timeline.clone());
+    let r = tokio::time::timeout(Duration::from_secs(60), push(o, small_images(), Some(m)))
+        .await
+        .expect("a push must end on its own");
+    let released = read_manifest(&path)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.source.unwrap(), e.seq.unwrap()))
+        .collect();
+    (r, released, timeline)
+}
+
+/// Every image released exactly once: `count` manifest lines, all distinct, all acked.
+fn assert_released_exactly_once(released: &[(String, u64)], count: usize) {
+    let distinct: BTreeSet<_> = released.iter().collect();
+    assert_eq!(released.len(), count, "released {released:?}");
+    assert_eq!(distinct.len(), count, "a block was released twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_moves_to_the_second_target_when_the_first_dies_and_every_image_is_released_once()
+{
+    let first = FakeNode::start(Behaviour {
+        die_after: Some(40),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let second = FakeNode::start(Behaviour::primary(2)).await;
+    let (r, released, timeline) = run(opts(&[&first, &second])).await;
+    let r = r.unwrap();
+    assert_eq!(r.acked, 100);
+    assert_released_exactly_once(&released, 100);
+    assert!(r.failovers >= 1, "{r:?}");
+    assert!(
+        r.resent >= 1,
+        "blocks the first node never acked are re-sent"
+    );
+    let on_second: BTreeSet<_> = second.received().into_iter().collect();
+    let acked_by_first = first.acked_at();
+    for e in timeline.entries() {
+        let key = (e.source.clone(), e.seq);
+        assert!(e.released.is_some(), "{key:?} released");
+        assert!(
+            acked_by_first.contains_key(&key) || on_second.contains(&key),
+            "{key:?} was acked by neither node"
+        );
+    }
+    assert!(first.received().len() < 100, "the first node died part-way");
+    let bytes = timeline.bytes_by_target();
+    assert!(bytes[&first.address] > 0 && bytes[&second.address] > 0);
+    assert_eq!(r.bytes_sent_total, timeline.bytes_total());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_primary_that_accepts_but_never_acknowledges_makes_the_worker_fail_over() {
+    let stalled = FakeNode::start(Behaviour {
+        acks: vec![],
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let working = FakeNode::start(Behaviour::primary(1)).await;
+    let o = PushOptions {
+        stall_timeout: Duration::from_millis(300),
+        count: 40,
+        ..opts(&[&stalled, &working])
+    };
+    let started = Instant::now();
+    let (r, released, _) = run(o).await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 40);
+    assert!(r.failovers >= 1, "{r:?}");
+    assert!(
+        !stalled.received().is_empty(),
+        "the stalled node got blocks"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "not before the stall timeout"
+    );
+    let on_working: BTreeSet<_> = working.received().into_iter().collect();
+    assert!(released.iter().all(|k| on_working.contains(k)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_says_it_is_a_standby_is_left_for_the_next_target_before_any_block_is_sent() {
+    let standby = FakeNode::start(Behaviour::standby(1)).await;
+    let primary = FakeNode::start(Behaviour::primary(1)).await;
+    let (r, released, _) = run(opts(&[&standby, &primary])).await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 100);
+    assert!(standby.received().is_empty(), "{:?}", standby.received());
+    assert!(r.failovers >= 2, "every stream moved on: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_speaks_only_version_1_counts_as_primary() {
+    let old = FakeNode::start(Behaviour {
+        max_version: VERSION_1,
+        role: None,
+        ..Behaviour::primary(0)
+    })
+    .await;
+    let (r, released, _) = run(opts(&[&old])).await;
+    assert_eq!(r.unwrap().failovers, 0);
+    assert_released_exactly_once(&released, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_is_released_by_a_stronger_ack_than_the_release_level() {
+    let node = FakeNode::start(Behaviour {
+        acks: vec![AckLevel::Durable, AckLevel::Committed],
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, timeline) = run(PushOptions {
+        release: AckLevel::Checkpointed,
+        ..opts(&[&node])
+    })
+    .await;
+    r.unwrap();
+    assert_released_exactly_once(&released, 100);
+    assert!(
+        timeline.entries().iter().all(|e| e.committed.is_some()),
+        "committed acks are in the timeline"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_acknowledged_only_durable_is_not_released_at_checkpointed() {
+    let node = FakeNode::start(Behaviour::primary(1)).await;
+    let (r, released, _) = run(PushOptions {
+        release: AckLevel::Checkpointed,
+        count: 5,
+        give_up_after: Duration::from_millis(500),
+        ..opts(&[&node])
+    })
+    .await;
+    assert!(matches!(r, Err(PushError::GaveUp { .. })), "{r:?}");
+    assert!(released.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_sends_every_block_to_both_and_releases_it_only_after_both_acked() {
+    let primary = FakeNode::start(Behaviour::primary(1)).await;
+    let standby = FakeNode::start(Behaviour {
+        ack_delay: Duration::from_millis(30),
+        ..Behaviour::standby(1)
+    })
+    .await;
+    let (r, released, timeline) = run(PushOptions {
+        mode: SendMode::Mirror,
+        ..opts(&[&primary, &standby])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 100);
+    let (p, s) = (primary.acked_at(), standby.acked_at());
+    for e in timeline.entries() {
+        let key = (e.source.clone(), e.seq);
+        let released = e.released.expect("released");
+        assert!(
+            released >= p[&key] && released >= s[&key],
+            "{key:?} released before both acked"
+        );
+    }
+    // Two copies on the wire.
+    let bytes = timeline.bytes_by_target();
+    assert!(bytes[&primary.address] >= r.bytes && bytes[&standby.address] >= r.bytes);
+    assert!(r.bytes_sent_total >= 2 * r.bytes, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_never_releases_a_block_on_a_standbys_ack_alone() {
+    let silent_primary = FakeNode::start(Behaviour {
+        acks: vec![],
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let standby = FakeNode::start(Behaviour::standby(1)).await;
+    let (r, released, timeline) = run(PushOptions {
+        mode: SendMode::Mirror,
+        count: 10,
+        give_up_after: Duration::from_millis(800),
+        // The standby first: a sender that went by the order of targets would take it for the primary.
+        ..opts(&[&standby, &silent_primary])
+    })
+    .await;
+    assert!(matches!(r, Err(PushError::GaveUp { .. })), "{r:?}");
+    assert!(released.is_empty(), "{released:?}");
+    assert!(timeline.entries().iter().all(|e| e.released.is_none()));
+    assert!(
+        !standby.acked_at().is_empty(),
+        "the standby did acknowledge blocks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_keeps_going_when_the_standby_is_gone() {
+    let primary = FakeNode::start(Behaviour::primary(1)).await;
+    let standby = FakeNode::start(Behaviour {
+        die_after: Some(20),
+        ..Behaviour::standby(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        mode: SendMode::Mirror,
+        ..opts(&[&primary, &standby])
+    })
+    .await;
+    r.unwrap();
+    assert_released_exactly_once(&released, 100);
+    assert!(standby.received().len() < 100, "the standby died part-way");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_announces_primary_with_a_higher_epoch_becomes_the_primary() {
+    // The old primary hangs: connected, never acknowledging. Nothing can be released until the
+    // standby promotes itself.
+    let hung = FakeNode::start(Behaviour {
+        acks: vec![],
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let standby = FakeNode::start(Behaviour::standby(1)).await;
+    let roles = standby.roles.clone();
+    let promote = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let at = Instant::now();
+        roles
+            .send(RoleInfo {
+                role: Role::Primary,
+                epoch: 2,
+            })
+            .unwrap();
+        at
+    });
+    let (r, released, timeline) = run(PushOptions {
+        mode: SendMode::Mirror,
+        count: 30,
+        ..opts(&[&hung, &standby])
+    })
+    .await;
+    let promoted_at = promote.await.unwrap();
+    r.unwrap();
+    assert_released_exactly_once(&released, 30);
+    for e in timeline.entries() {
+        assert!(
+            e.released.unwrap() >= promoted_at,
+            "seq {} released before the promotion",
+            e.seq
+        );
+    }
+    assert!(hung.acked_at().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_retention_is_backpressure_nothing_is_dropped_and_the_bounds_always_hold() {
+    let node = FakeNode::start(Behaviour {
+        ack_delay: Duration::from_millis(5),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        concurrency: 4,
+        window: 100,
+        count: 80,
+        retention_max_blocks: 5,
+        ..opts(&[&node])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 80);
+    assert!(r.peak_retained_blocks <= 5, "{r:?}");
+    assert!(
+        r.peak_retained_blocks >= 2,
+        "the streams did fill it: {r:?}"
+    );
+    assert!(node.max_outstanding() <= 5, "{}", node.max_outstanding());
+
+    let largest = (0..40)
+        .map(|i| small_images().get(i).1.len())
+        .max()
+        .unwrap() as u64;
+    let node = FakeNode::start(Behaviour {
+        ack_delay: Duration::from_millis(5),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        concurrency: 4,
+        window: 100,
+        count: 40,
+        retention_max_bytes: 3 * largest,
+        ..opts(&[&node])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 40);
+    assert!(r.peak_retained_bytes <= 3 * largest, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_accepts_but_never_acknowledges_makes_the_sender_give_up_naming_the_targets() {
+    let silent = FakeNode::start(Behaviour {
+        acks: vec![],
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        count: 5,
+        give_up_after: Duration::from_millis(500),
+        ..opts(&[&silent])
+    })
+    .await;
+    let err = r.unwrap_err();
+    assert!(matches!(err, PushError::GaveUp { .. }), "{err:?}");
+    assert!(err.to_string().contains(&silent.address), "{err}");
+    assert!(released.is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_token_fails_the_push_instead_of_retrying_forever() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = l.local_addr().unwrap().to_string();
+    let node = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let _ = read_hello(&mut s).await;
+            let _ = ServerFrame::Error {
+                code: ErrorCode::Unauthorized,
+                message: "wrong token".into(),
+            }
+            .write(&mut s)
+            .await;
+            let _ = s.shutdown().await;
+        }
+    });
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        push(PushOptions::to(address.clone()), small_images(), None),
+    )
+    .await
+    .expect("refused at once");
+    assert!(
+        matches!(&r, Err(PushError::Refused { address: a, .. }) if *a == address),
+        "{r:?}"
+    );
+    node.abort();
+}
