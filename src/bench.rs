@@ -3,6 +3,8 @@
 //! Starts `hdfs-ingest run` as a child process on a scratch directory, pushes `--total` bytes of images
 //! framed over loopback, and prints images/s, MB/s, ack latency p50/p99 and the node's resident memory
 //! as the stream grows (sampled from /proc), so a memory leak shows as a column that keeps climbing.
+//!
+//! `hdfs-ingest bench recovery` (every strategy, its primary killed, side by side) is [`recovery`].
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -13,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+
+#[path = "bench_recovery.rs"]
+pub mod recovery;
 
 use crate::cli::fmt_ms;
 use crate::images::{bmp_of_size, ImageSet};

@@ -260,12 +260,17 @@ pub enum BenchCommand {
     /// Batch output to HDFS against plain hdfs-native writes of the same bytes, and checkpoint write/read
     /// latency on HDFS and on sled. Needs an HDFS: `docker compose up -d`, or `cargo run -p it --bin minidfs`.
     Hdfs(crate::bench::HdfsArgs),
+    /// Every strategy on one seeded workload with its primary killed (SIGKILL): detection, time to the
+    /// first new ack and until everything released before the kill is committed, steady-state
+    /// throughput, network and storage bytes; p50/p99 over runs, ratios to `none`; writes
+    /// recovery.md, recovery.json and recovery.svg.
+    Recovery(crate::bench::recovery::RecoveryArgs),
 }
 
-/// Logs go to stderr through tracing; `RUST_LOG` sets the filter (default `info`).
-pub fn init_logging() {
+/// Logs go to stderr through tracing; `RUST_LOG` sets the filter (default `default`).
+pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -274,7 +279,12 @@ pub fn init_logging() {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `bench recovery` prints a table; its in-process sender's failovers would drown it (the nodes'
+    // logs go to files).
+    init_logging(match &cli.command {
+        Command::Bench(BenchCommand::Recovery(_)) => "warn",
+        _ => "info",
+    });
     // With the `failpoints` feature, FAILPOINTS="name=action;..." arms failpoints (crash tests).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
@@ -350,6 +360,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Demo { images, dir } => crate::demo::run(images, &dir).await,
         Command::Bench(BenchCommand::Ingest(a)) => crate::bench::ingest(a).await,
         Command::Bench(BenchCommand::Hdfs(a)) => crate::bench::hdfs(a).await,
+        Command::Bench(BenchCommand::Recovery(a)) => crate::bench::recovery::recovery(a).await,
         Command::Config { config } => {
             let cfg = load_config(config.as_deref())?;
             print!("{}", toml::to_string_pretty(&cfg)?);
