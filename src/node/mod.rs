@@ -1166,14 +1166,4 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batch_times_are_interval_boundaries_and_always_increase() {
-        let iv = Duration::from_secs(2);
-        assert_eq!(next_batch_ms(10_500, iv, 0), 10_000);
-        assert_eq!(next_batch_ms(10_500, iv, 10_000), 10_001);
-        assert_eq!(next_batch_ms(12_000, iv, 10_001), 12_000);
-    }
-}
+mod tests;

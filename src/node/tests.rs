@@ -1,0 +1,215 @@
+//! The batch log and fencing, in process: two nodes over one shared store and output.
+
+use std::path::Path;
+
+use super::*;
+use crate::config::{Config, SourceConfig, StoreConfig};
+use strategies::claims::{self, BatchClaim, ClaimKind};
+use strategies::SeqSet;
+
+fn config(root: &Path, name: &str, strategy: Strategy) -> Config {
+    let mut cfg = Config::default();
+    cfg.node.name = name.into();
+    cfg.node.data_dir = root.join(name);
+    cfg.receiver.sources = vec![SourceConfig::FramedListen {
+        address: "127.0.0.1:0".into(),
+        token: None,
+    }];
+    cfg.output.url = Some(root.join("output").display().to_string());
+    cfg.checkpoint.store = StoreConfig::Local {
+        path: root.join("store"),
+    };
+    cfg.strategy.kind = strategy;
+    cfg.analysis.enabled = false;
+    cfg
+}
+
+fn batch_dirs(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("output"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('_'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn files_named(root: &Path, file: &str) -> usize {
+    batch_dirs(root)
+        .iter()
+        .filter(|d| root.join("output").join(d).join(file).exists())
+        .count()
+}
+
+async fn claim_as_old_node(store: &dyn CheckpointStore, n: u64, batch_ms: u64, seqs: &[u64]) {
+    strategies::epoch::claim_next(store, "old").await.unwrap();
+    let mut set = SeqSet::new();
+    for q in seqs {
+        set.insert(*q);
+    }
+    let claim = BatchClaim {
+        epoch: 1,
+        node: "old".into(),
+        claimed_unix_ms: 0,
+        kind: ClaimKind::Batch {
+            batch_ms,
+            members: [("cam".to_string(), set)].into(),
+        },
+    };
+    assert_eq!(
+        claims::claim(store, n, &claim).await.unwrap(),
+        ClaimOutcome::Won
+    );
+}
+
+#[tokio::test]
+async fn a_batch_claimed_by_a_replaced_node_and_never_published_is_voided_and_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "new", Strategy::UpstreamBackup);
+    let store = open_store(&cfg).await.unwrap();
+    claim_as_old_node(&*store, 1, 5_000, &[0, 1]).await;
+
+    let node = Node::open(cfg).await.unwrap();
+    assert_eq!(node.epoch(), 2);
+    assert_eq!(batch_dirs(dir.path()), vec!["images-5000".to_string()]);
+    assert_eq!(
+        files_named(dir.path(), sink::VOID_FILE),
+        1,
+        "the claim is voided"
+    );
+    // Its members are not committed: the re-sent blocks are stored and published anew.
+    let i = node
+        .ingest("cam", Some(0), Bytes::from_static(b"img0"))
+        .await
+        .unwrap();
+    assert!(!i.duplicate && !i.committed);
+    assert!(node.seal_and_commit().await.unwrap());
+    let dirs = batch_dirs(dir.path());
+    assert_eq!(dirs.len(), 2, "{dirs:?}");
+    let ms = |d: &str| d.trim_start_matches("images-").parse::<u64>().unwrap();
+    assert!(
+        dirs.iter().any(|d| ms(d) > 5_000 && d != "images-5000"),
+        "new batches come after every claimed batch time: {dirs:?}"
+    );
+    let new_dir = dirs.iter().find(|d| *d != "images-5000").unwrap().clone();
+    assert!(dir
+        .path()
+        .join("output")
+        .join(&new_dir)
+        .join("cam-0.bin")
+        .exists());
+}
+
+#[tokio::test]
+async fn a_batch_its_claimant_published_counts_as_committed_and_is_never_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "new", Strategy::ActiveStandby);
+    let store = open_store(&cfg).await.unwrap();
+    claim_as_old_node(&*store, 1, 5_000, &[0, 1]).await;
+    let output = open_output(&cfg).await.unwrap();
+    let blocks = futures::stream::iter((0..2u64).map(|q| {
+        Ok::<_, std::io::Error>(BatchBlock {
+            source: "cam".into(),
+            seq: q,
+            bytes: Bytes::from(format!("img{q}")),
+        })
+    }));
+    sink::write_batch(&*output, "images", 5_000, false, blocks)
+        .await
+        .unwrap();
+
+    let node = Node::open(cfg).await.unwrap();
+    assert_eq!(files_named(dir.path(), sink::VOID_FILE), 0);
+    let i = node
+        .ingest("cam", Some(1), Bytes::from_static(b"img1"))
+        .await
+        .unwrap();
+    assert!(
+        i.duplicate && i.committed,
+        "a re-send of a published member is acknowledged as committed, not stored"
+    );
+    node.seal_and_commit().await.unwrap();
+    assert_eq!(batch_dirs(dir.path()), vec!["images-5000".to_string()]);
+}
+
+#[tokio::test]
+async fn a_node_replaced_by_a_newer_epoch_publishes_nothing_more_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Node::open(config(dir.path(), "a", Strategy::UpstreamBackup))
+        .await
+        .unwrap();
+    old.ingest("cam", Some(0), Bytes::from_static(b"img0"))
+        .await
+        .unwrap();
+    assert!(old.seal_and_commit().await.unwrap());
+    old.ingest("cam", Some(1), Bytes::from_static(b"img1"))
+        .await
+        .unwrap();
+
+    let new = Node::open(config(dir.path(), "b", Strategy::UpstreamBackup))
+        .await
+        .unwrap();
+    assert!(new.epoch() > old.epoch());
+    let before = batch_dirs(dir.path());
+    let err = old.seal_and_commit().await.unwrap_err();
+    assert!(matches!(err, NodeError::Fenced(_)), "{err}");
+    assert!(err.to_string().contains("fenced"), "{err}");
+    assert_eq!(
+        batch_dirs(dir.path()),
+        before,
+        "the fenced node wrote nothing"
+    );
+    assert!(old.stop_reason().is_some_and(|r| r.contains("fenced")));
+    // The new node stores the re-sent block and commits it once.
+    new.ingest("cam", Some(1), Bytes::from_static(b"img1"))
+        .await
+        .unwrap();
+    assert!(new.seal_and_commit().await.unwrap());
+    assert_eq!(batch_dirs(dir.path()).len(), 2);
+}
+
+#[tokio::test]
+async fn a_fenced_node_that_already_claimed_finds_its_name_voided_and_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Node::open(config(dir.path(), "a", Strategy::ActiveStandby))
+        .await
+        .unwrap();
+    old.ingest("cam", Some(0), Bytes::from_static(b"img0"))
+        .await
+        .unwrap();
+    // The old node claims its batch (as if it passed its fence check just before the takeover)...
+    let n = old.state().next_batch_n;
+    old.claim_batch(n, 9_000, &[("cam".into(), 0)])
+        .await
+        .unwrap();
+    // ...then the new node takes over and voids that claim.
+    let new = Node::open(config(dir.path(), "b", Strategy::ActiveStandby))
+        .await
+        .unwrap();
+    assert_eq!(files_named(dir.path(), sink::VOID_FILE), 1);
+    // The old node's publish lands on the void: it writes nothing and stops.
+    let output = open_output(old.config()).await.unwrap();
+    let blocks = futures::stream::iter([Ok::<_, std::io::Error>(BatchBlock {
+        source: "cam".into(),
+        seq: 0,
+        bytes: Bytes::from_static(b"img0"),
+    })]);
+    let s = sink::write_batch(&*output, "images", 9_000, false, blocks)
+        .await
+        .unwrap();
+    assert_eq!(s.outcome, Some(PublishOutcome::AlreadyPublished));
+    assert!(output.is_void("images-9000").await.unwrap());
+    assert!(!dir.path().join("output/images-9000/cam-0.bin").exists());
+    drop(new);
+}
+
+#[test]
+fn batch_times_are_interval_boundaries_and_always_increase() {
+    let iv = Duration::from_secs(2);
+    assert_eq!(next_batch_ms(10_500, iv, 0), 10_000);
+    assert_eq!(next_batch_ms(10_500, iv, 10_000), 10_001);
+    assert_eq!(next_batch_ms(12_000, iv, 10_001), 12_000);
+}
