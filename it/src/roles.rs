@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use hdfs_ingest::ha::TakeoverEvent;
-use hdfs_ingest::send::manifest::read_manifest;
+use hdfs_ingest::send::manifest::{read_manifest, ManifestEntry};
 use hdfs_ingest::verify::VerifyReport;
 
 use crate::minidfs::{unique_dir, MiniDfs};
@@ -32,6 +32,10 @@ pub const HEARTBEAT_INTERVAL: &str = "100ms";
 /// Failure timeout of test pipelines: at the top of the 300-500 ms range, so two busy cores running
 /// several debug-built processes do not make a healthy primary look dead.
 pub const FAILURE_TIMEOUT: &str = "500ms";
+
+/// The images a [`SenderProc`] sends: this many distinct files of about this size.
+pub const IMAGE_FILES: u64 = 64;
+pub const IMAGE_SIZE: usize = 64 * 1024;
 
 /// What the processes log (to their files) unless `RUST_LOG` says otherwise: `info`, without a line per
 /// analysed image.
@@ -222,6 +226,29 @@ impl Pipeline {
             .path()
     }
 
+    /// A directory of [`IMAGE_FILES`] distinct images of about [`IMAGE_SIZE`] bytes (JPEGs and BMPs),
+    /// made on first use, for `send push --dir`. The sender sends them round-robin (image `i` is file
+    /// `i % IMAGE_FILES`): a debug-built sender generating 64 KiB JPEGs on the fly makes only about
+    /// 30 a second, far below the load these tests need.
+    pub fn images(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.dir().join("images");
+        if !dir.exists() {
+            let tmp = self.dir().join("images.tmp");
+            std::fs::create_dir_all(&tmp)?;
+            let set = hdfs_ingest::images::ImageSet::Generated {
+                size: IMAGE_SIZE,
+                seed: 0x1a6e,
+            };
+            for i in 0..IMAGE_FILES {
+                let (_, data) = set.get(i);
+                let ext = if i % 2 == 0 { "jpg" } else { "bmp" };
+                std::fs::write(tmp.join(format!("img-{i:03}.{ext}")), &data)?;
+            }
+            std::fs::rename(&tmp, &dir)?;
+        }
+        Ok(dir)
+    }
+
     /// A fresh log file for a process named `what`.
     fn log_file(&self, what: &str) -> PathBuf {
         let n = self.logs.fetch_add(1, Ordering::Relaxed) + 1;
@@ -232,10 +259,19 @@ impl Pipeline {
     pub async fn verify(&self, manifest: &Path, expect_all: bool) -> anyhow::Result<VerifyReport> {
         let entries = read_manifest(manifest)
             .with_context(|| format!("read manifest {}", manifest.display()))?;
+        self.verify_entries(&entries, expect_all).await
+    }
+
+    /// Verifies the output against manifest entries.
+    pub async fn verify_entries(
+        &self,
+        entries: &[ManifestEntry],
+        expect_all: bool,
+    ) -> anyhow::Result<VerifyReport> {
         Ok(match &self.output {
-            OutputAt::Local(dir) => hdfs_ingest::verify::verify(&entries, dir, expect_all)?,
+            OutputAt::Local(dir) => hdfs_ingest::verify::verify(entries, dir, expect_all)?,
             OutputAt::Hdfs(url) => {
-                hdfs_ingest::verify::verify_hdfs(&entries, url, &Default::default(), expect_all)
+                hdfs_ingest::verify::verify_hdfs(entries, url, &Default::default(), expect_all)
                     .await?
             }
         })
@@ -478,8 +514,6 @@ pub struct SendArgs {
     pub count: u64,
     /// Images per second over all streams.
     pub rate: f64,
-    pub size: &'static str,
-    pub seed: u64,
     pub source_prefix: String,
     pub concurrency: usize,
     /// More flags (`--release committed`, ...).
@@ -491,8 +525,6 @@ impl Default for SendArgs {
         SendArgs {
             count: 1000,
             rate: 200.0,
-            size: "64KiB",
-            seed: 1,
             source_prefix: "it".into(),
             concurrency: 4,
             extra: Vec::new(),
@@ -517,8 +549,8 @@ impl SenderProc {
             .arg(&p.config)
             .args(["--count", &args.count.to_string()])
             .args(["--rate", &args.rate.to_string()])
-            .args(["--size", args.size])
-            .args(["--seed", &args.seed.to_string()])
+            .arg("--dir")
+            .arg(p.images()?)
             .args(["--source-prefix", &args.source_prefix])
             .args(["--concurrency", &args.concurrency.to_string()])
             .arg("--manifest")
