@@ -2,6 +2,10 @@
 //! SIGKILL, and gives tests free ports and scratch configurations. The tests are in `it/tests/`.
 
 pub mod minidfs;
+pub mod pair;
+pub mod roles;
+
+pub use roles::{kill_pid, OutputAt, Pipeline, Role, RoleProc, SendArgs, SenderProc, Storage};
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -1,0 +1,619 @@
+//! Two-node strategies under test: a pipeline's configuration (from the shipped `config/<strategy>.toml`
+//! with free ports and scratch directories), its role processes (`run --config F --role R [--standby]`)
+//! with the events they print, signals, and the sender as a child process (`send push --config F`).
+//!
+//! # Design
+//!
+//! Everything runs as real processes, killed with real signals (`libc::kill`). A [`RoleProc`] reads
+//! its child's stdout on a thread: the first `ready` or `standby` line ends [`RoleProc::start`], later
+//! lines (a standby's `ready` and `takeover {json}`) wait in a channel for
+//! [`RoleProc::wait_takeover`]. Each process writes its log (at `info`, or `RUST_LOG`) to a file of
+//! its own under the pipeline's directory; when a test panics, [`Pipeline`]'s drop prints the tail of
+//! every log and keeps the directory, so a failure can be read afterwards. `IT_KEEP=1` keeps it always.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use hdfs_ingest::ha::TakeoverEvent;
+use hdfs_ingest::send::manifest::{read_manifest, ManifestEntry};
+use hdfs_ingest::verify::VerifyReport;
+
+use crate::minidfs::{unique_dir, MiniDfs};
+use crate::{bin, free_port};
+
+/// Batch interval of test pipelines: short, so kills land in every phase of a commit.
+pub const BATCH_INTERVAL: &str = "500ms";
+pub const HEARTBEAT_INTERVAL: &str = "100ms";
+/// Failure timeout of test pipelines: at the top of the 300-500 ms range, so two busy cores running
+/// several debug-built processes do not make a healthy primary look dead.
+pub const FAILURE_TIMEOUT: &str = "500ms";
+
+/// The images a [`SenderProc`] sends: this many distinct files of about this size.
+pub const IMAGE_FILES: u64 = 64;
+pub const IMAGE_SIZE: usize = 64 * 1024;
+
+/// What the processes log (to their files) unless `RUST_LOG` says otherwise: `info`, without a line per
+/// analysed image.
+pub const LOG_FILTER: &str = "info,hdfs_ingest::analysis=warn";
+
+/// How long a node may take to print `ready`/`standby`, and a standby to take over once its primary
+/// died (detection is `FAILURE_TIMEOUT`; the rest is opening the WAL and recovery on a busy machine).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends signal `sig` (`libc::SIGKILL`, `SIGSTOP`, `SIGCONT`, ...) to `pid`.
+pub fn kill_pid(pid: u32, sig: libc::c_int) -> anyhow::Result<()> {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    if rc != 0 {
+        bail!(
+            "kill({pid}, {sig}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for `child` to exit.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(Some(st));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Which `[strategy.<role>]` table a process runs as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Standby,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        }
+    }
+
+    pub fn other(self) -> Role {
+        match self {
+            Role::Primary => Role::Standby,
+            Role::Standby => Role::Primary,
+        }
+    }
+}
+
+/// Where a pipeline's output is.
+#[derive(Clone, Debug)]
+pub enum OutputAt {
+    Local(PathBuf),
+    Hdfs(String),
+}
+
+/// Where a pipeline keeps its checkpoints and output.
+#[derive(Clone, Copy)]
+pub enum Storage<'a> {
+    /// Directories under the pipeline's temporary directory.
+    Local,
+    /// Fresh directories on this HDFS.
+    Hdfs(&'a MiniDfs),
+}
+
+/// A two-node pipeline's scratch directory and configuration file.
+pub struct Pipeline {
+    dir: Option<tempfile::TempDir>,
+    pub strategy: String,
+    pub config: PathBuf,
+    pub output: OutputAt,
+    /// The framed addresses: primary's, then standby's.
+    pub framed: [String; 2],
+    logs: AtomicU64,
+}
+
+/// Sets `key` (dotted: `strategy.failure_timeout`) in a TOML table, creating tables on the way.
+pub fn toml_set(table: &mut toml::Table, key: &str, value: impl Into<toml::Value>) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("a key");
+    let mut t = table;
+    for p in parts {
+        t = t
+            .entry(p)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap_or_else(|| panic!("{p} of {key} is not a table"));
+    }
+    t.insert(last.to_string(), value.into());
+}
+
+impl Pipeline {
+    /// `config/<strategy>.toml` with free ports, directories under a new temporary directory (or, for
+    /// [`Storage::Hdfs`], checkpoints and output on HDFS), batches every [`BATCH_INTERVAL`], heartbeats
+    /// every [`HEARTBEAT_INTERVAL`], failure after [`FAILURE_TIMEOUT`]. `tweak` may change the rest.
+    pub fn new(
+        strategy: &str,
+        storage: Storage<'_>,
+        tweak: impl FnOnce(&mut toml::Table),
+    ) -> anyhow::Result<Pipeline> {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config")
+            .join(format!("{strategy}.toml"));
+        let text = std::fs::read_to_string(&shipped)
+            .with_context(|| format!("read {}", shipped.display()))?;
+        let mut t: toml::Table = text
+            .parse()
+            .with_context(|| format!("parse {}", shipped.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("it-{strategy}-"))
+            .tempdir()?;
+        let d = |p: &str| dir.path().join(p).display().to_string();
+        toml_set(&mut t, "node.data_dir", d("data"));
+        let output = match storage {
+            Storage::Local => {
+                toml_set(&mut t, "checkpoint.store.kind", "local");
+                toml_set(&mut t, "checkpoint.store.path", d("checkpoints"));
+                toml_set(&mut t, "output.url", d("output"));
+                OutputAt::Local(dir.path().join("output"))
+            }
+            Storage::Hdfs(dfs) => {
+                let base = format!("{}{}", dfs.url(), unique_dir(strategy));
+                let mut store = toml::Table::new();
+                store.insert("kind".into(), "hdfs".into());
+                store.insert("url".into(), format!("{base}/checkpoints").into());
+                toml_set(&mut t, "checkpoint.store", store);
+                toml_set(&mut t, "output.url", format!("{base}/output"));
+                OutputAt::Hdfs(format!("{base}/output"))
+            }
+        };
+        toml_set(&mut t, "batch.interval", BATCH_INTERVAL);
+        toml_set(&mut t, "strategy.heartbeat_interval", HEARTBEAT_INTERVAL);
+        toml_set(&mut t, "strategy.failure_timeout", FAILURE_TIMEOUT);
+        let mut framed = [String::new(), String::new()];
+        for (i, role) in ["primary", "standby"].into_iter().enumerate() {
+            framed[i] = format!("127.0.0.1:{}", free_port());
+            toml_set(
+                &mut t,
+                &format!("strategy.{role}.framed"),
+                framed[i].clone(),
+            );
+            toml_set(
+                &mut t,
+                &format!("strategy.{role}.control"),
+                format!("127.0.0.1:{}", free_port()),
+            );
+        }
+        // The shipped listen address is replaced by each role's own; keep the list valid anyway.
+        if let Some(toml::Value::Array(sources)) = t
+            .get_mut("receiver")
+            .and_then(|r| r.as_table_mut())
+            .and_then(|r| r.get_mut("sources"))
+        {
+            for s in sources.iter_mut().filter_map(|s| s.as_table_mut()) {
+                s.insert("address".into(), framed[0].clone().into());
+            }
+        }
+        tweak(&mut t);
+        let config = dir.path().join(format!("{strategy}.toml"));
+        std::fs::write(&config, toml::to_string(&t)?)?;
+        std::fs::create_dir_all(dir.path().join("logs"))?;
+        Ok(Pipeline {
+            dir: Some(dir),
+            strategy: strategy.to_string(),
+            config,
+            output,
+            framed,
+            logs: AtomicU64::new(0),
+        })
+    }
+
+    /// The pipeline's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .expect("the directory is kept until drop")
+            .path()
+    }
+
+    /// A directory of [`IMAGE_FILES`] distinct images of about [`IMAGE_SIZE`] bytes (JPEGs and BMPs),
+    /// made on first use, for `send push --dir`. The sender sends them round-robin (image `i` is file
+    /// `i % IMAGE_FILES`): a debug-built sender generating 64 KiB JPEGs on the fly makes only about
+    /// 30 a second, far below the load these tests need.
+    pub fn images(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.dir().join("images");
+        if !dir.exists() {
+            let tmp = self.dir().join("images.tmp");
+            std::fs::create_dir_all(&tmp)?;
+            let set = hdfs_ingest::images::ImageSet::Generated {
+                size: IMAGE_SIZE,
+                seed: 0x1a6e,
+            };
+            for i in 0..IMAGE_FILES {
+                let (_, data) = set.get(i);
+                let ext = if i % 2 == 0 { "jpg" } else { "bmp" };
+                std::fs::write(tmp.join(format!("img-{i:03}.{ext}")), &data)?;
+            }
+            std::fs::rename(&tmp, &dir)?;
+        }
+        Ok(dir)
+    }
+
+    /// A fresh log file for a process named `what`.
+    fn log_file(&self, what: &str) -> PathBuf {
+        let n = self.logs.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dir().join("logs").join(format!("{n:02}-{what}.log"))
+    }
+
+    /// Verifies the output against a manifest file.
+    pub async fn verify(&self, manifest: &Path, expect_all: bool) -> anyhow::Result<VerifyReport> {
+        let entries = read_manifest(manifest)
+            .with_context(|| format!("read manifest {}", manifest.display()))?;
+        self.verify_entries(&entries, expect_all).await
+    }
+
+    /// Verifies the output against manifest entries.
+    pub async fn verify_entries(
+        &self,
+        entries: &[ManifestEntry],
+        expect_all: bool,
+    ) -> anyhow::Result<VerifyReport> {
+        Ok(match &self.output {
+            OutputAt::Local(dir) => hdfs_ingest::verify::verify(entries, dir, expect_all)?,
+            OutputAt::Hdfs(url) => {
+                hdfs_ingest::verify::verify_hdfs(entries, url, &Default::default(), expect_all)
+                    .await?
+            }
+        })
+    }
+
+    /// Polls the output until nothing the manifest acknowledged is missing (what was released on a
+    /// durable or checkpointed ack is committed a batch or two later), then returns the report.
+    pub async fn wait_committed(
+        &self,
+        manifest: &Path,
+        within: Duration,
+    ) -> anyhow::Result<VerifyReport> {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.verify(manifest, false).await;
+            match v {
+                Ok(v) if v.lost.is_empty() => return Ok(v),
+                Ok(v) if Instant::now() >= deadline => {
+                    bail!(
+                        "not everything acknowledged was committed in time: {}",
+                        v.summary()
+                    )
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Every log of this pipeline's processes, with its last `lines` lines.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let Ok(rd) = std::fs::read_dir(self.dir().join("logs")) else {
+            return out;
+        };
+        let mut paths: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        for p in paths {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("==> {} <==\n", p.display()));
+            for l in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let keep = std::thread::panicking() || std::env::var_os("IT_KEEP").is_some();
+        if keep {
+            if std::thread::panicking() {
+                eprintln!("{}", self.log_tails(40));
+            }
+            if let Some(dir) = self.dir.take() {
+                eprintln!("kept {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// A `run --config F --role R [--standby]` child process.
+pub struct RoleProc {
+    pub child: Child,
+    pub role: Role,
+    /// The first line it printed: `ready <addresses>` or `standby <peer control address>`.
+    pub first_line: String,
+    pub log: PathBuf,
+    lines: Receiver<String>,
+}
+
+impl RoleProc {
+    /// Starts role `role` (as a standby of the other role with `standby`) and waits for its `ready` or
+    /// `standby` line.
+    pub fn start(
+        p: &Pipeline,
+        role: Role,
+        standby: bool,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<RoleProc> {
+        let log = p.log_file(&format!(
+            "{}{}",
+            role.name(),
+            if standby && role == Role::Primary {
+                "-as-standby"
+            } else {
+                ""
+            }
+        ));
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"])
+            .arg(&p.config)
+            .args(["--role", role.name()]);
+        if standby {
+            cmd.arg("--standby");
+        }
+        cmd.stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .env("NO_COLOR", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| LOG_FILTER.into()),
+            );
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawn hdfs-ingest run")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut proc = RoleProc {
+            child,
+            role,
+            first_line: String::new(),
+            log,
+            lines,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match proc.next_line(deadline) {
+                Ok(l) if l.starts_with("ready ") || l.starts_with("standby ") => {
+                    proc.first_line = l;
+                    return Ok(proc);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = proc.child.kill();
+                    let st = proc.child.wait()?;
+                    bail!(
+                        "{} did not start ({e}; exit {st}); log {}:\n{}",
+                        role.name(),
+                        proc.log.display(),
+                        tail(&proc.log, 30)
+                    );
+                }
+            }
+        }
+    }
+
+    fn next_line(&self, deadline: Instant) -> anyhow::Result<String> {
+        match self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(l) => Ok(l),
+            Err(RecvTimeoutError::Timeout) => Err(anyhow!("timed out")),
+            Err(RecvTimeoutError::Disconnected) => Err(anyhow!("stdout closed")),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the `takeover {json}` line.
+    pub fn wait_takeover(&mut self, timeout: Duration) -> anyhow::Result<TakeoverEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let l = self.next_line(deadline).map_err(|e| {
+                anyhow!(
+                    "{} printed no takeover line ({e}); log {}:\n{}",
+                    self.role.name(),
+                    self.log.display(),
+                    tail(&self.log, 30)
+                )
+            })?;
+            if let Some(json) = l.strip_prefix("takeover ") {
+                return serde_json::from_str(json)
+                    .with_context(|| format!("parse the takeover line {l:?}"));
+            }
+        }
+    }
+
+    /// A takeover line printed so far, without waiting.
+    pub fn took_over(&mut self) -> bool {
+        while let Ok(l) = self.lines.try_recv() {
+            if l.starts_with("takeover ") {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        kill_pid(self.pid(), libc::SIGKILL)?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    pub fn sigstop(&self) -> anyhow::Result<()> {
+        kill_pid(self.pid(), libc::SIGSTOP)
+    }
+
+    pub fn sigcont(&self) -> anyhow::Result<()> {
+        kill_pid(self.pid(), libc::SIGCONT)
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        wait_exit(&mut self.child, timeout)
+    }
+
+    /// Still running (not exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        tail(&self.log, n)
+    }
+}
+
+impl Drop for RoleProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What a [`SenderProc`] pushes.
+#[derive(Clone, Debug)]
+pub struct SendArgs {
+    pub count: u64,
+    /// Images per second over all streams.
+    pub rate: f64,
+    pub source_prefix: String,
+    pub concurrency: usize,
+    /// More flags (`--release committed`, ...).
+    pub extra: Vec<String>,
+}
+
+impl Default for SendArgs {
+    fn default() -> Self {
+        SendArgs {
+            count: 1000,
+            rate: 200.0,
+            source_prefix: "it".into(),
+            concurrency: 4,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A `send push --config F` child process: it takes its targets, mode, release level and retention
+/// from the pipeline's configuration and fails over on its own.
+pub struct SenderProc {
+    pub child: Child,
+    pub manifest: PathBuf,
+    pub log: PathBuf,
+    stdout: Receiver<String>,
+}
+
+impl SenderProc {
+    pub fn start(p: &Pipeline, args: &SendArgs, manifest: &Path) -> anyhow::Result<SenderProc> {
+        let log = p.log_file(&format!("sender-{}", args.source_prefix));
+        let mut cmd = Command::new(bin());
+        cmd.args(["send", "push", "--config"])
+            .arg(&p.config)
+            .args(["--count", &args.count.to_string()])
+            .args(["--rate", &args.rate.to_string()])
+            .arg("--dir")
+            .arg(p.images()?)
+            .args(["--source-prefix", &args.source_prefix])
+            .args(["--concurrency", &args.concurrency.to_string()])
+            .arg("--manifest")
+            .arg(manifest)
+            .args(&args.extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .env("NO_COLOR", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| LOG_FILTER.into()),
+            );
+        let mut child = cmd.spawn().context("spawn hdfs-ingest send push")?;
+        let out = child.stdout.take().context("stdout")?;
+        let (tx, stdout) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(SenderProc {
+            child,
+            manifest: manifest.to_path_buf(),
+            log,
+            stdout,
+        })
+    }
+
+    /// Waits for the push to finish; returns its summary line (`pushed N images (...)`).
+    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        let st = wait_exit(&mut self.child, timeout)?;
+        let lines: Vec<String> = self.stdout.try_iter().collect();
+        match st {
+            Some(st) if st.success() => Ok(lines
+                .into_iter()
+                .find(|l| l.starts_with("pushed "))
+                .unwrap_or_default()),
+            Some(st) => bail!(
+                "the sender failed ({st}); stdout {lines:?}; log {}:\n{}",
+                self.log.display(),
+                tail(&self.log, 30)
+            ),
+            None => bail!(
+                "the sender did not finish within {timeout:?}; log {}:\n{}",
+                self.log.display(),
+                tail(&self.log, 30)
+            ),
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        kill_pid(self.child.id(), libc::SIGKILL)?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for SenderProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,42 @@
+//! The primary-kill scenario of `failover.rs` with the checkpoint store and the output on a real HDFS
+//! (the shared MiniDFSCluster, or `HDFS_URL`): fewer kills (3, `IT_HDFS_KILLS` for more), same checks —
+//! every released image exactly once and byte for byte in the HDFS output, and a new image committed
+//! after the last takeover.
+
+use std::time::Instant;
+
+use it::minidfs::MiniDfs;
+use it::pair::{env_u64, kill_primaries, seed};
+use it::{Pipeline, Storage};
+
+async fn primary_kills_on_hdfs(strategy: &str) -> anyhow::Result<()> {
+    let dfs = MiniDfs::shared()?;
+    let started = Instant::now();
+    let p = Pipeline::new(strategy, Storage::Hdfs(dfs), |_| {})?;
+    let r = kill_primaries(&p, env_u64("IT_HDFS_KILLS", 3), seed(0x4df5_fa11)).await?;
+    println!(
+        "{strategy} on HDFS: {} images, {} takeovers, {:.1} s",
+        r.images,
+        r.takeovers.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_image_survives_primary_kills_exactly_once_on_hdfs_under_passive_standby(
+) -> anyhow::Result<()> {
+    primary_kills_on_hdfs("passive-standby").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_image_survives_primary_kills_exactly_once_on_hdfs_under_active_standby(
+) -> anyhow::Result<()> {
+    primary_kills_on_hdfs("active-standby").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_image_survives_primary_kills_exactly_once_on_hdfs_under_upstream_backup(
+) -> anyhow::Result<()> {
+    primary_kills_on_hdfs("upstream-backup").await
+}
