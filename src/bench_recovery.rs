@@ -204,7 +204,7 @@ impl Plan {
         if a.runs == 0 {
             bail!("--runs must be at least 1");
         }
-        if !(a.rate > 0.0) {
+        if a.rate.is_nan() || a.rate <= 0.0 {
             bail!("--rate must be positive");
         }
         let kill_after = a.kill_after.unwrap_or(if a.quick {
