@@ -137,13 +137,16 @@ pub(crate) fn connect(spec: LinkSpec) -> AbortOnDrop {
                 let _ = events.send(down(why, fatal));
             }
             Ok(Ok((rd, wr, version))) => {
-                let link = start(&spec, rd, wr);
+                let (link, go) = start(&spec, rd, wr);
                 let _ = events.send(Event::Up {
                     target,
                     generation,
                     link,
                     version,
                 });
+                // Only now may the reader pass frames on: a ROLE frame right behind WELCOME must
+                // reach the stream after `Up`, or the stream drops it as a frame of a link not up yet.
+                let _ = go.send(());
             }
         }
     }))
@@ -227,10 +230,14 @@ fn start(
     spec: &LinkSpec,
     mut rd: BufReader<OwnedReadHalf>,
     mut wr: BufWriter<OwnedWriteHalf>,
-) -> LinkHandle {
+) -> (LinkHandle, tokio::sync::oneshot::Sender<()>) {
     let (target, generation) = (spec.target, spec.generation);
     let events = spec.events.clone();
+    let (go, up_sent) = tokio::sync::oneshot::channel::<()>();
     let reader = tokio::spawn(async move {
+        if up_sent.await.is_err() {
+            return;
+        }
         loop {
             let why = match ServerFrame::read(&mut rd).await {
                 Ok(Some(frame)) => {
@@ -281,11 +288,14 @@ fn start(
             });
         }
     });
-    LinkHandle {
-        blocks: Some(tx),
-        writer: Some(writer),
-        _reader: AbortOnDrop(reader),
-    }
+    (
+        LinkHandle {
+            blocks: Some(tx),
+            writer: Some(writer),
+            _reader: AbortOnDrop(reader),
+        },
+        go,
+    )
 }
 
 async fn write_block<W: tokio::io::AsyncWrite + Unpin>(
