@@ -80,14 +80,6 @@ impl<'p> Pair<'p> {
         Ok(())
     }
 
-    /// SIGKILLs the primary, waits for the standby's takeover, restarts the killed node as standby.
-    pub fn kill_primary(&mut self) -> anyhow::Result<TakeoverEvent> {
-        self.primary.kill9()?;
-        let ev = self.takeover()?;
-        self.rejoin()?;
-        Ok(ev)
-    }
-
     /// SIGKILLs the standby and starts it again.
     pub fn restart_standby(&mut self) -> anyhow::Result<()> {
         let standby = self.standby();
@@ -206,13 +198,12 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// What [`kill_primaries`] measured.
+/// What [`kill_primaries`] did.
 #[derive(Debug)]
 pub struct KillReport {
+    /// Images the sender pushed (and the output holds).
     pub images: u64,
     pub takeovers: Vec<TakeoverEvent>,
-    pub sender: String,
-    pub elapsed: Duration,
 }
 
 /// How [`kill_primaries`] runs.
@@ -325,9 +316,7 @@ pub async fn kill_primaries(p: &Pipeline, plan: KillPlan) -> anyhow::Result<Kill
     );
     Ok(KillReport {
         images,
-        takeovers: pair.takeovers.clone(),
-        sender: summary,
-        elapsed: started.elapsed(),
+        takeovers: std::mem::take(&mut pair.takeovers),
     })
 }
 
