@@ -8,8 +8,13 @@
 //! its child's stdout on a thread: the first `ready` or `standby` line ends [`RoleProc::start`], later
 //! lines (a standby's `ready` and `takeover {json}`) wait in a channel for
 //! [`RoleProc::wait_takeover`]. Each process writes its log (at `info`, or `RUST_LOG`) to a file of
-//! its own under the pipeline's directory; when a test panics, [`Pipeline`]'s drop prints the tail of
-//! every log and keeps the directory, so a failure can be read afterwards. `IT_KEEP=1` keeps it always.
+//! its own under the pipeline's directory; when a test panics or passes an error through
+//! [`Pipeline::check`], [`Pipeline`]'s drop prints the tail of every log and keeps the directory, so
+//! a failure can be read afterwards. `IT_KEEP=1` keeps it always.
+//!
+//! The output is checked two ways: [`Pipeline::batches`] lists it without reading a byte (cheap
+//! enough to poll while waiting for commits), [`Pipeline::verify`] is the project's verify (every
+//! file read and hashed; in a debug build about 30 MB/s, so each test runs it once, at the end).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,6 +33,7 @@ use crate::{bin, free_port};
 
 /// Batch interval of test pipelines: short, so kills land in every phase of a commit.
 pub const BATCH_INTERVAL: &str = "500ms";
+/// Heartbeat interval of test pipelines (the shipped configurations' value).
 pub const HEARTBEAT_INTERVAL: &str = "100ms";
 /// Failure timeout of test pipelines: at the top of the 300-500 ms range, so two busy cores running
 /// several debug-built processes do not make a healthy primary look dead.
@@ -96,6 +102,47 @@ impl Role {
     }
 }
 
+/// A directory of [`IMAGE_FILES`] distinct images of about [`IMAGE_SIZE`] bytes (JPEGs and BMPs), for
+/// `send push --dir`: the sender sends them round-robin (image `i` is file `i % IMAGE_FILES`), because
+/// a debug-built sender generating 64 KiB JPEGs on the fly makes only about 30 a second, far below the
+/// load these tests need. Made once (seeded, so always the same bytes) next to the binary under test
+/// and kept there for later runs; concurrent test processes race harmlessly (the first rename wins).
+pub fn image_dir() -> anyhow::Result<PathBuf> {
+    static DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| make_image_dir().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!("cannot make the test images: {e}"))
+}
+
+fn make_image_dir() -> anyhow::Result<PathBuf> {
+    let bin = bin();
+    let profile = bin.parent().context("the binary's directory")?;
+    let dir = profile.join(format!("it-images-{IMAGE_FILES}x{IMAGE_SIZE}"));
+    if dir.exists() {
+        return Ok(dir);
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".it-images-")
+        .tempdir_in(profile)?;
+    let set = hdfs_ingest::images::ImageSet::Generated {
+        size: IMAGE_SIZE,
+        seed: 0x1a6e,
+    };
+    for i in 0..IMAGE_FILES {
+        let (_, data) = set.get(i);
+        let ext = if i % 2 == 0 { "jpg" } else { "bmp" };
+        std::fs::write(tmp.path().join(format!("img-{i:03}.{ext}")), &data)?;
+    }
+    if std::fs::rename(tmp.path(), &dir).is_err() && !dir.exists() {
+        bail!(
+            "cannot rename {} to {}",
+            tmp.path().display(),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 /// Where a pipeline's output is.
 #[derive(Clone, Debug)]
 pub enum OutputAt {
@@ -118,13 +165,12 @@ pub struct Pipeline {
     pub strategy: String,
     pub config: PathBuf,
     pub output: OutputAt,
-    /// The framed addresses: primary's, then standby's.
-    pub framed: [String; 2],
     logs: AtomicU64,
+    failed: std::sync::atomic::AtomicBool,
 }
 
 /// Sets `key` (dotted: `strategy.failure_timeout`) in a TOML table, creating tables on the way.
-pub fn toml_set(table: &mut toml::Table, key: &str, value: impl Into<toml::Value>) {
+fn toml_set(table: &mut toml::Table, key: &str, value: impl Into<toml::Value>) {
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().expect("a key");
     let mut t = table;
@@ -141,12 +187,8 @@ pub fn toml_set(table: &mut toml::Table, key: &str, value: impl Into<toml::Value
 impl Pipeline {
     /// `config/<strategy>.toml` with free ports, directories under a new temporary directory (or, for
     /// [`Storage::Hdfs`], checkpoints and output on HDFS), batches every [`BATCH_INTERVAL`], heartbeats
-    /// every [`HEARTBEAT_INTERVAL`], failure after [`FAILURE_TIMEOUT`]. `tweak` may change the rest.
-    pub fn new(
-        strategy: &str,
-        storage: Storage<'_>,
-        tweak: impl FnOnce(&mut toml::Table),
-    ) -> anyhow::Result<Pipeline> {
+    /// every [`HEARTBEAT_INTERVAL`], failure after [`FAILURE_TIMEOUT`].
+    pub fn new(strategy: &str, storage: Storage<'_>) -> anyhow::Result<Pipeline> {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../config")
             .join(format!("{strategy}.toml"));
@@ -180,31 +222,17 @@ impl Pipeline {
         toml_set(&mut t, "batch.interval", BATCH_INTERVAL);
         toml_set(&mut t, "strategy.heartbeat_interval", HEARTBEAT_INTERVAL);
         toml_set(&mut t, "strategy.failure_timeout", FAILURE_TIMEOUT);
-        let mut framed = [String::new(), String::new()];
-        for (i, role) in ["primary", "standby"].into_iter().enumerate() {
-            framed[i] = format!("127.0.0.1:{}", free_port());
-            toml_set(
-                &mut t,
-                &format!("strategy.{role}.framed"),
-                framed[i].clone(),
-            );
-            toml_set(
-                &mut t,
-                &format!("strategy.{role}.control"),
-                format!("127.0.0.1:{}", free_port()),
-            );
-        }
-        // The shipped listen address is replaced by each role's own; keep the list valid anyway.
-        if let Some(toml::Value::Array(sources)) = t
-            .get_mut("receiver")
-            .and_then(|r| r.as_table_mut())
-            .and_then(|r| r.get_mut("sources"))
-        {
-            for s in sources.iter_mut().filter_map(|s| s.as_table_mut()) {
-                s.insert("address".into(), framed[0].clone().into());
+        // Each role's framed and control addresses (its framed one replaces the `framed-listen`
+        // source's address when it runs).
+        for role in ["primary", "standby"] {
+            for what in ["framed", "control"] {
+                toml_set(
+                    &mut t,
+                    &format!("strategy.{role}.{what}"),
+                    format!("127.0.0.1:{}", free_port()),
+                );
             }
         }
-        tweak(&mut t);
         let config = dir.path().join(format!("{strategy}.toml"));
         std::fs::write(&config, toml::to_string(&t)?)?;
         std::fs::create_dir_all(dir.path().join("logs"))?;
@@ -213,9 +241,18 @@ impl Pipeline {
             strategy: strategy.to_string(),
             config,
             output,
-            framed,
             logs: AtomicU64::new(0),
+            failed: Default::default(),
         })
+    }
+
+    /// Passes `r` through; an error makes the drop print every log's tail and keep the directory
+    /// (as a panic does).
+    pub fn check<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
+        if r.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        r
     }
 
     /// The pipeline's temporary directory.
@@ -226,27 +263,9 @@ impl Pipeline {
             .path()
     }
 
-    /// A directory of [`IMAGE_FILES`] distinct images of about [`IMAGE_SIZE`] bytes (JPEGs and BMPs),
-    /// made on first use, for `send push --dir`. The sender sends them round-robin (image `i` is file
-    /// `i % IMAGE_FILES`): a debug-built sender generating 64 KiB JPEGs on the fly makes only about
-    /// 30 a second, far below the load these tests need.
+    /// The images a [`SenderProc`] sends: see [`image_dir`].
     pub fn images(&self) -> anyhow::Result<PathBuf> {
-        let dir = self.dir().join("images");
-        if !dir.exists() {
-            let tmp = self.dir().join("images.tmp");
-            std::fs::create_dir_all(&tmp)?;
-            let set = hdfs_ingest::images::ImageSet::Generated {
-                size: IMAGE_SIZE,
-                seed: 0x1a6e,
-            };
-            for i in 0..IMAGE_FILES {
-                let (_, data) = set.get(i);
-                let ext = if i % 2 == 0 { "jpg" } else { "bmp" };
-                std::fs::write(tmp.join(format!("img-{i:03}.{ext}")), &data)?;
-            }
-            std::fs::rename(&tmp, &dir)?;
-        }
-        Ok(dir)
+        image_dir()
     }
 
     /// A fresh log file for a process named `what`.
@@ -277,27 +296,111 @@ impl Pipeline {
         })
     }
 
-    /// Polls the output until nothing the manifest acknowledged is missing (what was released on a
-    /// durable or checkpointed ack is committed a batch or two later), then returns the report.
-    pub async fn wait_committed(
-        &self,
-        manifest: &Path,
-        within: Duration,
-    ) -> anyhow::Result<VerifyReport> {
+    /// The batch directories of the output and the names of their files, listed without reading any
+    /// file (cheap enough to poll; [`Pipeline::verify`] reads and hashes everything).
+    pub async fn batches(&self) -> anyhow::Result<Vec<Batch>> {
+        self.list_batches()
+            .await
+            .with_context(|| format!("list the output {:?}", self.output))
+    }
+
+    async fn list_batches(&self) -> anyhow::Result<Vec<Batch>> {
+        let mut out = Vec::new();
+        match &self.output {
+            OutputAt::Local(dir) => {
+                let Ok(rd) = std::fs::read_dir(dir) else {
+                    return Ok(out);
+                };
+                for b in rd {
+                    let b = b?;
+                    let name = b.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(['_', '.']) || !b.file_type()?.is_dir() {
+                        continue;
+                    }
+                    let files = match std::fs::read_dir(b.path()) {
+                        Ok(rd) => rd
+                            .map(|f| Ok(f?.file_name().to_string_lossy().into_owned()))
+                            .collect::<std::io::Result<Vec<_>>>()?,
+                        // Not a batch: a directory being renamed into place.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    out.push(Batch::new(name, files));
+                }
+            }
+            OutputAt::Hdfs(url) => {
+                let (base, root) =
+                    hdfs_ingest::config::split_hdfs_url(url).map_err(|e| anyhow!(e))?;
+                let client = strategies::store::hdfs::build_client(&base, &Default::default())?;
+                let listing = match client.list_status(&root, false).await {
+                    Ok(l) => l,
+                    Err(hdfs_native::HdfsError::FileNotFound(_)) => return Ok(out),
+                    Err(e) => return Err(e.into()),
+                };
+                for b in listing.into_iter().filter(|b| b.isdir) {
+                    let name = b.path.rsplit('/').next().unwrap_or("").to_string();
+                    if name.starts_with(['_', '.']) {
+                        continue;
+                    }
+                    let files = client
+                        .list_status(&b.path, false)
+                        .await?
+                        .into_iter()
+                        .map(|f| f.path.rsplit('/').next().unwrap_or("").to_string())
+                        .collect();
+                    out.push(Batch::new(name, files));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Reads one file of a batch.
+    pub async fn read_output(&self, batch: &str, file: &str) -> anyhow::Result<Vec<u8>> {
+        match &self.output {
+            OutputAt::Local(dir) => Ok(std::fs::read(dir.join(batch).join(file))?),
+            OutputAt::Hdfs(url) => {
+                let (base, root) =
+                    hdfs_ingest::config::split_hdfs_url(url).map_err(|e| anyhow!(e))?;
+                let client = strategies::store::hdfs::build_client(&base, &Default::default())?;
+                let r = client.read(&format!("{root}/{batch}/{file}")).await?;
+                Ok(r.read_range(0, r.file_length()).await?.to_vec())
+            }
+        }
+    }
+
+    /// Polls the output listing until every image the manifest acknowledges has a file (what was
+    /// released on a durable or checkpointed ack is committed a batch or two later).
+    pub async fn wait_committed(&self, manifest: &Path, within: Duration) -> anyhow::Result<()> {
+        let wanted: Vec<String> = read_manifest(manifest)?
+            .into_iter()
+            .filter(|e| e.acked)
+            .filter_map(|e| Some(format!("{}-{}", e.source?, e.seq?)))
+            .collect();
         let deadline = Instant::now() + within;
         loop {
-            let v = self.verify(manifest, false).await;
-            match v {
-                Ok(v) if v.lost.is_empty() => return Ok(v),
-                Ok(v) if Instant::now() >= deadline => {
-                    bail!(
-                        "not everything acknowledged was committed in time: {}",
-                        v.summary()
-                    )
-                }
-                Err(e) if Instant::now() >= deadline => return Err(e),
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            let have: std::collections::HashSet<String> = self
+                .batches()
+                .await?
+                .into_iter()
+                .flat_map(|b| b.images)
+                .map(|f| {
+                    f.rsplit_once('.')
+                        .map_or(f.clone(), |(stem, _)| stem.to_string())
+                })
+                .collect();
+            let missing = wanted.iter().filter(|w| !have.contains(*w)).count();
+            if missing == 0 {
+                return Ok(());
             }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{missing} of {} acknowledged images were not committed within {within:?}",
+                    wanted.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -324,14 +427,43 @@ impl Pipeline {
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        let keep = std::thread::panicking() || std::env::var_os("IT_KEEP").is_some();
-        if keep {
-            if std::thread::panicking() {
+        let failed = std::thread::panicking() || self.failed.load(Ordering::Relaxed);
+        if failed || std::env::var_os("IT_KEEP").is_some() {
+            if failed {
                 eprintln!("{}", self.log_tails(40));
             }
             if let Some(dir) = self.dir.take() {
                 eprintln!("kept {}", dir.keep().display());
             }
+        }
+    }
+}
+
+/// One batch directory of an output.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub name: String,
+    /// Its batch time (`<prefix>-<ms>`).
+    pub ms: u64,
+    /// Its image files (names not starting with `_`).
+    pub images: Vec<String>,
+    /// It holds a `_VOID` marker: a batch claimed by a node that was replaced before publishing it.
+    pub void: bool,
+}
+
+impl Batch {
+    fn new(name: String, files: Vec<String>) -> Batch {
+        let ms = name
+            .rsplit_once('-')
+            .and_then(|(_, ms)| ms.parse().ok())
+            .unwrap_or(0);
+        let void = files.iter().any(|f| f == hdfs_ingest::sink::VOID_FILE);
+        let images = files.into_iter().filter(|f| !f.starts_with('_')).collect();
+        Batch {
+            name,
+            ms,
+            images,
+            void,
         }
     }
 }
@@ -489,6 +621,31 @@ impl RoleProc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits until `streams` distinct sender streams have connected to this node (its log says
+    /// `framed connection ... source=<stream>` for each).
+    pub fn wait_streams(&self, streams: usize, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let connected: std::collections::BTreeSet<&str> = log
+                .lines()
+                .filter(|l| l.contains("framed connection") && !l.contains("closed"))
+                .filter_map(|l| l.split_once(" source=")?.1.split_whitespace().next())
+                .collect();
+            if connected.len() >= streams {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} streams of the sender connected to the {} within {within:?} ({connected:?}), not {streams}",
+                    connected.len(),
+                    self.role.name()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The last `n` lines of its log.
     pub fn log_tail(&self, n: usize) -> String {
         tail(&self.log, n)
@@ -600,6 +757,24 @@ impl SenderProc {
                 self.log.display(),
                 tail(&self.log, 30)
             ),
+        }
+    }
+
+    /// Still running (not exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `running`, or how it exited, with the end of its log.
+    pub fn state(&mut self) -> String {
+        match self.child.try_wait() {
+            Ok(None) => "running".into(),
+            Ok(Some(st)) => format!(
+                "exited {st}; log {}:\n{}",
+                self.log.display(),
+                tail(&self.log, 20)
+            ),
+            Err(e) => format!("unknown: {e}"),
         }
     }
 

@@ -63,14 +63,22 @@ fn batches_with_images(output: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 async fn a_stopped_primary_fences_itself(strategy: &str) -> anyhow::Result<()> {
-    let p = Pipeline::new(strategy, Storage::Local, |_| {})?;
+    let started = std::time::Instant::now();
+    let p = Pipeline::new(strategy, Storage::Local)?;
+    p.check(a_stopped_primary_fences_itself_in(&p).await)?;
+    println!("{strategy}: {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn a_stopped_primary_fences_itself_in(p: &Pipeline) -> anyhow::Result<()> {
+    let strategy = p.strategy.as_str();
     let output = p.dir().join("output");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed(0xf3ce));
-    let mut pair = Pair::start(&p, &[])?;
-    let images = 1600;
+    let mut pair = Pair::start(p, &[])?;
+    let images = 1200;
     let manifest = p.dir().join("manifest.jsonl");
     let mut sender = SenderProc::start(
-        &p,
+        p,
         &SendArgs {
             count: images,
             source_prefix: "fence".into(),
@@ -123,9 +131,9 @@ async fn a_stopped_primary_fences_itself(strategy: &str) -> anyhow::Result<()> {
     }
     pair.rejoin()?;
     println!("sender: {}", sender.wait(Duration::from_secs(120))?);
-    check_all_committed(&p, &manifest, images).await?;
+    check_all_committed(p, &manifest, images).await?;
     batches_with_images(&output)?;
-    push_one_more(&p).await
+    push_one_more(p).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
