@@ -16,11 +16,12 @@
 //! # Recovery
 //!
 //! Open the WAL (a torn tail is truncated; corruption elsewhere stops the start-up unless
-//! `wal.salvage`), read the newest checkpoint, scan the WAL from the checkpoint's low-water mark to
-//! rebuild the durable sets and find the seals, and re-commit every sealed batch the checkpoint does
-//! not cover ([`strategies::recovery::plan_recovery`]). Publishing is idempotent (a batch directory
-//! that exists is left alone), so a crash at any point costs a re-run, never a duplicate. Blocks after
-//! the last seal go into the next batch.
+//! `wal.salvage`), claim a new epoch, read the newest checkpoint and the batch log above it, fence the
+//! log to older epochs and resolve each claim found there (void it, or count its members committed:
+//! [`strategies::takeover::plan_takeover`], docs/STRATEGIES.md), then scan the WAL to rebuild the
+//! durable and uncommitted sets. Every block not committed goes into the next batch, under a new batch
+//! number and a batch time after every claimed one, so a crash at any point costs a re-run, never a
+//! duplicate or an overwrite.
 
 mod carried;
 mod record;

@@ -13,7 +13,6 @@
 //! paths.rs         the one place that builds and parses every key in the store
 //! checkpoint.rs    Checkpointer: immutable checkpoint objects plus one moving pointer
 //! epoch.rs         fencing: claim a new epoch with create-if-absent, detect a newer one
-//! recovery.rs      pure functions: from a snapshot and the WAL's seals to a recovery plan
 //! claims.rs        the batch log: a batch is claimed by number before it is published
 //! takeover.rs      pure function: from a checkpoint and the batch log to what a starting node does
 //! strategy/        Strategy: none, passive_standby, active_standby, upstream_backup (one file each)
@@ -32,8 +31,8 @@
 //!   ([`paths::checkpoint`]); only then does the pointer [`paths::current`] move to it. A
 //!   reader that follows the pointer therefore always finds a complete checkpoint, and a
 //!   crash between the two steps leaves an orphan object, never a torn checkpoint.
-//! * On restart, [`recovery::plan_recovery`] combines the newest snapshot with the seals
-//!   found in the local WAL into what to replay and what to re-commit.
+//! * On start or takeover, [`takeover::plan_takeover`] combines the newest snapshot with the batch
+//!   log ([`claims`]) into what to resolve, where to fence, and where the blocks come from.
 //!
 //! Every backend passes the same [`store::conformance`] suite, so the strategies can rely on
 //! the contract written on [`store::CheckpointStore`] and nothing more.
@@ -42,7 +41,6 @@ pub mod checkpoint;
 pub mod claims;
 pub mod epoch;
 pub mod paths;
-pub mod recovery;
 pub mod snapshot;
 pub mod store;
 pub mod strategy;
@@ -50,7 +48,6 @@ pub mod takeover;
 
 pub use checkpoint::{CheckpointError, Checkpointer};
 pub use epoch::EpochError;
-pub use recovery::{plan_recovery, RecoveryPlan, SealInfo};
 pub use snapshot::{CarriedRef, Lsn, SeqSet, Snapshot};
 pub use store::object::ObjectStoreBackend;
 pub use store::sled::SledStore;
