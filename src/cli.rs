@@ -147,6 +147,10 @@ pub struct PushArgs {
     /// Fail when nothing is released for this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub give_up_after: Duration,
+    /// Mirror: how long a standby that is not connected still holds blocks back before they are
+    /// released on the primary's ack alone. Default 3s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub standby_grace: Option<Duration>,
     #[arg(long, value_enum, default_value = "framed")]
     pub protocol: Protocol,
     #[command(flatten)]
@@ -194,6 +198,9 @@ impl PushArgs {
             o.stall_timeout = t;
         }
         o.give_up_after = self.give_up_after;
+        if let Some(g) = self.standby_grace {
+            o.standby_grace = g;
+        }
         o.protocol = self.protocol;
         o.count = self.count;
         o.concurrency = self.concurrency;

@@ -28,9 +28,12 @@
 //!   block to all of them. The *primary* is the target whose latest ROLE says primary with the highest
 //!   epoch (a version 1 node counts as primary at epoch 0; a version 2 node is nothing until its ROLE
 //!   arrives). A block is released when the primary acked it at `release` level **and** every other
-//!   target that is connected and says standby acked it durable. A standby that is not connected does
-//!   not hold blocks back (a warning says "running without standby", once per push); a standby's ack
-//!   alone never releases anything. A standby that says ROLE primary with a higher epoch is the primary
+//!   target that is connected and says standby acked it durable. A standby target that is not connected
+//!   (or not yet said standby) holds blocks back for `standby_grace` — from the start of the stream, or
+//!   from when it went away — so a standby that is still connecting, or whose connection is being
+//!   re-made, never misses a block the primary alone released; only a standby gone for longer than that
+//!   stops holding blocks back (a warning says "running without standby", once per push). A standby's
+//!   ack alone never releases anything. A standby that says ROLE primary with a higher epoch is the primary
 //!   from then on. A target that reconnects is re-sent every kept block. Each target has its own
 //!   reconnect backoff and stall timeout.
 //!
@@ -84,6 +87,11 @@ pub enum SendMode {
     Mirror,
 }
 
+/// Mirror: how long a standby that is not connected holds blocks back by default — long enough for a
+/// connection to be made or re-made (backoff at most 500 ms, then connect, hello and ROLE), short
+/// enough that a dead standby stalls the push only briefly.
+pub const DEFAULT_STANDBY_GRACE: Duration = Duration::from_secs(3);
+
 /// The default target: the framed listener of a node on the embedded defaults.
 pub const DEFAULT_TARGET: &str = "127.0.0.1:9998";
 
@@ -115,6 +123,10 @@ pub struct PushOptions {
     pub stall_timeout: Duration,
     /// Fail when nothing is released for this long.
     pub give_up_after: Duration,
+    /// Mirror: how long a standby target that is not connected as standby still holds blocks back (from
+    /// the stream's start, or from when it went away) before blocks are released on the primary's ack
+    /// alone.
+    pub standby_grace: Duration,
     /// Bytes released so far, for live progress (benchmarks).
     pub progress: Option<Arc<AtomicU64>>,
     /// Per-block times and per-target bytes (benchmarks, tests).
@@ -138,6 +150,7 @@ impl Default for PushOptions {
             retention_max_blocks: 1 << 16,
             stall_timeout: Duration::from_secs(10),
             give_up_after: Duration::from_secs(60),
+            standby_grace: DEFAULT_STANDBY_GRACE,
             progress: None,
             timeline: None,
         }

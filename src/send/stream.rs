@@ -66,6 +66,10 @@ struct Target {
     unacked: usize,
     /// The stall timer's start: the last ack, or when `unacked` last became non-zero.
     quiet_since: Instant,
+    /// Mirror: since when it has not been connected as a standby (the stream's start if it never was);
+    /// `None` while it is. Updated once per turn of the loop, so a target that just went away counts
+    /// as present until then (holding blocks back: the safe side).
+    absent_since: Option<Instant>,
 }
 
 impl Target {
@@ -99,6 +103,16 @@ impl Target {
 
     fn says(&self, role: Role) -> bool {
         self.role.is_some_and(|r| r.role == role)
+    }
+
+    fn is_standby(&self) -> bool {
+        self.is_up() && self.says(Role::Standby)
+    }
+
+    /// Mirror: gone for `grace` or longer, so it holds no block back any more.
+    fn is_gone(&self, now: Instant, grace: Duration) -> bool {
+        self.absent_since
+            .is_some_and(|since| now.duration_since(since) >= grace)
     }
 }
 
@@ -155,6 +169,7 @@ pub(crate) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport
     loop {
         let now = Instant::now();
         s.connect_due(now);
+        s.update_presence(now);
         if s.exhausted && s.kept.is_empty() {
             s.close().await;
             return Ok(s.report);
@@ -206,6 +221,7 @@ impl Stream {
                 backoff: FIRST_BACKOFF,
                 unacked: 0,
                 quiet_since: now,
+                absent_since: Some(now),
             })
             .collect();
         Stream {
@@ -306,7 +322,39 @@ impl Stream {
                 _ => {}
             }
         }
+        if let Some(gone_at) = self.next_gone() {
+            d = d.min(gone_at);
+        }
         d
+    }
+
+    /// Mirror: records which targets are connected as standbys, and since when the others are not.
+    fn update_presence(&mut self, now: Instant) {
+        for t in &mut self.targets {
+            if t.is_standby() {
+                t.absent_since = None;
+            } else if t.absent_since.is_none() {
+                t.absent_since = Some(now);
+            }
+        }
+    }
+
+    /// Mirror, with blocks kept: the next instant an absent standby target's grace runs out (a timer, so
+    /// blocks it held back are released then even if no ack comes).
+    fn next_gone(&self) -> Option<Instant> {
+        if self.mode() != SendMode::Mirror || self.kept.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let grace = self.shared.opts.standby_grace;
+        let p = self.primary();
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| Some(i) != p)
+            .filter_map(|(_, t)| t.absent_since.map(|since| since + grace))
+            .filter(|&at| at > now)
+            .min()
     }
 
     fn on_admission(&mut self, a: Admission) {
@@ -552,11 +600,11 @@ impl Stream {
                 let Some(p) = self.primary() else {
                     return false;
                 };
+                let now = Instant::now();
+                let grace = self.shared.opts.standby_grace;
                 acked(p, release)
                     && self.targets.iter().enumerate().all(|(t, target)| {
-                        t == p
-                            || !(target.is_up() && target.says(Role::Standby))
-                            || acked(t, AckLevel::Durable)
+                        t == p || acked(t, AckLevel::Durable) || target.is_gone(now, grace)
                     })
             }
         }
@@ -587,10 +635,11 @@ impl Stream {
         }
         if self.mode() == SendMode::Mirror && self.targets.len() > 1 {
             let p = self.primary();
-            let standby_up =
-                self.targets.iter().enumerate().any(|(t, target)| {
-                    Some(t) != p && target.is_up() && target.says(Role::Standby)
-                });
+            let standby_up = self
+                .targets
+                .iter()
+                .enumerate()
+                .any(|(t, target)| Some(t) != p && target.is_standby());
             if !standby_up && !self.shared.warned_no_standby.swap(true, Ordering::Relaxed) {
                 warn!(source = %self.source, targets = ?self.shared.opts.targets, "running without standby: blocks are released on the primary's ack alone until a standby is connected again");
             }
@@ -660,7 +709,8 @@ impl Stream {
                 }
                 t.link = Link::Waiting(now + t.backoff);
                 t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
-                // A standby that is gone no longer holds blocks back.
+                // A primary that is gone may leave blocks releasable on another one's acks; a standby
+                // that is gone holds blocks back for `standby_grace` more (see `on_timers`).
                 self.release_ready()
             }
         }
@@ -681,6 +731,10 @@ impl Stream {
                 );
                 self.lose(t, why)?;
             }
+        }
+        if self.mode() == SendMode::Mirror {
+            // A standby's grace may have run out.
+            self.release_ready()?;
         }
         let after = self.shared.opts.give_up_after;
         if now.duration_since(self.last_progress) >= after {

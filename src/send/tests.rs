@@ -77,7 +77,11 @@ struct FakeNode {
 
 impl FakeNode {
     async fn start(b: Behaviour) -> FakeNode {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        FakeNode::start_at("127.0.0.1:0", b).await
+    }
+
+    async fn start_at(address: &str, b: Behaviour) -> FakeNode {
+        let l = TcpListener::bind(address).await.unwrap();
         let address = l.local_addr().unwrap().to_string();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (roles, roles_rx) = watch::channel(b.role.unwrap_or(RoleInfo {
@@ -434,12 +438,78 @@ async fn mirror_keeps_going_when_the_standby_is_gone() {
     .await;
     let (r, released, _) = run(PushOptions {
         mode: SendMode::Mirror,
+        standby_grace: Duration::from_millis(300),
         ..opts(&[&primary, &standby])
     })
     .await;
     r.unwrap();
     assert_released_exactly_once(&released, 100);
     assert!(standby.received().len() < 100, "the standby died part-way");
+}
+
+/// An address nothing listens on yet (bound once to pick a free port, then let go).
+fn free_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_holds_every_block_back_until_a_standby_that_is_still_starting_has_it() {
+    // The primary acks at once; the standby's address refuses connections for the first 600 ms. A
+    // sender that released on the primary's ack alone meanwhile would lose those blocks if the primary
+    // then died: the standby never had them.
+    let primary = FakeNode::start(Behaviour::primary(1)).await;
+    let standby_address = free_address();
+    let late = standby_address.clone();
+    let standby = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        FakeNode::start_at(&late, Behaviour::standby(1)).await
+    });
+    let (r, released, timeline) = run(PushOptions {
+        targets: vec![primary.address.clone(), standby_address],
+        mode: SendMode::Mirror,
+        count: 40,
+        ..opts(&[])
+    })
+    .await;
+    r.unwrap();
+    let standby = standby.await.unwrap();
+    assert_released_exactly_once(&released, 40);
+    let s = standby.acked_at();
+    for e in timeline.entries() {
+        let key = (e.source.clone(), e.seq);
+        let acked = s.get(&key);
+        assert!(
+            acked.is_some_and(|a| e.released.unwrap() >= *a),
+            "{key:?} released before the standby acknowledged it ({acked:?})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_releases_on_the_primary_alone_once_a_standby_stayed_away_for_the_grace() {
+    let primary = FakeNode::start(Behaviour::primary(1)).await;
+    let grace = Duration::from_millis(400);
+    let started = Instant::now();
+    let (r, released, timeline) = run(PushOptions {
+        targets: vec![primary.address.clone(), free_address()],
+        mode: SendMode::Mirror,
+        count: 20,
+        standby_grace: grace,
+        ..opts(&[])
+    })
+    .await;
+    r.unwrap();
+    assert_released_exactly_once(&released, 20);
+    for e in timeline.entries() {
+        let at = e.released.unwrap();
+        assert!(
+            at >= started + grace,
+            "seq {} released {:?} after the start, within the grace",
+            e.seq,
+            at - started
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
