@@ -114,8 +114,8 @@ pub enum SendCommand {
 }
 
 /// `send push`. Framed, every stream keeps what it sent until the nodes release it (`--release`),
-/// within `--window` per stream and the retention bounds over all streams (then it waits: nothing is
-/// ever dropped).
+/// within the retention bounds over all streams, with at most `--window` blocks per stream sent and
+/// not yet acknowledged (then it waits: nothing is ever dropped).
 #[derive(Args, Debug, Clone)]
 pub struct PushArgs {
     /// A node's address (framed, or raw with --protocol raw). Repeat it for a primary and its
@@ -167,7 +167,8 @@ pub struct PushArgs {
     pub source_prefix: Option<String>,
     #[arg(long)]
     pub token: Option<String>,
-    /// Blocks a stream keeps (sent, not yet released); then it waits.
+    /// Blocks a stream has in flight (sent, not yet acknowledged at any level); then it waits. Blocks
+    /// acknowledged but not yet released count against the retention bounds only.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
     #[arg(long)]

@@ -178,7 +178,7 @@ pub(crate) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport
             // Nothing owed and a node to send to: waiting for images is not a lack of progress.
             s.last_progress = now;
         }
-        let can_admit = !s.exhausted && s.kept.len() < s.window() && s.can_send_new();
+        let can_admit = !s.exhausted && s.in_flight() < s.window() && s.can_send_new();
         if can_admit && admission.is_none() {
             admission = Some(Box::pin(s.shared.clone().admit(s.worker, s.next_seq)));
         }
@@ -248,6 +248,23 @@ impl Stream {
 
     fn window(&self) -> usize {
         self.shared.opts.window.max(1)
+    }
+
+    /// Blocks sent and not yet acknowledged at any level, on the connection that has the most: what
+    /// `window` bounds. (Blocks acknowledged but not yet released — waiting for a checkpoint or a
+    /// commit — are bounded by the retention limits alone, so a release level slower than the WAL does
+    /// not throttle the flow to `window` per commit latency.)
+    fn in_flight(&self) -> usize {
+        match self.mode() {
+            SendMode::Failover => self.targets[self.active].unacked,
+            SendMode::Mirror => self
+                .targets
+                .iter()
+                .filter(|t| t.is_up())
+                .map(|t| t.unacked)
+                .max()
+                .unwrap_or(0),
+        }
     }
 
     /// Whether a new block can go out now.

@@ -28,6 +28,8 @@ struct Behaviour {
     /// The acks it sends for every block, in order; empty: it never acknowledges.
     acks: Vec<AckLevel>,
     ack_delay: Duration,
+    /// Also acknowledges every block committed, this long after its other acks (a batch interval).
+    commit_after: Option<Duration>,
     /// Dies (listener and every connection gone) once it has received this many blocks.
     die_after: Option<usize>,
 }
@@ -42,6 +44,7 @@ impl Behaviour {
             }),
             acks: vec![AckLevel::Durable],
             ack_delay: Duration::ZERO,
+            commit_after: None,
             die_after: None,
         }
     }
@@ -186,6 +189,7 @@ async fn serve(
             continue;
         }
         let (tx, seen, levels, delay) = (tx.clone(), seen.clone(), b.acks.clone(), b.ack_delay);
+        let commit_after = b.commit_after;
         acks.spawn(async move {
             tokio::time::sleep(delay).await;
             {
@@ -195,6 +199,13 @@ async fn serve(
             }
             for level in levels {
                 let _ = tx.send(ServerFrame::Ack { level, seq: key.1 });
+            }
+            if let Some(after) = commit_after {
+                tokio::time::sleep(after).await;
+                let _ = tx.send(ServerFrame::Ack {
+                    level: AckLevel::Committed,
+                    seq: key.1,
+                });
             }
         });
     }
@@ -551,6 +562,35 @@ async fn a_standby_that_announces_primary_with_a_higher_epoch_becomes_the_primar
         );
     }
     assert!(hung.acked_at().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_bounds_blocks_in_flight_and_blocks_waiting_for_a_commit_only_count_against_retention(
+) {
+    // Durable at once, committed 300 ms later: a window of 4 kept blocks would release at most 4 per
+    // 300 ms; 4 *in flight* lets the stream keep far more, waiting for their commit.
+    let node = FakeNode::start(Behaviour {
+        commit_after: Some(Duration::from_millis(300)),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        concurrency: 1,
+        window: 4,
+        count: 60,
+        release: AckLevel::Committed,
+        retention_max_blocks: 40,
+        ..opts(&[&node])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 60);
+    assert!(node.max_outstanding() <= 4, "{}", node.max_outstanding());
+    assert!(
+        r.peak_retained_blocks > 8,
+        "blocks waiting for their commit were held to the window: {r:?}"
+    );
+    assert!(r.peak_retained_blocks <= 40, "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
