@@ -291,6 +291,8 @@ pub struct StrategyConfig {
     /// `passive-standby`: the primary checkpoints its uncommitted blocks this often.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// `passive-standby`: which uncommitted blocks a checkpoint carries.
+    pub carry: Carry,
     /// What the sender may keep while it waits for the acknowledgement the strategy needs.
     pub retention: RetentionConfig,
     pub primary: RoleConfig,
@@ -304,6 +306,7 @@ impl Default for StrategyConfig {
             heartbeat_interval: Duration::from_millis(100),
             failure_timeout: Duration::from_millis(300),
             checkpoint_interval: Duration::from_secs(1),
+            carry: Carry::default(),
             retention: RetentionConfig::default(),
             primary: RoleConfig {
                 name: "primary".into(),
@@ -333,6 +336,25 @@ impl StrategyConfig {
 }
 
 /// The sender's bound on what it keeps unreleased; when full it stops taking images (backpressure).
+/// `passive-standby`: which uncommitted blocks a checkpoint carries into the checkpoint store. Only a
+/// carried block is acknowledged *checkpointed*; every other one stays with the sender until it is
+/// carried or committed, so either choice loses nothing — they trade the second write of every block
+/// against what the sender keeps and re-sends after a takeover.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Carry {
+    /// Blocks the output has not taken within a checkpoint interval: those already uncommitted at the
+    /// previous checkpoint and not in a batch sealed since then. While commits keep up, checkpoints
+    /// carry (almost) nothing and blocks are released by their commit; when commits fall behind (a
+    /// long batch interval, an unreachable output) checkpoints carry what waits. The sender keeps
+    /// about two checkpoint intervals of blocks.
+    #[default]
+    Lagging,
+    /// Every block not committed at the checkpoint: the sender keeps about one checkpoint interval, and
+    /// every block is written a second time, into the checkpoint store.
+    All,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
