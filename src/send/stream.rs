@@ -70,6 +70,10 @@ struct Target {
     /// `None` while it is. Updated once per turn of the loop, so a target that just went away counts
     /// as present until then (holding blocks back: the safe side).
     absent_since: Option<Instant>,
+    /// Mirror: it was the primary and failed (its connection lost, or another target became primary
+    /// at a higher epoch). It holds no block back — the pair runs without standby until it comes back
+    /// as one — so a failover is not followed by a wait of `standby_grace` for it.
+    failed_primary: bool,
 }
 
 impl Target {
@@ -109,10 +113,12 @@ impl Target {
         self.is_up() && self.says(Role::Standby)
     }
 
-    /// Mirror: gone for `grace` or longer, so it holds no block back any more.
+    /// Mirror: a failed primary, or gone for `grace` or longer: it holds no block back any more.
     fn is_gone(&self, now: Instant, grace: Duration) -> bool {
-        self.absent_since
-            .is_some_and(|since| now.duration_since(since) >= grace)
+        self.failed_primary
+            || self
+                .absent_since
+                .is_some_and(|since| now.duration_since(since) >= grace)
     }
 }
 
@@ -222,6 +228,7 @@ impl Stream {
                 unacked: 0,
                 quiet_since: now,
                 absent_since: Some(now),
+                failed_primary: false,
             })
             .collect();
         Stream {
@@ -350,6 +357,7 @@ impl Stream {
         for t in &mut self.targets {
             if t.is_standby() {
                 t.absent_since = None;
+                t.failed_primary = false;
             } else if t.absent_since.is_none() {
                 t.absent_since = Some(now);
             }
@@ -368,7 +376,7 @@ impl Stream {
         self.targets
             .iter()
             .enumerate()
-            .filter(|&(i, _)| Some(i) != p)
+            .filter(|&(i, t)| Some(i) != p && !t.failed_primary)
             .filter_map(|(_, t)| t.absent_since.map(|since| since + grace))
             .filter(|&at| at > now)
             .min()
@@ -600,6 +608,11 @@ impl Stream {
                     if let Some(p) = after {
                         info!(source = %self.source, primary = %self.targets[p].address, epoch = role.epoch, "primary changed");
                     }
+                    if let Some(old) = before {
+                        if Some(old) != after && !self.targets[old].says(Role::Standby) {
+                            self.targets[old].failed_primary = true;
+                        }
+                    }
                 }
                 self.release_ready()
             }
@@ -719,6 +732,9 @@ impl Stream {
             }
             SendMode::Mirror => {
                 let t = &mut self.targets[target];
+                if t.says(Role::Primary) {
+                    t.failed_primary = true;
+                }
                 if was_connected {
                     warn!(source = %self.source, target = %address, reason = %why, "connection lost; reconnecting");
                 } else {

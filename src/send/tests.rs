@@ -548,6 +548,9 @@ async fn a_standby_that_announces_primary_with_a_higher_epoch_becomes_the_primar
     let (r, released, timeline) = run(PushOptions {
         mode: SendMode::Mirror,
         count: 30,
+        // The superseded primary is a failed primary, not an absent standby: it holds nothing back
+        // (were it given the grace, nothing would be released before the push gives up).
+        standby_grace: Duration::from_secs(3600),
         ..opts(&[&hung, &standby])
     })
     .await;
@@ -591,6 +594,38 @@ async fn the_window_bounds_blocks_in_flight_and_blocks_waiting_for_a_commit_only
         "blocks waiting for their commit were held to the window: {r:?}"
     );
     assert!(r.peak_retained_blocks <= 40, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_goes_on_at_once_after_the_primary_dies_and_the_standby_promotes_itself() {
+    let primary = FakeNode::start(Behaviour {
+        die_after: Some(30),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let standby = FakeNode::start(Behaviour::standby(1)).await;
+    let (roles, seen) = (standby.roles.clone(), primary.seen.clone());
+    tokio::spawn(async move {
+        while seen.lock().unwrap().blocks.len() < 30 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        roles
+            .send(RoleInfo {
+                role: Role::Primary,
+                epoch: 2,
+            })
+            .unwrap();
+    });
+    let (r, released, _) = run(PushOptions {
+        mode: SendMode::Mirror,
+        // The dead primary holds nothing back once the standby is primary: with a grace this long,
+        // a sender that waited for it would give up first.
+        standby_grace: Duration::from_secs(3600),
+        ..opts(&[&primary, &standby])
+    })
+    .await;
+    r.unwrap();
+    assert_released_exactly_once(&released, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
