@@ -340,7 +340,7 @@ impl StrategyConfig {
 /// carried block is acknowledged *checkpointed*; every other one stays with the sender until it is
 /// carried or committed, so either choice loses nothing — they trade the second write of every block
 /// against what the sender keeps and re-sends after a takeover.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Carry {
     /// Blocks the output has not taken within a checkpoint interval: those already uncommitted at the
