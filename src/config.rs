@@ -463,12 +463,7 @@ impl Config {
             if let SourceConfig::RawListen { address, .. }
             | SourceConfig::FramedListen { address, .. } = s
             {
-                address.parse::<SocketAddr>().map_err(|e| {
-                    invalid(
-                        format!("{key}.address"),
-                        format!("`{address}` is not host:port ({e})"),
-                    )
-                })?;
+                check_host_port(address).map_err(|e| invalid(format!("{key}.address"), e))?;
                 if !addresses.insert(address.clone()) {
                     return Err(invalid(
                         format!("{key}.address"),
@@ -642,12 +637,8 @@ impl Config {
                 ));
             }
             for (field, addr) in [("framed", &rc.framed), ("control", &rc.control)] {
-                addr.parse::<SocketAddr>().map_err(|e| {
-                    invalid(
-                        format!("strategy.{role}.{field}"),
-                        format!("`{addr}` is not host:port ({e})"),
-                    )
-                })?;
+                check_host_port(addr)
+                    .map_err(|e| invalid(format!("strategy.{role}.{field}"), e))?;
                 if !seen.insert(addr.clone()) {
                     return Err(invalid(
                         format!("strategy.{role}.{field}"),
@@ -786,6 +777,28 @@ pub fn split_hdfs_url(url: &str) -> Result<(String, String), String> {
     Ok((format!("hdfs://{authority}"), path.to_string()))
 }
 
+/// `ip:port` or `hostname:port` (a name lets a role bind and be reached under its host's name, as in
+/// docker compose); the message says what is wrong.
+fn check_host_port(address: &str) -> Result<(), String> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = |why: &str| format!("`{address}` is not host:port ({why})");
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    port.parse::<u16>()
+        .map_err(|e| bad(&format!("port: {e}")))?;
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if name_ok {
+        Ok(())
+    } else {
+        Err(bad("not an IP address or a host name"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -915,5 +928,32 @@ mod tests {
             }
         }
         assert!(n >= 1, "no config files in {}", dir.display());
+    }
+
+    #[test]
+    fn an_address_is_an_ip_or_a_host_name_with_a_port_and_anything_else_is_named() {
+        for ok in [
+            "127.0.0.1:9998",
+            "[::1]:9998",
+            "primary:9998",
+            "node-1.example.org:8020",
+        ] {
+            assert_eq!(check_host_port(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("primary", "no port"),
+            ("primary:99999", "port"),
+            (":9998", "not an IP address or a host name"),
+            ("a b:9998", "not an IP address or a host name"),
+        ] {
+            let e = check_host_port(bad).unwrap_err();
+            assert!(e.contains(bad) && e.contains(why), "{bad}: {e}");
+        }
+        let err = Config::parse(
+            "[[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:1\"\n[checkpoint.store]\nkind = \"local\"\npath = \"/tmp/x\"\n[strategy]\nkind = \"active-standby\"\n[strategy.primary]\nname = \"p\"\nframed = \"p 1:1\"\ncontrol = \"p:2\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("strategy.primary.framed"), "{err}");
     }
 }
