@@ -152,6 +152,30 @@ pub struct RecoveryArgs {
     pub keep: bool,
 }
 
+impl RecoveryArgs {
+    /// `--quick --runs 1` over every strategy, results under `out`: one failover each (the demo's).
+    pub fn quick(out: PathBuf) -> RecoveryArgs {
+        RecoveryArgs {
+            strategies: Strategy::ALL.iter().map(|s| s.name().to_string()).collect(),
+            runs: 1,
+            rate: None,
+            size: None,
+            window: 256,
+            concurrency: 4,
+            seed: 1,
+            kill_after: None,
+            after_kill: None,
+            steady_images: None,
+            checkpoint_store: vec!["local".into()],
+            checkpoint_mb: None,
+            carry: Carry::Lagging,
+            out,
+            quick: true,
+            keep: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum StoreChoice {
     Local,
@@ -1795,21 +1819,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = RecoveryArgs {
             strategies: vec!["none".into()],
-            runs: 1,
-            rate: None,
             size: Some(ByteSize(1024)),
             window: 8,
             concurrency: 1,
-            seed: 1,
-            kill_after: None,
-            after_kill: None,
-            steady_images: None,
-            checkpoint_store: vec!["local".into()],
-            checkpoint_mb: None,
-            carry: Carry::Lagging,
-            out: dir.path().into(),
-            quick: true,
-            keep: false,
+            ..RecoveryArgs::quick(dir.path().into())
         };
         let plan = Plan::new(&a).unwrap();
         for s in Strategy::ALL {
@@ -1831,21 +1844,10 @@ mod tests {
         let parse = |v: &[&str]| {
             let mut a = RecoveryArgs {
                 strategies: vec!["none".into()],
-                runs: 1,
-                rate: None,
                 size: Some(ByteSize(1024)),
                 window: 1,
                 concurrency: 1,
-                seed: 1,
-                kill_after: None,
-                after_kill: None,
-                steady_images: None,
-                checkpoint_store: vec![],
-                checkpoint_mb: None,
-                carry: Carry::Lagging,
-                out: PathBuf::from("x"),
-                quick: true,
-                keep: false,
+                ..RecoveryArgs::quick(PathBuf::from("x"))
             };
             a.checkpoint_store = v.iter().map(|s| s.to_string()).collect();
             Plan::new(&a).map(|p| p.store)

@@ -11,11 +11,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use strategies::Strategy;
-
 use crate::bench::recovery::RecoveryArgs;
 use crate::cli::{fmt_ms, start_node};
-use crate::config::{Carry, Config, SourceConfig};
+use crate::config::{Config, SourceConfig};
 use crate::images::ImageSet;
 use crate::node::Node;
 use crate::send::manifest::{read_manifest, ManifestWriter};
@@ -113,26 +111,9 @@ pub async fn run(images: u64, dir: &Path, failover: bool) -> anyhow::Result<Exit
          --quick --runs 1`; run `bench recovery` for p50/p99 over more runs)"
     );
     let out = dir.join("failover");
-    let code = crate::bench::recovery::recovery(RecoveryArgs {
-        strategies: Strategy::ALL.iter().map(|s| s.name().to_string()).collect(),
-        runs: 1,
-        rate: None,
-        size: None,
-        window: 256,
-        concurrency: 4,
-        seed: 1,
-        kill_after: None,
-        after_kill: None,
-        steady_images: None,
-        checkpoint_store: vec!["local".into()],
-        checkpoint_mb: None,
-        carry: Carry::Lagging,
-        out: out.clone(),
-        quick: true,
-        keep: false,
-    })
-    .await
-    .context("the failover per strategy")?;
+    let code = crate::bench::recovery::recovery(RecoveryArgs::quick(out.clone()))
+        .await
+        .context("the failover per strategy")?;
     println!(
         "demo: in the table, serving = the new primary serving after the kill, new ack = the sender's first \
          acknowledged image after it, all committed = every image acknowledged before the kill in the \
