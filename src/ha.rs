@@ -712,3 +712,5 @@ async fn watch_then_take_over(
     Ok(Some(running))
 }
 
+#[cfg(test)]
+mod tests;
