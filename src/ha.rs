@@ -167,6 +167,8 @@ async fn serve_as_primary(
     let listener = bind_retrying(&control, &node).await?;
     let hb = HeartbeatSender::start(node.clone(), listener, SenderTimes::of(&cfg.strategy))
         .context("cannot start the heartbeat threads")?;
+    #[cfg(feature = "failpoints")]
+    let blockers = block_runtime_hook(&node);
     let fence = {
         let node = node.clone();
         let every = cfg.strategy.failure_timeout;
@@ -190,11 +192,43 @@ async fn serve_as_primary(
         _ = node.stopped() => {}
     }
     fence.abort();
+    #[cfg(feature = "failpoints")]
+    blockers.into_iter().for_each(|b| b.abort());
     // The node is stopping: the writers close their connections at their next heartbeat.
     let hb = tokio::task::spawn_blocking(move || hb.stop_and_join());
     let stopped = running.stop().await;
     let _ = hb.await;
     stopped
+}
+
+/// Test hook (`failpoints` builds): once the node has committed a batch, each time the failpoint
+/// `ha::primary::block_runtime` fires with `return(MS)` one task per runtime worker blocks its worker
+/// thread with `std::thread::sleep` for MS milliseconds — a runtime saturated by its data path, as
+/// under full ingest on a small machine (`FAILPOINTS="ha::primary::block_runtime=4*return(1500)"`:
+/// four such blocks, then none).
+#[cfg(feature = "failpoints")]
+fn block_runtime_hook(node: &Node) -> Vec<tokio::task::JoinHandle<()>> {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    (0..workers)
+        .map(|worker| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                while node.stats().batches.load(Ordering::Relaxed) == 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let ms = fail::eval("ha::primary::block_runtime", |arg| {
+                        arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(1000)
+                    });
+                    if let Some(ms) = ms {
+                        warn!(worker, ms, "failpoint ha::primary::block_runtime: blocking a runtime worker thread");
+                        std::thread::sleep(Duration::from_millis(ms));
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 /// Binds the control address, retrying for a while (a fenced predecessor on this host may still hold it).
