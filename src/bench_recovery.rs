@@ -84,7 +84,7 @@ use strategies::{Release, Strategy};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::config::{Carry, Config};
 use crate::ha::TakeoverEvent;
 use crate::images::{bmp_of_size, ImageSet};
 use crate::send::manifest::{read_manifest, ManifestWriter};
@@ -124,7 +124,9 @@ pub struct RecoveryArgs {
     /// How long the sender goes on after the kill (default 5s; --quick 3s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub after_kill: Option<Duration>,
-    /// Images of the unpaced steady run that measures throughput (default 3000; --quick 160).
+    /// Images of the unpaced steady run that measures throughput (default 3000). 0 skips it, as
+    /// --quick does: a run of a few hundred images is over before a strategy that releases on a commit
+    /// or a checkpoint reaches a steady state, so its figure would be the commit latency, not a rate.
     #[arg(long)]
     pub steady_images: Option<u64>,
     /// `local` (a directory in each run's directory), or `hdfs URL` / `hdfs://namenode:port/dir` (a
@@ -135,6 +137,10 @@ pub struct RecoveryArgs {
     /// (a long batch interval), then kill it.
     #[arg(long)]
     pub checkpoint_mb: Option<u64>,
+    /// passive-standby's `strategy.carry`: `lagging` (the shipped default: checkpoints carry what
+    /// the output has not taken within an interval) or `all` (every uncommitted block, every time).
+    #[arg(long, value_enum, default_value = "lagging")]
+    pub carry: Carry,
     /// Where the results go (recovery.md, recovery.json, recovery.svg, logs/, runs/).
     #[arg(long, default_value = "./hdfs-ingest-data/bench-recovery")]
     pub out: PathBuf,
@@ -144,6 +150,30 @@ pub struct RecoveryArgs {
     /// Keep every run's directory (data, WALs, output); by default a verified run's is removed.
     #[arg(long)]
     pub keep: bool,
+}
+
+impl RecoveryArgs {
+    /// `--quick --runs 1` over every strategy, results under `out`: one failover each (the demo's).
+    pub fn quick(out: PathBuf) -> RecoveryArgs {
+        RecoveryArgs {
+            strategies: Strategy::ALL.iter().map(|s| s.name().to_string()).collect(),
+            runs: 1,
+            rate: None,
+            size: None,
+            window: 256,
+            concurrency: 4,
+            seed: 1,
+            kill_after: None,
+            after_kill: None,
+            steady_images: None,
+            checkpoint_store: vec!["local".into()],
+            checkpoint_mb: None,
+            carry: Carry::Lagging,
+            out,
+            quick: true,
+            keep: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -165,6 +195,7 @@ struct Plan {
     steady_images: u64,
     store: StoreChoice,
     checkpoint_mb: Option<u64>,
+    carry: Carry,
     batch_interval: Duration,
     out: PathBuf,
     keep: bool,
@@ -246,9 +277,10 @@ impl Plan {
             concurrency: a.concurrency.max(1),
             kill_after,
             after_kill,
-            steady_images: a.steady_images.unwrap_or(if a.quick { 160 } else { 3000 }),
+            steady_images: a.steady_images.unwrap_or(if a.quick { 0 } else { 3000 }),
             store,
             checkpoint_mb: a.checkpoint_mb,
+            carry: a.carry,
             batch_interval: match a.checkpoint_mb {
                 Some(_) => kill_after + Duration::from_secs(7),
                 None => Duration::from_secs(1),
@@ -567,6 +599,7 @@ fn write_config(plan: &Plan, s: Strategy, dir: &Path, tag: &str) -> anyhow::Resu
         strat.insert("heartbeat_interval".into(), string("100ms"));
         strat.insert("failure_timeout".into(), string("300ms"));
         strat.insert("checkpoint_interval".into(), string("1s"));
+        strat.insert("carry".into(), toml::Value::try_from(plan.carry)?);
         if s.has_standby() {
             for role in ["primary", "standby"] {
                 let r = table(strat, role);
@@ -1001,8 +1034,8 @@ async fn steady_run(plan: &Plan, s: Strategy, run: usize) -> anyhow::Result<Stea
 
 async fn run_one(plan: &Plan, s: Strategy, run: usize) -> anyhow::Result<RunResult> {
     let steady = match plan.checkpoint_mb {
-        None => Some(steady_run(plan, s, run).await?),
-        Some(_) => None,
+        None if plan.steady_images > 0 => Some(steady_run(plan, s, run).await?),
+        _ => None,
     };
     let tag = format!("{s}-{}", run + 1);
     let Nodes {
@@ -1633,12 +1666,17 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<ExitCode> {
     let m = machine();
     let variant = plan.checkpoint_mb.is_some();
     println!(
-        "bench recovery: {} × {} runs; images of {}; {}; kill after {:?}, sender on for {:?} after; batch interval {:?}; {} cores",
+        "bench recovery: {} × {} runs; images of {}; {}; kill after {:?}, sender on for {:?} after; batch interval {:?}; passive carry {:?}; {} cores",
         plan.strategies.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
         plan.runs,
         ByteSize(plan.image_len),
         match plan.checkpoint_mb {
             Some(mb) => format!("variant: {mb} MB of uncommitted blocks at the primary, then kill"),
+            None if plan.steady_images == 0 => format!(
+                "no steady run, failover run {} images at {}/s",
+                plan.failover_images(),
+                plan.rate
+            ),
             None => format!(
                 "steady run {} images unpaced, failover run {} images at {}/s",
                 plan.steady_images,
@@ -1649,6 +1687,7 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<ExitCode> {
         plan.kill_after,
         plan.after_kill,
         plan.batch_interval,
+        plan.carry,
         m.cores
     );
     let mut results = Vec::new();
@@ -1681,6 +1720,8 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<ExitCode> {
     let rows = summarize(&results, &plan.strategies);
     let note = if variant {
         "variant: no steady run (the batch interval is long, so that blocks stay uncommitted)"
+    } else if plan.steady_images == 0 {
+        "throughput: not measured (no steady run: --quick or --steady-images 0)"
     } else {
         "throughput: a separate unpaced run on its own nodes before each failover run, the release rate between the first release and the last new send"
     };
@@ -1778,20 +1819,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = RecoveryArgs {
             strategies: vec!["none".into()],
-            runs: 1,
-            rate: None,
             size: Some(ByteSize(1024)),
             window: 8,
             concurrency: 1,
-            seed: 1,
-            kill_after: None,
-            after_kill: None,
-            steady_images: None,
-            checkpoint_store: vec!["local".into()],
-            checkpoint_mb: None,
-            out: dir.path().into(),
-            quick: true,
-            keep: false,
+            ..RecoveryArgs::quick(dir.path().into())
         };
         let plan = Plan::new(&a).unwrap();
         for s in Strategy::ALL {
@@ -1813,20 +1844,10 @@ mod tests {
         let parse = |v: &[&str]| {
             let mut a = RecoveryArgs {
                 strategies: vec!["none".into()],
-                runs: 1,
-                rate: None,
                 size: Some(ByteSize(1024)),
                 window: 1,
                 concurrency: 1,
-                seed: 1,
-                kill_after: None,
-                after_kill: None,
-                steady_images: None,
-                checkpoint_store: vec![],
-                checkpoint_mb: None,
-                out: PathBuf::from("x"),
-                quick: true,
-                keep: false,
+                ..RecoveryArgs::quick(PathBuf::from("x"))
             };
             a.checkpoint_store = v.iter().map(|s| s.to_string()).collect();
             Plan::new(&a).map(|p| p.store)

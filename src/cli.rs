@@ -72,7 +72,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The whole pipeline on the embedded defaults: a node, a sender pushing real JPEG and BMP images, verify.
+    /// The whole pipeline on the embedded defaults: a node, a sender pushing real JPEG and BMP images,
+    /// verify; then one failover per strategy (the primary killed with SIGKILL) and the comparison table.
     Demo {
         /// Images to push (framed; a tenth more go raw).
         #[arg(long, default_value_t = 400)]
@@ -80,6 +81,9 @@ pub enum Command {
         /// Where the demo keeps its data (wiped at the start).
         #[arg(long, default_value = "./hdfs-ingest-data/demo")]
         dir: PathBuf,
+        /// Skip the failover per strategy (about a minute).
+        #[arg(long)]
+        no_failover: bool,
     },
     /// Benchmarks.
     #[command(subcommand)]
@@ -114,8 +118,8 @@ pub enum SendCommand {
 }
 
 /// `send push`. Framed, every stream keeps what it sent until the nodes release it (`--release`),
-/// within `--window` per stream and the retention bounds over all streams (then it waits: nothing is
-/// ever dropped).
+/// within the retention bounds over all streams, with at most `--window` blocks per stream sent and
+/// not yet acknowledged (then it waits: nothing is ever dropped).
 #[derive(Args, Debug, Clone)]
 pub struct PushArgs {
     /// A node's address (framed, or raw with --protocol raw). Repeat it for a primary and its
@@ -167,7 +171,8 @@ pub struct PushArgs {
     pub source_prefix: Option<String>,
     #[arg(long)]
     pub token: Option<String>,
-    /// Blocks a stream keeps (sent, not yet released); then it waits.
+    /// Blocks a stream has in flight (sent, not yet acknowledged at any level); then it waits. Blocks
+    /// acknowledged but not yet released count against the retention bounds only.
     #[arg(long, default_value_t = 256)]
     pub window: usize,
     #[arg(long)]
@@ -364,7 +369,11 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Demo { images, dir } => crate::demo::run(images, &dir).await,
+        Command::Demo {
+            images,
+            dir,
+            no_failover,
+        } => crate::demo::run(images, &dir, !no_failover).await,
         Command::Bench(BenchCommand::Ingest(a)) => crate::bench::ingest(a).await,
         Command::Bench(BenchCommand::Hdfs(a)) => crate::bench::hdfs(a).await,
         Command::Bench(BenchCommand::Recovery(a)) => crate::bench::recovery::recovery(a).await,

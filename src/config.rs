@@ -291,6 +291,8 @@ pub struct StrategyConfig {
     /// `passive-standby`: the primary checkpoints its uncommitted blocks this often.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// `passive-standby`: which uncommitted blocks a checkpoint carries.
+    pub carry: Carry,
     /// What the sender may keep while it waits for the acknowledgement the strategy needs.
     pub retention: RetentionConfig,
     pub primary: RoleConfig,
@@ -304,6 +306,7 @@ impl Default for StrategyConfig {
             heartbeat_interval: Duration::from_millis(100),
             failure_timeout: Duration::from_millis(300),
             checkpoint_interval: Duration::from_secs(1),
+            carry: Carry::default(),
             retention: RetentionConfig::default(),
             primary: RoleConfig {
                 name: "primary".into(),
@@ -333,6 +336,25 @@ impl StrategyConfig {
 }
 
 /// The sender's bound on what it keeps unreleased; when full it stops taking images (backpressure).
+/// `passive-standby`: which uncommitted blocks a checkpoint carries into the checkpoint store. Only a
+/// carried block is acknowledged *checkpointed*; every other one stays with the sender until it is
+/// carried or committed, so either choice loses nothing — they trade the second write of every block
+/// against what the sender keeps and re-sends after a takeover.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Carry {
+    /// Blocks the output has not taken within a checkpoint interval: those already uncommitted at the
+    /// previous checkpoint and not in a batch sealed since then. While commits keep up, checkpoints
+    /// carry (almost) nothing and blocks are released by their commit; when commits fall behind (a
+    /// long batch interval, an unreachable output) checkpoints carry what waits. The sender keeps
+    /// about two checkpoint intervals of blocks.
+    #[default]
+    Lagging,
+    /// Every block not committed at the checkpoint: the sender keeps about one checkpoint interval, and
+    /// every block is written a second time, into the checkpoint store.
+    All,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
@@ -441,12 +463,7 @@ impl Config {
             if let SourceConfig::RawListen { address, .. }
             | SourceConfig::FramedListen { address, .. } = s
             {
-                address.parse::<SocketAddr>().map_err(|e| {
-                    invalid(
-                        format!("{key}.address"),
-                        format!("`{address}` is not host:port ({e})"),
-                    )
-                })?;
+                check_host_port(address).map_err(|e| invalid(format!("{key}.address"), e))?;
                 if !addresses.insert(address.clone()) {
                     return Err(invalid(
                         format!("{key}.address"),
@@ -620,12 +637,8 @@ impl Config {
                 ));
             }
             for (field, addr) in [("framed", &rc.framed), ("control", &rc.control)] {
-                addr.parse::<SocketAddr>().map_err(|e| {
-                    invalid(
-                        format!("strategy.{role}.{field}"),
-                        format!("`{addr}` is not host:port ({e})"),
-                    )
-                })?;
+                check_host_port(addr)
+                    .map_err(|e| invalid(format!("strategy.{role}.{field}"), e))?;
                 if !seen.insert(addr.clone()) {
                     return Err(invalid(
                         format!("strategy.{role}.{field}"),
@@ -764,6 +777,28 @@ pub fn split_hdfs_url(url: &str) -> Result<(String, String), String> {
     Ok((format!("hdfs://{authority}"), path.to_string()))
 }
 
+/// `ip:port` or `hostname:port` (a name lets a role bind and be reached under its host's name, as in
+/// docker compose); the message says what is wrong.
+fn check_host_port(address: &str) -> Result<(), String> {
+    if address.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = |why: &str| format!("`{address}` is not host:port ({why})");
+    let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    port.parse::<u16>()
+        .map_err(|e| bad(&format!("port: {e}")))?;
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if name_ok {
+        Ok(())
+    } else {
+        Err(bad("not an IP address or a host name"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,5 +928,32 @@ mod tests {
             }
         }
         assert!(n >= 1, "no config files in {}", dir.display());
+    }
+
+    #[test]
+    fn an_address_is_an_ip_or_a_host_name_with_a_port_and_anything_else_is_named() {
+        for ok in [
+            "127.0.0.1:9998",
+            "[::1]:9998",
+            "primary:9998",
+            "node-1.example.org:8020",
+        ] {
+            assert_eq!(check_host_port(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("primary", "no port"),
+            ("primary:99999", "port"),
+            (":9998", "not an IP address or a host name"),
+            ("a b:9998", "not an IP address or a host name"),
+        ] {
+            let e = check_host_port(bad).unwrap_err();
+            assert!(e.contains(bad) && e.contains(why), "{bad}: {e}");
+        }
+        let err = Config::parse(
+            "[[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:1\"\n[checkpoint.store]\nkind = \"local\"\npath = \"/tmp/x\"\n[strategy]\nkind = \"active-standby\"\n[strategy.primary]\nname = \"p\"\nframed = \"p 1:1\"\ncontrol = \"p:2\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("strategy.primary.framed"), "{err}");
     }
 }

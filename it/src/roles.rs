@@ -246,6 +246,14 @@ impl Pipeline {
         })
     }
 
+    /// Sets `key` (dotted) in the configuration file, before any role starts.
+    pub fn set(&self, key: &str, value: impl Into<toml::Value>) -> anyhow::Result<()> {
+        let mut t: toml::Table = std::fs::read_to_string(&self.config)?.parse()?;
+        toml_set(&mut t, key, value);
+        std::fs::write(&self.config, toml::to_string(&t)?)?;
+        Ok(())
+    }
+
     /// Passes `r` through; an error makes the drop print every log's tail and keep the directory
     /// (as a panic does).
     pub fn check<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {

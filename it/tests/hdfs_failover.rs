@@ -13,6 +13,11 @@ async fn primary_kills_on_hdfs(strategy: &str) -> anyhow::Result<()> {
     let dfs = MiniDfs::shared()?;
     let started = Instant::now();
     let p = Pipeline::new(strategy, Storage::Hdfs(dfs))?;
+    if strategy == "passive-standby" {
+        // Checkpoints that carry every uncommitted block, so takeovers load carried blocks from HDFS
+        // (the local ten-kill test runs the default, `lagging`).
+        p.set("strategy.carry", "all")?;
+    }
     let plan = KillPlan {
         // What the output keeps up with here: debug builds writing 64 KiB files to a MiniDFS with
         // three replicas in one JVM on two cores manage about 3-4 MB/s, so 200 images/s (13 MB/s)

@@ -43,7 +43,7 @@ use strategies::{plan_takeover, Strategy};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, StoreConfig};
+use crate::config::{Carry, Config, StoreConfig};
 use crate::error::NodeError;
 use crate::receiver::protocol::{AckLevel, ServerFrame};
 use crate::sink::{self, BatchBlock, Output, PublishOutcome};
@@ -106,8 +106,9 @@ struct Inner {
     /// Signalled when WAL segments are released (room under the disk budget).
     wal_freed: tokio::sync::Notify,
     over_budget: std::sync::atomic::AtomicBool,
-    /// Serializes checkpoint writes (batch commits and carried-block checkpoints).
-    ckpt_lock: tokio::sync::Mutex<()>,
+    /// Serializes checkpoint writes (batch commits and carried-block checkpoints); holds the previous
+    /// carried-block checkpoint's instant and WAL position (`strategy.carry = "lagging"`).
+    ckpt_lock: tokio::sync::Mutex<Option<(Instant, Lsn)>>,
 }
 
 fn now_ms() -> u64 {
@@ -213,7 +214,7 @@ impl Node {
                 stop,
                 wal_freed: tokio::sync::Notify::new(),
                 over_budget: std::sync::atomic::AtomicBool::new(false),
-                ckpt_lock: tokio::sync::Mutex::new(()),
+                ckpt_lock: tokio::sync::Mutex::new(None),
                 cfg,
             }),
         };
@@ -681,6 +682,7 @@ impl Node {
             seal,
             batch_ms,
             n,
+            sealed_at: Instant::now(),
         };
         {
             let mut st = self.state();
@@ -703,6 +705,7 @@ impl Node {
             seal,
             batch_ms,
             n,
+            ..
         } = p;
         self.check_fence().await?;
         let started = Instant::now();
@@ -967,12 +970,29 @@ impl Node {
         if !self.is_primary() {
             return Ok(0);
         }
-        let _guard = self.inner.ckpt_lock.lock().await;
-        let from = {
+        let mut previous = self.inner.ckpt_lock.lock().await;
+        let (from, pending) = {
             let st = self.state();
-            st.carried_hi.max(st.last_committed_seal) + 1
+            (
+                st.carried_hi.max(st.last_committed_seal) + 1,
+                st.pending_commit,
+            )
         };
-        let hi = self.inner.last_block_lsn.load(Ordering::Acquire);
+        let now_hi = self.inner.last_block_lsn.load(Ordering::Acquire);
+        let hi = match self.inner.cfg.strategy.carry {
+            Carry::All => now_hi,
+            Carry::Lagging => {
+                // Only blocks already durable at the previous checkpoint, unless a batch sealed since
+                // then holds them (every such block is at or below its seal: it is the output's to take).
+                let Some((at, hi)) = previous.replace((Instant::now(), now_hi)) else {
+                    return Ok(0);
+                };
+                if pending.is_some_and(|p| p.sealed_at > at) {
+                    return Ok(0);
+                }
+                hi
+            }
+        };
         if hi < from {
             return Ok(0);
         }

@@ -41,6 +41,8 @@ pub struct PendingCommit {
     pub seal: Lsn,
     pub batch_ms: u64,
     pub n: u64,
+    /// When it was sealed (a retry keeps it): a passive checkpoint leaves a fresh batch's blocks to it.
+    pub sealed_at: std::time::Instant,
 }
 
 #[derive(Default)]

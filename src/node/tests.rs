@@ -213,3 +213,72 @@ fn batch_times_are_interval_boundaries_and_always_increase() {
     assert_eq!(next_batch_ms(10_500, iv, 10_000), 10_001);
     assert_eq!(next_batch_ms(12_000, iv, 10_001), 12_000);
 }
+
+async fn passive_node(root: &Path, carry: crate::config::Carry) -> Node {
+    let mut cfg = config(root, "primary", Strategy::PassiveStandby);
+    cfg.strategy.carry = carry;
+    Node::open(cfg).await.unwrap()
+}
+
+async fn ingest_seqs(node: &Node, seqs: std::ops::Range<u64>) {
+    for q in seqs {
+        let i = node
+            .ingest("cam", Some(q), Bytes::from(format!("img{q}")))
+            .await
+            .unwrap();
+        assert!(!i.duplicate);
+    }
+}
+
+#[tokio::test]
+async fn a_lagging_checkpoint_carries_only_blocks_that_were_already_durable_at_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = passive_node(dir.path(), crate::config::Carry::Lagging).await;
+    ingest_seqs(&node, 0..2).await;
+    assert_eq!(
+        node.checkpoint_blocks().await.unwrap(),
+        0,
+        "the first checkpoint has no previous one: nothing has waited a whole interval"
+    );
+    ingest_seqs(&node, 2..3).await;
+    assert_eq!(
+        node.checkpoint_blocks().await.unwrap(),
+        2,
+        "seqs 0 and 1 waited an interval; seq 2 did not"
+    );
+    assert_eq!(node.checkpoint_blocks().await.unwrap(), 1, "now seq 2");
+    assert_eq!(node.checkpoint_blocks().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_lagging_checkpoint_carries_nothing_the_output_took_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = passive_node(dir.path(), crate::config::Carry::Lagging).await;
+    ingest_seqs(&node, 0..3).await;
+    assert_eq!(node.checkpoint_blocks().await.unwrap(), 0);
+    assert!(node.seal_and_commit().await.unwrap());
+    assert_eq!(
+        node.checkpoint_blocks().await.unwrap(),
+        0,
+        "the batch committed every block that waited"
+    );
+    ingest_seqs(&node, 3..5).await;
+    assert_eq!(node.checkpoint_blocks().await.unwrap(), 0);
+    assert_eq!(node.checkpoint_blocks().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn an_all_checkpoint_carries_every_uncommitted_block_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = passive_node(dir.path(), crate::config::Carry::All).await;
+    ingest_seqs(&node, 0..3).await;
+    assert_eq!(node.checkpoint_blocks().await.unwrap(), 3);
+    assert_eq!(node.checkpoint_blocks().await.unwrap(), 0);
+    ingest_seqs(&node, 3..4).await;
+    assert!(node.seal_and_commit().await.unwrap());
+    assert_eq!(
+        node.checkpoint_blocks().await.unwrap(),
+        0,
+        "committed blocks are never carried"
+    );
+}

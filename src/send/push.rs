@@ -11,9 +11,12 @@
 //! that takes over from that checkpoint), `upstream-backup` on *committed* (only the output is safe).
 //! An image goes into the manifest as acknowledged only when it is released.
 //!
-//! The kept blocks are the *retention log*. It is bounded per stream by `window` blocks and over all
-//! streams by `retention_max_blocks` and `retention_max_bytes`. When a bound is reached the streams
-//! stop taking new images (backpressure: the push slows down to what the nodes release) and never drop
+//! The kept blocks are the *retention log*. It is bounded over all streams by `retention_max_blocks`
+//! and `retention_max_bytes`; per stream, `window` bounds the blocks *in flight* (sent and not yet
+//! acknowledged at any level by the node that has the most of them) — flow control, apart from
+//! retention, so that a release level slower than the WAL (a checkpoint, a commit) does not cap the
+//! flow at `window` blocks per commit latency. When a bound is reached the streams stop taking new
+//! images (backpressure: the push slows down to what the nodes acknowledge and release) and never drop
 //! one; see [`super::retention`].
 //!
 //! # Framed: modes
@@ -110,7 +113,8 @@ pub struct PushOptions {
     /// Streams are named `<source_prefix>-<worker>`.
     pub source_prefix: String,
     pub token: Option<String>,
-    /// Blocks a framed stream may keep (sent, not yet released).
+    /// Blocks a framed stream may have in flight (sent, not yet acknowledged at any level). What it
+    /// keeps beyond that (acknowledged, not yet released) is bounded by the retention limits.
     pub window: usize,
     /// The acknowledgement that releases a block (or any stronger one).
     pub release: AckLevel,

@@ -70,6 +70,10 @@ struct Target {
     /// `None` while it is. Updated once per turn of the loop, so a target that just went away counts
     /// as present until then (holding blocks back: the safe side).
     absent_since: Option<Instant>,
+    /// Mirror: it was the primary and failed (its connection lost, or another target became primary
+    /// at a higher epoch). It holds no block back — the pair runs without standby until it comes back
+    /// as one — so a failover is not followed by a wait of `standby_grace` for it.
+    failed_primary: bool,
 }
 
 impl Target {
@@ -109,10 +113,12 @@ impl Target {
         self.is_up() && self.says(Role::Standby)
     }
 
-    /// Mirror: gone for `grace` or longer, so it holds no block back any more.
+    /// Mirror: a failed primary, or gone for `grace` or longer: it holds no block back any more.
     fn is_gone(&self, now: Instant, grace: Duration) -> bool {
-        self.absent_since
-            .is_some_and(|since| now.duration_since(since) >= grace)
+        self.failed_primary
+            || self
+                .absent_since
+                .is_some_and(|since| now.duration_since(since) >= grace)
     }
 }
 
@@ -178,7 +184,7 @@ pub(crate) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport
             // Nothing owed and a node to send to: waiting for images is not a lack of progress.
             s.last_progress = now;
         }
-        let can_admit = !s.exhausted && s.kept.len() < s.window() && s.can_send_new();
+        let can_admit = !s.exhausted && s.in_flight() < s.window() && s.can_send_new();
         if can_admit && admission.is_none() {
             admission = Some(Box::pin(s.shared.clone().admit(s.worker, s.next_seq)));
         }
@@ -222,6 +228,7 @@ impl Stream {
                 unacked: 0,
                 quiet_since: now,
                 absent_since: Some(now),
+                failed_primary: false,
             })
             .collect();
         Stream {
@@ -248,6 +255,23 @@ impl Stream {
 
     fn window(&self) -> usize {
         self.shared.opts.window.max(1)
+    }
+
+    /// Blocks sent and not yet acknowledged at any level, on the connection that has the most: what
+    /// `window` bounds. (Blocks acknowledged but not yet released — waiting for a checkpoint or a
+    /// commit — are bounded by the retention limits alone, so a release level slower than the WAL does
+    /// not throttle the flow to `window` per commit latency.)
+    fn in_flight(&self) -> usize {
+        match self.mode() {
+            SendMode::Failover => self.targets[self.active].unacked,
+            SendMode::Mirror => self
+                .targets
+                .iter()
+                .filter(|t| t.is_up())
+                .map(|t| t.unacked)
+                .max()
+                .unwrap_or(0),
+        }
     }
 
     /// Whether a new block can go out now.
@@ -333,6 +357,7 @@ impl Stream {
         for t in &mut self.targets {
             if t.is_standby() {
                 t.absent_since = None;
+                t.failed_primary = false;
             } else if t.absent_since.is_none() {
                 t.absent_since = Some(now);
             }
@@ -351,7 +376,7 @@ impl Stream {
         self.targets
             .iter()
             .enumerate()
-            .filter(|&(i, _)| Some(i) != p)
+            .filter(|&(i, t)| Some(i) != p && !t.failed_primary)
             .filter_map(|(_, t)| t.absent_since.map(|since| since + grace))
             .filter(|&at| at > now)
             .min()
@@ -583,6 +608,11 @@ impl Stream {
                     if let Some(p) = after {
                         info!(source = %self.source, primary = %self.targets[p].address, epoch = role.epoch, "primary changed");
                     }
+                    if let Some(old) = before {
+                        if Some(old) != after && !self.targets[old].says(Role::Standby) {
+                            self.targets[old].failed_primary = true;
+                        }
+                    }
                 }
                 self.release_ready()
             }
@@ -702,6 +732,9 @@ impl Stream {
             }
             SendMode::Mirror => {
                 let t = &mut self.targets[target];
+                if t.says(Role::Primary) {
+                    t.failed_primary = true;
+                }
                 if was_connected {
                     warn!(source = %self.source, target = %address, reason = %why, "connection lost; reconnecting");
                 } else {

@@ -28,6 +28,8 @@ struct Behaviour {
     /// The acks it sends for every block, in order; empty: it never acknowledges.
     acks: Vec<AckLevel>,
     ack_delay: Duration,
+    /// Also acknowledges every block committed, this long after its other acks (a batch interval).
+    commit_after: Option<Duration>,
     /// Dies (listener and every connection gone) once it has received this many blocks.
     die_after: Option<usize>,
 }
@@ -42,6 +44,7 @@ impl Behaviour {
             }),
             acks: vec![AckLevel::Durable],
             ack_delay: Duration::ZERO,
+            commit_after: None,
             die_after: None,
         }
     }
@@ -186,6 +189,7 @@ async fn serve(
             continue;
         }
         let (tx, seen, levels, delay) = (tx.clone(), seen.clone(), b.acks.clone(), b.ack_delay);
+        let commit_after = b.commit_after;
         acks.spawn(async move {
             tokio::time::sleep(delay).await;
             {
@@ -195,6 +199,13 @@ async fn serve(
             }
             for level in levels {
                 let _ = tx.send(ServerFrame::Ack { level, seq: key.1 });
+            }
+            if let Some(after) = commit_after {
+                tokio::time::sleep(after).await;
+                let _ = tx.send(ServerFrame::Ack {
+                    level: AckLevel::Committed,
+                    seq: key.1,
+                });
             }
         });
     }
@@ -537,6 +548,9 @@ async fn a_standby_that_announces_primary_with_a_higher_epoch_becomes_the_primar
     let (r, released, timeline) = run(PushOptions {
         mode: SendMode::Mirror,
         count: 30,
+        // The superseded primary is a failed primary, not an absent standby: it holds nothing back
+        // (were it given the grace, nothing would be released before the push gives up).
+        standby_grace: Duration::from_secs(3600),
         ..opts(&[&hung, &standby])
     })
     .await;
@@ -551,6 +565,67 @@ async fn a_standby_that_announces_primary_with_a_higher_epoch_becomes_the_primar
         );
     }
     assert!(hung.acked_at().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_bounds_blocks_in_flight_and_blocks_waiting_for_a_commit_only_count_against_retention(
+) {
+    // Durable at once, committed 300 ms later: a window of 4 kept blocks would release at most 4 per
+    // 300 ms; 4 *in flight* lets the stream keep far more, waiting for their commit.
+    let node = FakeNode::start(Behaviour {
+        commit_after: Some(Duration::from_millis(300)),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        concurrency: 1,
+        window: 4,
+        count: 60,
+        release: AckLevel::Committed,
+        retention_max_blocks: 40,
+        ..opts(&[&node])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 60);
+    assert!(node.max_outstanding() <= 4, "{}", node.max_outstanding());
+    assert!(
+        r.peak_retained_blocks > 8,
+        "blocks waiting for their commit were held to the window: {r:?}"
+    );
+    assert!(r.peak_retained_blocks <= 40, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_goes_on_at_once_after_the_primary_dies_and_the_standby_promotes_itself() {
+    let primary = FakeNode::start(Behaviour {
+        die_after: Some(30),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let standby = FakeNode::start(Behaviour::standby(1)).await;
+    let (roles, seen) = (standby.roles.clone(), primary.seen.clone());
+    tokio::spawn(async move {
+        while seen.lock().unwrap().blocks.len() < 30 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        roles
+            .send(RoleInfo {
+                role: Role::Primary,
+                epoch: 2,
+            })
+            .unwrap();
+    });
+    let (r, released, _) = run(PushOptions {
+        mode: SendMode::Mirror,
+        // The dead primary holds nothing back once the standby is primary: with a grace this long,
+        // a sender that waited for it would give up first.
+        standby_grace: Duration::from_secs(3600),
+        ..opts(&[&primary, &standby])
+    })
+    .await;
+    r.unwrap();
+    assert_released_exactly_once(&released, 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
