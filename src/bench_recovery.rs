@@ -13,10 +13,9 @@
 //!    `takeover {json}`, their stderr goes to `<out>/logs/`.
 //! 3. **Steady run** (skipped by the `--checkpoint-mb` variant), on its own nodes: the sender pushes
 //!    `--steady-images` images *unpaced*, with the strategy's targets, mode and release level; then
-//!    the nodes are stopped and the output verified. The steady-state throughput is the release rate
-//!    between the first release and the last new send (before the first release nothing is in
-//!    flight yet, after the last send the sender is no longer saturated), so a strategy that releases
-//!    in bursts per batch (upstream-backup) is counted over whole bursts. It is a separate run, not a
+//!    the nodes are stopped and the output verified. The steady-state throughput is end to end: every
+//!    image over the time from the first send until the last one landed in the output (see
+//!    `landing_rate`). It is a separate run, not a
 //!    first phase on the same nodes, so that the failover is measured from a steady state at
 //!    `--rate` and not in the wake of the unpaced backlog (batch commits of hundreds of MB, a full
 //!    page cache) — and so that a standby that takes over from a live primary under the unpaced load
@@ -124,7 +123,7 @@ pub struct RecoveryArgs {
     /// How long the sender goes on after the kill (default 5s; --quick 3s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub after_kill: Option<Duration>,
-    /// Images of the unpaced steady run that measures throughput (default 3000). 0 skips it, as
+    /// Images of the unpaced steady run that measures throughput (default 6000). 0 skips it, as
     /// --quick does: a run of a few hundred images is over before a strategy that releases on a commit
     /// or a checkpoint reaches a steady state, so its figure would be the commit latency, not a rate.
     #[arg(long)]
@@ -277,7 +276,7 @@ impl Plan {
             concurrency: a.concurrency.max(1),
             kill_after,
             after_kill,
-            steady_images: a.steady_images.unwrap_or(if a.quick { 0 } else { 3000 }),
+            steady_images: a.steady_images.unwrap_or(if a.quick { 0 } else { 6000 }),
             store,
             checkpoint_mb: a.checkpoint_mb,
             carry: a.carry,
@@ -818,33 +817,30 @@ fn new_batches(output: &Path, known: &mut HashSet<String>) -> Vec<(String, u64)>
     out
 }
 
-/// Steady-state release rate: releases in (first release, last new send], over that span. A phase
-/// that (nearly) fits in the sender's window — fewer than a quarter of its releases in that span, as
-/// with `--quick` — has no steady state; then it is every release over first send to last release.
-fn steady_rate(entries: &[TimelineEntry], image_len: u64) -> Option<(f64, f64)> {
-    let rate = |n: usize, secs: f64| {
-        let n = n as f64;
-        (secs > 0.0).then(|| (n / secs, n * image_len as f64 / 1e6 / secs))
-    };
-    let released: Vec<Instant> = entries.iter().filter_map(|e| e.released).collect();
-    let first_release = released.iter().min()?;
-    let last_send = entries.iter().map(|e| e.sent).max()?;
-    let steady = released
-        .iter()
-        .filter(|r| *r > first_release && **r <= last_send)
-        .count();
-    if last_send > *first_release && steady * 4 >= released.len() {
-        return rate(
-            steady,
-            last_send.duration_since(*first_release).as_secs_f64(),
-        );
-    }
+/// Steady-state throughput, end to end: every image of the unpaced run over the time from the first
+/// send until the last image *landed* — its committed ack, or its batch seen in the output, whichever
+/// came first. Every strategy pays the same tail (the last batch's interval and commit), so the
+/// ratios compare like with like; the release rate does not, since a strategy that releases on a
+/// commit releases in bursts, one per batch, and one that releases on *durable* ends its push before
+/// its output has the images.
+fn landing_rate(
+    entries: &[TimelineEntry],
+    in_output: &HashMap<(String, u64), Instant>,
+    image_len: u64,
+) -> Option<(f64, f64)> {
     let first_send = entries.iter().map(|e| e.sent).min()?;
-    let last_release = released.iter().max()?;
-    rate(
-        released.len(),
-        last_release.duration_since(first_send).as_secs_f64(),
-    )
+    let mut last = first_send;
+    for e in entries {
+        let out = in_output.get(&(e.source.clone(), e.seq)).copied();
+        let landed = match (e.committed, out) {
+            (Some(c), Some(o)) => c.min(o),
+            (c, o) => c.or(o)?,
+        };
+        last = last.max(landed);
+    }
+    let secs = last.duration_since(first_send).as_secs_f64();
+    let n = entries.len() as f64;
+    (secs > 0.0).then(|| (n / secs, n * image_len as f64 / 1e6 / secs))
 }
 
 /// A run's node processes on a fresh directory and configuration.
@@ -1018,7 +1014,7 @@ async fn steady_run(plan: &Plan, s: Strategy, run: usize) -> anyhow::Result<Stea
     let by_target = timeline.bytes_by_target();
     Ok(Steady {
         images: report.acked,
-        throughput: steady_rate(&entries, plan.image_len),
+        throughput: landing_rate(&entries, &seen.in_output, plan.image_len),
         network_bytes: timeline.bytes_total(),
         network_by_node: paths
             .targets
@@ -1723,7 +1719,7 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<ExitCode> {
     } else if plan.steady_images == 0 {
         "throughput: not measured (no steady run: --quick or --steady-images 0)"
     } else {
-        "throughput: a separate unpaced run on its own nodes before each failover run, the release rate between the first release and the last new send"
+        "throughput: a separate unpaced run on its own nodes before each failover run, every image over first send to the last one in the output"
     };
     let table = markdown_table(&rows, variant);
     println!("\n{table}\np50 / p99 over runs; (×r) = p50 ÷ none's p50; {note}.");
@@ -1776,42 +1772,31 @@ mod tests {
     }
 
     #[test]
-    fn the_steady_rate_counts_releases_between_the_first_release_and_the_last_send() {
+    fn throughput_is_every_image_over_first_send_to_the_last_landing_whichever_sign_came_first() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        // A burst per second, as upstream-backup releases: 10 at 1 s, 10 at 2 s, 10 at 3 s; the
-        // last image was sent at 2 s (right after the second burst made room).
-        let mut e = Vec::new();
-        for (i, rel) in (0..30).map(|i| (i, 1000 * (1 + i / 10))) {
-            e.push(TimelineEntry {
-                source: "s".into(),
-                seq: i,
-                sent: at(if i < 20 { i * 50 } else { 2000 }),
-                released: Some(at(rel)),
-                committed: Some(at(rel)),
-            });
-        }
-        let (images_s, mb_s) = steady_rate(&e, 1_000_000).unwrap();
-        // (1 s, 2 s] holds the second burst: 10 images in 1 s.
-        assert!((images_s - 10.0).abs() < 1e-9, "{images_s}");
-        assert!((mb_s - 10.0).abs() < 1e-9, "{mb_s}");
-    }
-
-    #[test]
-    fn a_phase_that_fits_in_the_window_is_timed_from_the_first_send_to_the_last_release() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let e: Vec<TimelineEntry> = (0..20)
-            .map(|i| TimelineEntry {
-                source: "s".into(),
-                seq: i,
-                sent: at(i),
-                released: Some(at(if i < 10 { 500 } else { 2000 })),
-                committed: None,
-            })
-            .collect();
-        let (images_s, _) = steady_rate(&e, 1).unwrap();
-        assert!((images_s - 10.0).abs() < 1e-9, "{images_s}");
+        let entry = |seq: u64, committed: Option<u64>| TimelineEntry {
+            source: "s".into(),
+            seq,
+            sent: at(seq * 100),
+            released: Some(at(seq * 100 + 10)),
+            committed: committed.map(at),
+        };
+        // seq 0: committed ack at 900, in the output at 800 (the ack came late); seq 1: no ack, in
+        // the output at 2000; seq 2: acked at 1500, never seen in the output (polled past it).
+        let e = vec![entry(0, Some(900)), entry(1, None), entry(2, Some(1500))];
+        let out: HashMap<_, _> = [
+            (("s".to_string(), 0), at(800)),
+            (("s".to_string(), 1), at(2000)),
+        ]
+        .into_iter()
+        .collect();
+        let (images_s, mb_s) = landing_rate(&e, &out, 1_000_000).unwrap();
+        assert!((images_s - 1.5).abs() < 1e-9, "3 images in 2 s: {images_s}");
+        assert!((mb_s - 1.5).abs() < 1e-9, "{mb_s}");
+        // An image that never landed leaves no figure rather than a wrong one.
+        let e = vec![entry(0, Some(900)), entry(3, None)];
+        assert!(landing_rate(&e, &out, 1).is_none());
     }
 
     #[test]
