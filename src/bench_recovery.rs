@@ -7,7 +7,8 @@
 //!
 //! 1. A configuration is written from the shipped `config/<strategy>.toml` (embedded in the binary),
 //!    with free ports, `heartbeat_interval = 100ms`, `failure_timeout = 300ms`, `batch.interval = 1s`
-//!    and the chosen checkpoint store (a local directory, or a fresh directory under an HDFS URL).
+//!    and the chosen checkpoint store (a local directory, or a fresh directory under an HDFS URL,
+//!    which then holds the output too: `<run dir>/checkpoints` and `<run dir>/output`).
 //! 2. The primary, and for the two-node strategies the standby, are started as child processes of
 //!    this executable (`run --config .. --role ..`); their stdout is read for `ready`, `standby` and
 //!    `takeover {json}`, their stderr goes to `<out>/logs/`.
@@ -128,8 +129,8 @@ pub struct RecoveryArgs {
     /// or a checkpoint reaches a steady state, so its figure would be the commit latency, not a rate.
     #[arg(long)]
     pub steady_images: Option<u64>,
-    /// `local` (a directory in each run's directory), or `hdfs URL` / `hdfs://namenode:port/dir` (a
-    /// fresh directory under it per run).
+    /// `local` (a directory in each run's directory), or `hdfs URL` / `hdfs://namenode:port/dir`: a
+    /// fresh directory under it per run holds the checkpoint store *and the output*.
     #[arg(long, num_args = 1..=2, default_values = ["local"], value_name = "local|hdfs URL")]
     pub checkpoint_store: Vec<String>,
     /// The variant with a large checkpoint: fill the primary with this many MB of uncommitted blocks
@@ -542,13 +543,22 @@ fn string(s: impl Into<String>) -> toml::Value {
 struct RunPaths {
     dir: PathBuf,
     config: PathBuf,
-    output: PathBuf,
+    /// The output: a directory of the run's, or (with the checkpoint store on HDFS) `<hdfs run dir>/output`.
+    output: OutputAt,
     store: StoreAt,
     targets: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
 enum StoreAt {
+    Local(PathBuf),
+    /// `hdfs://…/bench-recovery-<pid>-<tag>`: the run's directory on HDFS, holding `checkpoints`
+    /// (the store) and `output`.
+    Hdfs(String),
+}
+
+#[derive(Clone, Debug)]
+enum OutputAt {
     Local(PathBuf),
     Hdfs(String),
 }
@@ -559,19 +569,29 @@ fn write_config(plan: &Plan, s: Strategy, dir: &Path, tag: &str) -> anyhow::Resu
     let mut t: toml::Table = toml::from_str(shipped_config(s))
         .with_context(|| format!("the shipped config/{s}.toml"))?;
     let data = dir.join("data");
-    let output = dir.join("output");
     table(&mut t, "node").insert("data_dir".into(), string(data.display().to_string()));
     table(&mut t, "batch").insert(
         "interval".into(),
         string(humantime::format_duration(plan.batch_interval).to_string()),
     );
-    table(&mut t, "output").insert("url".into(), string(output.display().to_string()));
-    let store = match &plan.store {
-        StoreChoice::Local => StoreAt::Local(dir.join("checkpoints")),
+    let (store, output) = match &plan.store {
+        StoreChoice::Local => (
+            StoreAt::Local(dir.join("checkpoints")),
+            OutputAt::Local(dir.join("output")),
+        ),
         StoreChoice::Hdfs(url) => {
-            StoreAt::Hdfs(format!("{url}/bench-recovery-{}-{tag}", std::process::id()))
+            let run = format!("{url}/bench-recovery-{}-{tag}", std::process::id());
+            (
+                StoreAt::Hdfs(run.clone()),
+                OutputAt::Hdfs(format!("{run}/output")),
+            )
         }
     };
+    let output_url = match &output {
+        OutputAt::Local(p) => p.display().to_string(),
+        OutputAt::Hdfs(u) => u.clone(),
+    };
+    table(&mut t, "output").insert("url".into(), string(output_url));
     let mut st = toml::Table::new();
     match &store {
         StoreAt::Local(p) => {
@@ -580,7 +600,7 @@ fn write_config(plan: &Plan, s: Strategy, dir: &Path, tag: &str) -> anyhow::Resu
         }
         StoreAt::Hdfs(u) => {
             st.insert("kind".into(), string("hdfs"));
-            st.insert("url".into(), string(u.clone()));
+            st.insert("url".into(), string(format!("{u}/checkpoints")));
         }
     }
     table(&mut t, "checkpoint").insert("store".into(), toml::Value::Table(st));
@@ -685,7 +705,10 @@ impl Watcher {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let thread = {
             let (stop, new_pid, seen) = (stop.clone(), new_pid.clone(), seen.clone());
-            let output = paths.output.clone();
+            let output = match &paths.output {
+                OutputAt::Local(p) => Some(p.clone()),
+                OutputAt::Hdfs(_) => None,
+            };
             let local_store = match &paths.store {
                 StoreAt::Local(p) => Some(p.clone()),
                 StoreAt::Hdfs(_) => None,
@@ -700,7 +723,9 @@ impl Watcher {
                         let sent = lock(&timeline).as_ref().map_or(0, |t| t.bytes_total());
                         (now, proc_write_bytes(pid).unwrap_or(0), sent)
                     });
-                    let fresh = new_batches(&output, &mut batches);
+                    let fresh = output
+                        .as_deref()
+                        .map_or_else(Vec::new, |o| new_batches(o, &mut batches));
                     {
                         let mut s = lock(&seen);
                         if let Some(b) = store {
@@ -729,11 +754,21 @@ impl Watcher {
                     let Ok(client) = strategies::store::hdfs::build_client(&base, &opts) else {
                         return;
                     };
+                    let (store, output) = (format!("{root}/checkpoints"), format!("{root}/output"));
+                    let mut batches = HashSet::new();
                     while !stop.load(Ordering::Relaxed) {
-                        if let Ok(c) = client.get_content_summary(&root).await {
+                        if let Ok(c) = client.get_content_summary(&store).await {
                             let mut s = lock(&seen);
                             s.store_peak = s.store_peak.max(c.length);
                             s.store_now = c.length;
+                        }
+                        let now = Instant::now();
+                        let fresh = new_hdfs_batches(&client, &output, &mut batches).await;
+                        {
+                            let mut s = lock(&seen);
+                            for key in fresh {
+                                s.in_output.entry(key).or_insert(now);
+                            }
                         }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -808,6 +843,34 @@ fn new_batches(output: &Path, known: &mut HashSet<String>) -> Vec<(String, u64)>
             for f in files.flatten() {
                 let fname = f.file_name().to_string_lossy().into_owned();
                 if let Some((source, seq)) = crate::verify::parse_image_name(&fname) {
+                    out.push((source.to_string(), seq));
+                }
+            }
+        }
+        known.insert(name);
+    }
+    out
+}
+
+/// [`new_batches`] for an output on HDFS.
+async fn new_hdfs_batches(
+    client: &hdfs_native::Client,
+    output: &str,
+    known: &mut HashSet<String>,
+) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let Ok(dirs) = client.list_status(output, false).await else {
+        return out;
+    };
+    for d in dirs.into_iter().filter(|d| d.isdir) {
+        let name = d.path.rsplit('/').next().unwrap_or_default().to_string();
+        if name.starts_with('_') || name.starts_with('.') || known.contains(&name) {
+            continue;
+        }
+        if let Ok(files) = client.list_status(&format!("{output}/{name}"), false).await {
+            for f in files {
+                let fname = f.path.rsplit('/').next().unwrap_or_default();
+                if let Some((source, seq)) = crate::verify::parse_image_name(fname) {
                     out.push((source.to_string(), seq));
                 }
             }
@@ -901,9 +964,15 @@ async fn start_nodes(plan: &Plan, s: Strategy, tag: &str) -> anyhow::Result<Node
 }
 
 /// Every released image in the output exactly once, or an error naming what is not.
-fn verify_run(tag: &str, manifest: &Path, paths: &RunPaths) -> anyhow::Result<String> {
+async fn verify_run(tag: &str, manifest: &Path, paths: &RunPaths) -> anyhow::Result<String> {
     let entries = read_manifest(manifest)?;
-    let report = crate::verify::verify(&entries, &paths.output, false)?;
+    let report = match &paths.output {
+        OutputAt::Local(dir) => crate::verify::verify(&entries, dir, false)?,
+        OutputAt::Hdfs(url) => {
+            let opts = strategies::store::hdfs::HdfsOptions::default();
+            crate::verify::verify_hdfs(&entries, url, &opts, false).await?
+        }
+    };
     if !report.ok() {
         bail!(
             "{tag}: VERIFY FAILED — {}; lost {:?}, duplicated {:?}, corrupt {:?}; run directory kept: {}",
@@ -1009,7 +1078,7 @@ async fn steady_run(plan: &Plan, s: Strategy, run: usize) -> anyhow::Result<Stea
     }
     primary.stop().await?;
     manifest.flush()?;
-    let verify = verify_run(&tag, &manifest_path, &paths)?;
+    let verify = verify_run(&tag, &manifest_path, &paths).await?;
     clean_up(plan, &paths).await;
     let by_target = timeline.bytes_by_target();
     Ok(Steady {
@@ -1203,7 +1272,7 @@ async fn run_one(plan: &Plan, s: Strategy, run: usize) -> anyhow::Result<RunResu
     }
     manifest.flush()?;
     // Verify first: if something is missing, whether it was lost is the question.
-    let verify = verify_run(&tag, &manifest_path, &paths)?;
+    let verify = verify_run(&tag, &manifest_path, &paths).await?;
     if !uncommitted.is_empty() {
         bail!(
             "{tag}: {} images sent before the kill never showed up committed (no committed ack, not \
