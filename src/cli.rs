@@ -1,5 +1,5 @@
 //! The `hdfs-ingest` command line. `main` calls [`main`]; every command is a function here or in
-//! [`crate::demo`] / [`crate::bench`], so the binary stays thin.
+//! [`crate::demo`] / [`crate::bench`](mod@crate::bench), so the binary stays thin.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

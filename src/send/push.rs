@@ -17,7 +17,7 @@
 //! retention, so that a release level slower than the WAL (a checkpoint, a commit) does not cap the
 //! flow at `window` blocks per commit latency. When a bound is reached the streams stop taking new
 //! images (backpressure: the push slows down to what the nodes acknowledge and release) and never drop
-//! one; see [`super::retention`].
+//! one; see `send::retention`.
 //!
 //! # Framed: modes
 //!
