@@ -14,7 +14,7 @@
 //! - [`verify`]: checks an output against a manifest: lost, duplicated, corrupt, unexpected.
 //! - [`config`]: the TOML configuration, its defaults and its validation; [`size`]: `"64 MiB"` sizes.
 //! - [`images`]: real JPEG and BMP images made on the spot for the demo, benchmarks and tests.
-//! - [`cli`], [`demo`], [`bench`]: the commands of the `hdfs-ingest` binary (`main` only calls [`cli::main`]).
+//! - [`cli`], [`demo`], [`bench`](mod@bench): the commands of the `hdfs-ingest` binary (`main` only calls [`cli::main`]).
 //!
 //! The fault-tolerance strategies, the checkpoint store and its backends live in the `strategies` crate,
 //! which knows nothing of sockets or files: this crate depends on it, never the reverse.
