@@ -143,8 +143,8 @@ pub struct PushArgs {
     /// Blocks kept over all streams; then the push waits. Default 65536.
     #[arg(long)]
     pub retention_max_blocks: Option<u64>,
-    /// A connected node that acknowledges nothing for this long while blocks are outstanding is given
-    /// up on (failover: the next target). Default 10s; with --config and a standby, twice
+    /// A connected node that for this long, while blocks are outstanding, acknowledges nothing and
+    /// takes no more bytes is given up on (failover: the next target). Default 10s; with --config and a standby, twice
     /// strategy.failure_timeout.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub stall_timeout: Option<Duration>,

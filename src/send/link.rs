@@ -269,12 +269,16 @@ fn start(
     let writer = tokio::spawn(async move {
         let result = async {
             while let Some((seq, data)) = blocks.recv().await {
-                let mut n = write_block(&mut wr, seq, &data).await?;
+                // Counted per block as it goes into the buffered writer (which writes to the socket
+                // whenever its buffer fills): the stall timer takes growing counts as the node still
+                // reading, so they must not wait for a whole queue of blocks to be flushed.
+                let n = write_block(&mut wr, seq, &data).await?;
+                count(&spec, n);
                 while let Ok((seq, data)) = blocks.try_recv() {
-                    n += write_block(&mut wr, seq, &data).await?;
+                    let n = write_block(&mut wr, seq, &data).await?;
+                    count(&spec, n);
                 }
                 wr.flush().await?;
-                count(&spec, n);
             }
             wr.shutdown().await
         }

@@ -24,8 +24,10 @@
 //! - [`SendMode::Failover`] (strategies none, upstream-backup, passive-standby): a stream talks to one
 //!   node at a time, starting with the first target. It moves on to the next target (round-robin,
 //!   backoff 10 ms doubling to 500 ms, reset by an ack) when the connection fails, when the node says
-//!   ROLE standby, or when it is connected but acknowledges nothing for `stall_timeout` while blocks are
-//!   outstanding; it then re-sends every block it keeps, in order. A node that sends no ROLE (a
+//!   ROLE standby, or when it is connected but for `stall_timeout`, while blocks are outstanding, neither
+//!   acknowledges anything nor takes any more bytes (a node that still reads what it is sent is busy —
+//!   a long group commit under load — not hung; a hung one stops reading once the socket buffers are
+//!   full); it then re-sends every block it keeps, in order. A node that sends no ROLE (a
 //!   version 1 node, or one that does not announce roles) counts as primary.
 //! - [`SendMode::Mirror`] (active-standby): a stream keeps a connection to every target and sends every
 //!   block to all of them. The *primary* is the target whose latest ROLE says primary with the highest
@@ -122,8 +124,8 @@ pub struct PushOptions {
     pub retention_max_bytes: u64,
     /// Blocks kept over all streams at most.
     pub retention_max_blocks: u64,
-    /// A connected node that acknowledges nothing for this long while blocks are outstanding is given
-    /// up on (failover: the next target). Also bounds connect + hello.
+    /// A connected node that for this long, while blocks are outstanding, acknowledges nothing and takes
+    /// no more bytes is given up on (failover: the next target). Also bounds connect + hello.
     pub stall_timeout: Duration,
     /// Fail when nothing is released for this long.
     pub give_up_after: Duration,

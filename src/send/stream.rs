@@ -8,12 +8,13 @@
 //!
 //! Per target the stream knows the latest ROLE it said, its connection state, and how many kept blocks
 //! it has not acknowledged at all on its current connection (`unacked`: the stall timer runs only while
-//! that is non-zero, and restarts with every ack from it).
+//! that is non-zero, and restarts with every ack from it, and whenever the node has taken more bytes
+//! since the timer started — a node that still reads what it is sent is busy, not hung).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,9 @@ struct Target {
     unacked: usize,
     /// The stall timer's start: the last ack, or when `unacked` last became non-zero.
     quiet_since: Instant,
+    /// Bytes written to this node (every stream's) in all, and that count when the stall timer started.
+    written: Arc<AtomicU64>,
+    written_at_quiet: u64,
     /// Mirror: since when it has not been connected as a standby (the stream's start if it never was);
     /// `None` while it is. Updated once per turn of the loop, so a target that just went away counts
     /// as present until then (holding blocks back: the safe side).
@@ -107,6 +111,12 @@ impl Target {
 
     fn says(&self, role: Role) -> bool {
         self.role.is_some_and(|r| r.role == role)
+    }
+
+    /// (Re)starts the stall timer.
+    fn quiet_from(&mut self, now: Instant) {
+        self.quiet_since = now;
+        self.written_at_quiet = self.written.load(Ordering::Relaxed);
     }
 
     fn is_standby(&self) -> bool {
@@ -227,6 +237,8 @@ impl Stream {
                 backoff: FIRST_BACKOFF,
                 unacked: 0,
                 quiet_since: now,
+                written: shared.target_bytes[i].clone(),
+                written_at_quiet: 0,
                 absent_since: Some(now),
                 failed_primary: false,
             })
@@ -405,7 +417,7 @@ impl Stream {
                 h.send(seq, data.clone());
                 per[i].sent = true;
                 if t.unacked == 0 {
-                    t.quiet_since = now;
+                    t.quiet_from(now);
                 }
                 t.unacked += 1;
             }
@@ -519,7 +531,7 @@ impl Stream {
             handle.send(k.seq, k.data.clone());
         }
         t.unacked = self.kept.len();
-        t.quiet_since = now;
+        t.quiet_from(now);
     }
 
     fn on_frame(&mut self, target: usize, frame: ServerFrame) -> Result<(), PushError> {
@@ -563,7 +575,7 @@ impl Stream {
             self.backoff = FIRST_BACKOFF;
         }
         let t = &mut self.targets[target];
-        t.quiet_since = now;
+        t.quiet_from(now);
         t.backoff = FIRST_BACKOFF;
         // Kept blocks are in sequence order (taken in order, removed anywhere).
         let Ok(i) = self.kept.binary_search_by_key(&seq, |k| k.seq) else {
@@ -756,8 +768,14 @@ impl Stream {
             {
                 self.make_ready(t);
             }
-            let target = &self.targets[t];
+            let target = &mut self.targets[t];
             if target.is_up() && target.unacked > 0 && now >= target.quiet_since + stall {
+                if target.written.load(Ordering::Relaxed) != target.written_at_quiet {
+                    // It took more of what it is sent: busy (a long group commit under load), not
+                    // hung. A hung node stops reading once the socket buffers are full.
+                    target.quiet_from(now);
+                    continue;
+                }
                 let why = format!(
                     "connected, but no acknowledgement in {stall:?} for {} blocks outstanding",
                     target.unacked

@@ -327,6 +327,31 @@ async fn a_stalled_primary_that_accepts_but_never_acknowledges_makes_the_worker_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_reads_everything_but_acknowledges_late_is_busy_not_stalled() {
+    // Every block acknowledged a second after it arrived (a long group commit under load), while the
+    // node goes on reading what it is sent: the stall timer (300 ms) must not give up on it. A sender
+    // that counted acks alone would reconnect (and re-send everything) before the first ack.
+    let node = FakeNode::start(Behaviour {
+        ack_delay: Duration::from_secs(1),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        count: 150,
+        concurrency: 1,
+        rate: Some(100.0),
+        window: 1000,
+        stall_timeout: Duration::from_millis(300),
+        ..opts(&[&node])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 150);
+    assert_eq!(r.reconnects, 0, "{r:?}");
+    assert_eq!(node.received().len(), 150, "nothing was re-sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_says_it_is_a_standby_is_left_for_the_next_target_before_any_block_is_sent() {
     let standby = FakeNode::start(Behaviour::standby(1)).await;
     let primary = FakeNode::start(Behaviour::primary(1)).await;
