@@ -6,27 +6,13 @@ use std::path::Path;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::*;
-use crate::config::{SourceConfig, StoreConfig};
 use strategies::Strategy;
 
 /// Generous bound for things that take milliseconds; only a hang reaches it.
 const HANG: Duration = Duration::from_secs(30);
 
 fn config(root: &Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.node.name = "primary".into();
-    cfg.node.data_dir = root.join("primary");
-    cfg.receiver.sources = vec![SourceConfig::FramedListen {
-        address: "127.0.0.1:0".into(),
-        token: None,
-    }];
-    cfg.output.url = Some(root.join("output").display().to_string());
-    cfg.checkpoint.store = StoreConfig::Local {
-        path: root.join("store"),
-    };
-    cfg.strategy.kind = Strategy::UpstreamBackup;
-    cfg.analysis.enabled = false;
-    cfg
+    crate::node::tests::config(root, "primary", Strategy::UpstreamBackup)
 }
 
 fn times(every: Duration, failure_timeout: Duration) -> SenderTimes {

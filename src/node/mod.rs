@@ -1172,4 +1172,4 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

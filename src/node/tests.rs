@@ -7,7 +7,9 @@ use crate::config::{Config, SourceConfig, StoreConfig};
 use strategies::claims::{self, BatchClaim, ClaimKind};
 use strategies::SeqSet;
 
-fn config(root: &Path, name: &str, strategy: Strategy) -> Config {
+/// A node named `name` under `root`: one framed listener on a free port, output, and a local
+/// checkpoint store shared by every node under `root`; no analysis.
+pub(crate) fn config(root: &Path, name: &str, strategy: Strategy) -> Config {
     let mut cfg = Config::default();
     cfg.node.name = name.into();
     cfg.node.data_dir = root.join(name);
