@@ -59,6 +59,21 @@ pub fn bin() -> PathBuf {
 }
 
 /// A port nobody listens on right now.
+/// The lines a child writes to its stdout (taken from it), read on a thread of their own, so that a
+/// test can wait for one with a timeout.
+pub fn stdout_lines(child: &mut std::process::Child) -> anyhow::Result<mpsc::Receiver<String>> {
+    let stdout = child.stdout.take().context("the child's stdout")?;
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(lines)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")

@@ -47,10 +47,10 @@
 //! It cannot be stopped or restarted: [`MiniDfs::controllable`] is false and the control methods
 //! return an error, so a test that needs them prints why and skips.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -155,16 +155,8 @@ impl MiniDfs {
             .stderr(Stdio::from(log))
             .spawn()
             .context("spawn java for MiniDFS (is a JDK 17 on PATH?)")?;
-        let stdout = child.stdout.take().context("MiniDFS stdout")?;
         let stdin = child.stdin.take();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::stdout_lines(&mut child)?;
         let mut local = Local {
             child,
             control: Mutex::new(Control { stdin, lines }),

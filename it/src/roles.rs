@@ -16,11 +16,10 @@
 //! enough to poll while waiting for commits), [`Pipeline::verify`] is the project's verify (every
 //! file read and hashed; in a debug build about 30 MB/s, so each test runs it once, at the end).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -29,7 +28,7 @@ use hdfs_ingest::send::manifest::{read_manifest, ManifestEntry};
 use hdfs_ingest::verify::VerifyReport;
 
 use crate::minidfs::{unique_dir, MiniDfs};
-use crate::{bin, free_port};
+use crate::{bin, free_port, stdout_lines};
 
 /// Batch interval of test pipelines: short, so kills land in every phase of a commit.
 pub const BATCH_INTERVAL: &str = "500ms";
@@ -522,15 +521,7 @@ impl RoleProc {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().context("spawn hdfs-ingest run")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child)?;
         let mut proc = RoleProc {
             child,
             role,
@@ -729,15 +720,7 @@ impl SenderProc {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| LOG_FILTER.into()),
             );
         let mut child = cmd.spawn().context("spawn hdfs-ingest send push")?;
-        let out = child.stdout.take().context("stdout")?;
-        let (tx, stdout) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
+        let stdout = stdout_lines(&mut child)?;
         Ok(SenderProc {
             child,
             manifest: manifest.to_path_buf(),
