@@ -13,7 +13,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::images::ImageSet;
 use crate::node::Node;
-use crate::receiver::protocol::AckLevel;
+use crate::protocol::AckLevel;
 use crate::send::manifest::{read_manifest, ManifestWriter};
 use crate::send::push::{self, Protocol, PushOptions, SendMode};
 use crate::send::serve::{self, ServeOptions};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use strategies::Strategy;
 
-use crate::receiver::protocol::valid_source_id;
+use crate::protocol::valid_source_id;
 use crate::size::ByteSize;
 
 /// A configuration that cannot be used, with the key and the reason.

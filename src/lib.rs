@@ -27,6 +27,7 @@ pub mod error;
 pub mod ha;
 pub mod images;
 pub mod node;
+pub mod protocol;
 pub mod receiver;
 pub mod send;
 pub mod sink;

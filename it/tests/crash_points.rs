@@ -32,7 +32,7 @@ async fn crash_at(point: &str) -> anyhow::Result<()> {
             source_prefix: "fp".into(),
             // Committed acks: the sender lets a block go only once it is in a committed batch, so a
             // batch whose commit was interrupted must be finished, and acknowledged, after the restart.
-            release: hdfs_ingest::receiver::protocol::AckLevel::Committed,
+            release: hdfs_ingest::protocol::AckLevel::Committed,
             ..PushOptions::default()
         },
         ImageSet::Generated {

@@ -45,7 +45,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Carry, Config, StoreConfig};
 use crate::error::NodeError;
-use crate::receiver::protocol::{AckLevel, ServerFrame};
+use crate::protocol::{AckLevel, ServerFrame};
 use crate::sink::{self, BatchBlock, Output, PublishOutcome};
 use crate::wal::{Lsn, Wal, WalOptions};
 use state::{ConnHandle, Outcome, PendingCommit, State};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use strategies::snapshot::{CarriedRef, SeqSet};
 use tokio::sync::{mpsc, watch};
 
-use crate::receiver::protocol::ServerFrame;
+use crate::protocol::ServerFrame;
 use crate::wal::Lsn;
 
 /// The outcome of an append others are waiting on: `Ok(lsn)` or the error text.

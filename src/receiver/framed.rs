@@ -1,4 +1,4 @@
-//! The framed protocol's node side (the wire format is in [`super::protocol`] and docs/PROTOCOL.md).
+//! The framed protocol's node side (the wire format is in [`crate::protocol`] and docs/PROTOCOL.md).
 //!
 //! One task reads frames, one writes acks. Every block is made durable by its own task, so a connection
 //! pipelines: it keeps reading while earlier blocks wait for the group commit. A protocol error (bad
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
-use super::protocol::{
+use crate::protocol::{
     read_block, read_hello, AckLevel, ErrorCode, ProtocolError, Role, RoleInfo, ServerFrame,
     VERSION_2,
 };
@@ -268,7 +268,7 @@ async fn refuse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::receiver::protocol::VERSION_1;
+    use crate::protocol::VERSION_1;
     use std::time::Duration;
 
     #[tokio::test]

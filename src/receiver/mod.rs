@@ -8,7 +8,6 @@
 //!   and *committed* acknowledgements.
 
 pub mod framed;
-pub mod protocol;
 pub mod raw;
 
 use std::sync::Arc;

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::timeline::Timeline;
-use crate::receiver::protocol::{
+use crate::protocol::{
     block_header, ErrorCode, Hello, ProtocolError, ServerFrame, VERSION_1, VERSION_2,
 };
 

@@ -75,7 +75,7 @@ use super::retention::{Gauge, Held, Retention};
 pub use super::timeline::{Timeline, TimelineEntry};
 use crate::config::Config;
 use crate::images::ImageSet;
-use crate::receiver::protocol::AckLevel;
+use crate::protocol::AckLevel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {

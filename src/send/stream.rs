@@ -26,7 +26,7 @@ use super::link::{self, AbortOnDrop, Event, LinkHandle, LinkSpec};
 use super::manifest::{sha256_hex, ManifestEntry};
 use super::push::{Admission, PushError, PushReport, SendMode, Shared};
 use super::retention::Held;
-use crate::receiver::protocol::{AckLevel, ErrorCode, Role, RoleInfo, ServerFrame, VERSION_2};
+use crate::protocol::{AckLevel, ErrorCode, Role, RoleInfo, ServerFrame, VERSION_2};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);

@@ -13,7 +13,7 @@ use super::manifest::{read_manifest, ManifestWriter};
 use super::push::{push, PushError, PushOptions, PushReport, SendMode, Timeline};
 use crate::images::ImageSet;
 use crate::receiver::framed::announce_roles;
-use crate::receiver::protocol::{
+use crate::protocol::{
     read_block, read_hello, AckLevel, ErrorCode, ProtocolError, Role, RoleInfo, ServerFrame,
     VERSION_1,
 };
