@@ -18,6 +18,11 @@ use strategies::Strategy;
 use crate::protocol::valid_source_id;
 use crate::size::ByteSize;
 
+/// The largest `receiver.max_block_size`: a block goes into one WAL record (at most 64 MiB, the WAL's
+/// `MAX_RECORD_PAYLOAD`) with its source id (up to 128 bytes) and sequence number. The node, which
+/// writes those records, checks at compile time that the two agree.
+pub const MAX_BLOCK_SIZE: u64 = 64 * 1024 * 1024 - 1024;
+
 /// A configuration that cannot be used, with the key and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -429,8 +434,7 @@ impl Config {
             ));
         }
         let mbs = self.receiver.max_block_size.as_u64();
-        // A block goes into one WAL record with its source id (up to 128 bytes) and sequence number.
-        let wal_max = (crate::wal::MAX_RECORD_PAYLOAD - 1024) as u64;
+        let wal_max = MAX_BLOCK_SIZE;
         if mbs > wal_max {
             return Err(invalid(
                 "receiver.max_block_size",

@@ -83,9 +83,9 @@ use strategies::StandbyMode;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::cli::{start_node, RunningNode};
 use crate::config::{Config, NodeRole, StrategyConfig};
 use crate::node::Node;
+use crate::node::{start_node, RunningNode};
 
 /// A primary whose runtime has not run its tick task for this many `failure_timeout`s withholds its
 /// heartbeats (see the module doc).
@@ -131,7 +131,7 @@ pub async fn run_role(
     let cfg = base.for_role(role)?;
     let strategy = cfg.strategy.kind;
     if !strategy.has_standby() {
-        return crate::cli::run_node(cfg, shutdown).await;
+        return crate::node::run_node(cfg, shutdown).await;
     }
     let standby = start_as_standby || role == NodeRole::Standby;
     tokio::pin!(shutdown);
@@ -180,7 +180,7 @@ async fn serve_as_primary(
                 }
                 if let Err(e) = node.check_fence().await {
                     warn!(error = %e, "fence check");
-                    if matches!(e, crate::error::NodeError::Fenced(_)) {
+                    if matches!(e, crate::node::NodeError::Fenced(_)) {
                         return;
                     }
                 }

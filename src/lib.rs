@@ -23,7 +23,6 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod error;
 pub mod ha;
 pub mod images;
 pub mod node;

@@ -210,7 +210,7 @@ pub async fn start_in_process(
     cfg.validate()?;
     let output = cfg.output_dir();
     let node = hdfs_ingest::node::Node::open(cfg).await?;
-    let running = hdfs_ingest::cli::start_node(node).await?;
+    let running = hdfs_ingest::node::start_node(node).await?;
     Ok(InProcess {
         node: running.node.clone(),
         addresses: running.addresses.clone(),
@@ -222,7 +222,7 @@ pub async fn start_in_process(
 pub struct InProcess {
     pub node: hdfs_ingest::node::Node,
     pub addresses: Vec<String>,
-    running: hdfs_ingest::cli::RunningNode,
+    running: hdfs_ingest::node::RunningNode,
     pub output: PathBuf,
 }
 

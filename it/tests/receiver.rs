@@ -7,9 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use hdfs_ingest::config::SourceConfig;
 use hdfs_ingest::images::ImageSet;
-use hdfs_ingest::protocol::{
-    block_header, AckLevel, ErrorCode, Hello, ServerFrame, VERSION,
-};
+use hdfs_ingest::protocol::{block_header, AckLevel, ErrorCode, Hello, ServerFrame, VERSION};
 use hdfs_ingest::send::manifest::{read_manifest, ManifestWriter};
 use hdfs_ingest::send::push::{push, Protocol, PushOptions};
 use hdfs_ingest::verify::verify;

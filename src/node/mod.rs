@@ -24,10 +24,15 @@
 //! duplicate or an overwrite.
 
 mod carried;
+mod error;
+mod intake;
 mod record;
+mod run;
 mod state;
 
+pub use error::NodeError;
 pub use record::{decode, encode_block, encode_seal, NodeRecord, KIND_BLOCK, KIND_SEAL};
+pub use run::{run_node, start_node, RunningNode};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,21 +49,11 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Carry, Config, StoreConfig};
-use crate::error::NodeError;
-use crate::protocol::{AckLevel, ServerFrame};
+use crate::protocol::{AckLevel, Role, RoleInfo, ServerFrame};
+use crate::receiver::Ingested;
 use crate::sink::{self, BatchBlock, Output, PublishOutcome};
 use crate::wal::{Lsn, Wal, WalOptions};
-use state::{ConnHandle, Outcome, PendingCommit, State};
-
-/// What [`Node::ingest`] did with a block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ingested {
-    pub seq: u64,
-    /// It was durable already (or became so through another copy in flight); nothing new was stored.
-    pub duplicate: bool,
-    /// It is in a committed batch already.
-    pub committed: bool,
-}
+use state::{Outcome, PendingCommit, State};
 
 /// Counters for logs, the demo and the benchmarks.
 #[derive(Debug, Default)]
@@ -69,15 +64,6 @@ pub struct Stats {
     pub rejected: AtomicU64,
     pub batches: AtomicU64,
     pub committed_blocks: AtomicU64,
-}
-
-/// What the node is now: the framed receiver announces it to protocol-v2 senders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RoleInfo {
-    /// Commits output (otherwise: a standby that only makes blocks durable).
-    pub primary: bool,
-    /// The epoch it claimed (0 before it ever became primary).
-    pub epoch: u64,
 }
 
 /// A running node. Cheap to clone.
@@ -94,6 +80,8 @@ struct Inner {
     checkpointer: Checkpointer,
     strategy: Strategy,
     epoch: AtomicU64,
+    /// Primary (commits output) or standby (only makes blocks durable), and the epoch it claimed (0
+    /// before it ever became primary): the framed receiver announces it to protocol-v2 senders.
     role: watch::Sender<RoleInfo>,
     state: Mutex<State>,
     /// Bytes of blocks read off sockets and not yet durable, over all connections (in KiB permits).
@@ -193,7 +181,7 @@ impl Node {
         let output = open_output(&cfg).await?;
         let (stop, _) = watch::channel(None);
         let (role, _) = watch::channel(RoleInfo {
-            primary: false,
+            role: Role::Standby,
             epoch: 0,
         });
         let budget_kib = (cfg.receiver.max_block_size.as_u64().max(256 << 20) >> 10) as usize;
@@ -366,7 +354,7 @@ impl Node {
             .fetch_max(last_block, Ordering::AcqRel);
         let carried = self.load_carried(&plan.load_carried).await?;
         self.inner.role.send_replace(RoleInfo {
-            primary: true,
+            role: Role::Primary,
             epoch,
         });
         info!(node = %me, epoch, strategy = %self.inner.strategy,
@@ -434,13 +422,8 @@ impl Node {
         Ok(())
     }
 
-    /// The node's role and epoch, as the framed receiver announces them.
-    pub fn role_watch(&self) -> watch::Receiver<RoleInfo> {
-        self.inner.role.subscribe()
-    }
-
     pub fn is_primary(&self) -> bool {
-        self.inner.role.borrow().primary
+        self.inner.role.borrow().role == Role::Primary
     }
 
     pub fn strategy(&self) -> Strategy {
@@ -495,17 +478,6 @@ impl Node {
     fn fail(&self, why: String) {
         error!(reason = %why, "node failed; stopping");
         self.request_stop(&format!("fatal: {why}"));
-    }
-
-    /// Reserves room for `len` bytes in flight; the permit is released when the block is durable or refused.
-    pub async fn reserve(&self, len: usize) -> tokio::sync::OwnedSemaphorePermit {
-        let kib = len.div_ceil(1024).max(1) as u32;
-        self.inner
-            .inflight
-            .clone()
-            .acquire_many_owned(kib)
-            .await
-            .expect("the in-flight semaphore is never closed")
     }
 
     /// Makes a block durable, once. `seq: None` gives it the source's next sequence number (raw sources).
@@ -632,22 +604,6 @@ impl Node {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = self.stopped() => return,
             }
-        }
-    }
-
-    /// Registers the connection that gets `source`'s committed acks (replacing an older one).
-    pub fn register_conn(&self, source: &str, tx: mpsc::UnboundedSender<ServerFrame>) -> u64 {
-        let id = self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        self.state()
-            .conns
-            .insert(source.to_string(), ConnHandle { id, tx });
-        id
-    }
-
-    pub fn unregister_conn(&self, source: &str, id: u64) {
-        let mut st = self.state();
-        if st.conns.get(source).is_some_and(|c| c.id == id) {
-            st.conns.remove(source);
         }
     }
 

@@ -12,6 +12,11 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub const KIND_BLOCK: u8 = 1;
+
+// The largest block the configuration allows, with its longest source id and its sequence number,
+// fits one WAL record.
+const _: () =
+    assert!(crate::config::MAX_BLOCK_SIZE as usize + 1 + 255 + 8 <= crate::wal::MAX_RECORD_PAYLOAD);
 pub const KIND_SEAL: u8 = 2;
 
 /// A decoded WAL payload.

@@ -284,3 +284,32 @@ async fn an_all_checkpoint_carries_every_uncommitted_block_at_once() {
         "committed blocks are never carried"
     );
 }
+
+#[tokio::test]
+async fn the_nodes_role_watch_is_announced_as_primary_or_standby_with_its_epoch() {
+    use crate::protocol::VERSION_2;
+    use crate::receiver::{framed::announce_roles, Intake};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open_standby(config(dir.path(), "b", Strategy::ActiveStandby))
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _announcer = announce_roles(VERSION_2, node.roles(), &tx).unwrap();
+    assert_eq!(
+        rx.try_recv().ok(),
+        Some(ServerFrame::Role {
+            role: Role::Standby,
+            epoch: 0
+        })
+    );
+    node.become_primary().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert_eq!(
+        next.unwrap(),
+        Some(ServerFrame::Role {
+            role: Role::Primary,
+            epoch: node.epoch()
+        })
+    );
+    assert!(node.epoch() > 0, "becoming primary claims an epoch");
+}

@@ -20,15 +20,14 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
+use super::Intake;
 use crate::protocol::{
-    read_block, read_hello, AckLevel, ErrorCode, ProtocolError, Role, RoleInfo, ServerFrame,
-    VERSION_2,
+    read_block, read_hello, AckLevel, ErrorCode, ProtocolError, RoleInfo, ServerFrame, VERSION_2,
 };
-use crate::node::Node;
 
 /// Accepts framed connections until the node stops.
-pub async fn listen(
-    node: Node,
+pub async fn listen<I: Intake>(
+    node: I,
     listener: TcpListener,
     token: Option<String>,
     conns: Arc<Semaphore>,
@@ -52,11 +51,11 @@ fn tokens_match(expected: &str, got: &str) -> bool {
             == 0
 }
 
-async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<String>>) {
+async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Option<String>>) {
     let (rd, mut wr) = sock.into_split();
     let mut rd = BufReader::with_capacity(256 * 1024, rd);
-    let idle = node.config().receiver.idle_timeout;
-    let max = node.config().receiver.max_block_size.as_u64();
+    let idle = node.receiver_config().idle_timeout;
+    let max = node.receiver_config().max_block_size.as_u64();
 
     let hello = match tokio::time::timeout(idle, read_hello(&mut rd)).await {
         Ok(Ok(h)) => h,
@@ -86,7 +85,7 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
         max_block_size: max as u32,
     });
     // Version 2: ROLE is the second frame, then one on every change of role or epoch.
-    let _roles = announce_roles(version, node.role_watch(), &tx);
+    let _roles = announce_roles(version, node.roles(), &tx);
     let conn_id = node.register_conn(&source, tx.clone());
     info!(peer = %peer, source = %source, version, "framed connection");
 
@@ -164,9 +163,7 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
     // Blocks already read are finished and acknowledged before any error frame.
     while inflight.join_next().await.is_some() {}
     if let Err(e) = &outcome {
-        node.stats()
-            .rejected
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        node.count_rejected();
         warn!(peer = %peer, source = %source, error = %e, "framed connection refused");
         let _ = tx.send(ServerFrame::Error {
             code: e.code(),
@@ -186,14 +183,11 @@ async fn serve(node: Node, sock: TcpStream, peer: String, token: Arc<Option<Stri
 /// Version 1 clients get nothing (the writer would drop the frames anyway). The task holds only a weak
 /// sender, so it never keeps the connection's writer open; it ends when the returned guard is dropped,
 /// when the connection's queue is gone, or when the node drops its side of `roles`.
-pub fn announce_roles<T>(
+pub fn announce_roles(
     version: u8,
-    mut roles: watch::Receiver<T>,
+    mut roles: watch::Receiver<RoleInfo>,
     tx: &mpsc::UnboundedSender<ServerFrame>,
-) -> Option<RoleAnnouncer>
-where
-    T: Copy + Into<RoleInfo> + Send + Sync + 'static,
-{
+) -> Option<RoleAnnouncer> {
     if version < VERSION_2 {
         return None;
     }
@@ -201,12 +195,12 @@ where
         role: r.role,
         epoch: r.epoch,
     };
-    let mut last: RoleInfo = (*roles.borrow_and_update()).into();
+    let mut last = *roles.borrow_and_update();
     tx.send(role_frame(last)).ok()?;
     let tx = tx.downgrade();
     Some(RoleAnnouncer(tokio::spawn(async move {
         while roles.changed().await.is_ok() {
-            let now: RoleInfo = (*roles.borrow_and_update()).into();
+            let now = *roles.borrow_and_update();
             if now == last {
                 continue;
             }
@@ -217,19 +211,6 @@ where
             }
         }
     })))
-}
-
-impl From<crate::node::RoleInfo> for RoleInfo {
-    fn from(r: crate::node::RoleInfo) -> RoleInfo {
-        RoleInfo {
-            role: if r.primary {
-                Role::Primary
-            } else {
-                Role::Standby
-            },
-            epoch: r.epoch,
-        }
-    }
 }
 
 /// Stops announcing roles when dropped (see [`announce_roles`]).
@@ -268,7 +249,7 @@ async fn refuse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::VERSION_1;
+    use crate::protocol::{Role, VERSION_1};
     use std::time::Duration;
 
     #[tokio::test]
@@ -307,36 +288,6 @@ mod tests {
         assert_eq!(closed.unwrap(), None);
         assert!(!announcer.is_finished());
         drop(announcer);
-    }
-
-    #[tokio::test]
-    async fn the_nodes_role_watch_is_announced_as_primary_or_standby_with_its_epoch() {
-        let (set, roles) = watch::channel(crate::node::RoleInfo {
-            primary: false,
-            epoch: 0,
-        });
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let _announcer = announce_roles(VERSION_2, roles, &tx).unwrap();
-        assert_eq!(
-            rx.try_recv().ok(),
-            Some(ServerFrame::Role {
-                role: Role::Standby,
-                epoch: 0
-            })
-        );
-        set.send(crate::node::RoleInfo {
-            primary: true,
-            epoch: 5,
-        })
-        .unwrap();
-        let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
-        assert_eq!(
-            next.unwrap(),
-            Some(ServerFrame::Role {
-                role: Role::Primary,
-                epoch: 5
-            })
-        );
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::node::Node;
+use super::Intake;
 
 /// Why a raw connection yielded no image.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +60,9 @@ pub async fn read_image(
     })
 }
 
-async fn handle(node: &Node, mut sock: TcpStream, peer: String, source: &str) {
-    let max = node.config().receiver.max_block_size.as_u64();
-    let idle = node.config().receiver.idle_timeout;
+async fn handle<I: Intake>(node: &I, mut sock: TcpStream, peer: String, source: &str) {
+    let max = node.receiver_config().max_block_size.as_u64();
+    let idle = node.receiver_config().idle_timeout;
     match read_image(&mut sock, max, idle).await {
         Ok(Some(image)) => {
             let len = image.len();
@@ -78,16 +78,19 @@ async fn handle(node: &Node, mut sock: TcpStream, peer: String, source: &str) {
             debug!(peer = %peer, source, "empty connection ignored (a zero-length connection is not an image)")
         }
         Err(e) => {
-            node.stats()
-                .rejected
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            node.count_rejected();
             warn!(peer = %peer, source, error = %e, "raw image refused")
         }
     }
 }
 
 /// Accepts senders until the node stops; each connection is one image.
-pub async fn listen(node: Node, listener: TcpListener, source: String, conns: Arc<Semaphore>) {
+pub async fn listen<I: Intake>(
+    node: I,
+    listener: TcpListener,
+    source: String,
+    conns: Arc<Semaphore>,
+) {
     let n = node.clone();
     super::accept_loop(node, listener, conns, move |sock, peer| {
         let node = n.clone();
@@ -98,7 +101,7 @@ pub async fn listen(node: Node, listener: TcpListener, source: String, conns: Ar
 }
 
 /// Pulls images from a sender that serves one per connection, for as long as the node runs.
-pub async fn connect(node: Node, address: String, source: String, backoff_max: Duration) {
+pub async fn connect<I: Intake>(node: I, address: String, source: String, backoff_max: Duration) {
     let stopped = node.stopped();
     tokio::pin!(stopped);
     let first = Duration::from_millis(10);

@@ -12,11 +12,11 @@ use tokio::sync::{mpsc, watch};
 use super::manifest::{read_manifest, ManifestWriter};
 use super::push::{push, PushError, PushOptions, PushReport, SendMode, Timeline};
 use crate::images::ImageSet;
-use crate::receiver::framed::announce_roles;
 use crate::protocol::{
     read_block, read_hello, AckLevel, ErrorCode, ProtocolError, Role, RoleInfo, ServerFrame,
     VERSION_1,
 };
+use crate::receiver::framed::announce_roles;
 
 /// How a fake node behaves.
 #[derive(Clone, Debug)]

@@ -24,11 +24,8 @@ pub enum NodeError {
     Sink(#[from] crate::sink::SinkError),
     #[error("WAL record {lsn} cannot be decoded: {reason}")]
     Record { lsn: u64, reason: String },
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Receiver(#[from] crate::receiver::ReceiverError),
     #[error("node failed: {0}")]
     Failed(String),
     #[error("background task failed: {0}")]
