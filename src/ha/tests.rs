@@ -1,11 +1,17 @@
 //! Heartbeats on their own threads, in process: a real node, real sockets, the node's runtime blocked
 //! by the test itself (a `current_thread` runtime whose one worker thread the test puts to sleep).
 
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use super::*;
+use super::heartbeat::{HeartbeatSender, SenderTimes};
+use super::watch::{WatchEvent, Watcher};
+use crate::config::{Config, StrategyConfig};
+use crate::node::Node;
 use strategies::Strategy;
 
 /// Generous bound for things that take milliseconds; only a hang reaches it.

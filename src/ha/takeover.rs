@@ -1,0 +1,115 @@
+//! A standby's life: stand by (an active standby runs its node in standby mode and trims by the
+//! primary's checkpoints), watch the primary's heartbeats, take over when they stop, and say so on
+//! stdout with a `takeover` line.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use strategies::StandbyMode;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::heartbeat::unix_ms;
+use super::watch::{WatchEvent, Watcher};
+use crate::config::Config;
+use crate::node::{start_node, Node, RunningNode};
+
+/// The `takeover` line a standby prints when it takes over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakeoverEvent {
+    pub node: String,
+    pub epoch: u64,
+    pub last_heartbeat_unix_ms: u64,
+    pub detected_unix_ms: u64,
+    pub serving_unix_ms: u64,
+}
+
+/// The standby's life until it takes over (`Some`) or is shut down (`None`).
+pub(super) async fn watch_then_take_over(
+    cfg: Config,
+    peer: &str,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> anyhow::Result<Option<RunningNode>> {
+    let mode = cfg.strategy.kind.policy().standby;
+    let mirror = if mode == StandbyMode::Mirror {
+        let running = start_node(Node::open_standby(cfg.clone()).await?).await?;
+        println!("ready {}", running.addresses.join(" "));
+        Some(running)
+    } else {
+        println!("standby {peer}");
+        None
+    };
+    let (events, mut heard) = mpsc::channel(64);
+    let watcher = Watcher::start(
+        peer.to_string(),
+        cfg.strategy.heartbeat_interval,
+        cfg.strategy.failure_timeout,
+        events,
+    )
+    .context("cannot start the heartbeat watcher thread")?;
+    let mut last_checkpoint = 0;
+    let failed = async {
+        while let Some(ev) = heard.recv().await {
+            match ev {
+                WatchEvent::Heartbeat { checkpoint } => {
+                    if checkpoint == last_checkpoint {
+                        continue;
+                    }
+                    last_checkpoint = checkpoint;
+                    if let Some(m) = &mirror {
+                        if let Err(e) = m.node.refresh_committed().await {
+                            warn!(error = %e, "standby: could not read the primary's checkpoint");
+                        }
+                    }
+                }
+                WatchEvent::PrimaryFailed {
+                    last_heartbeat_unix_ms,
+                    detected_unix_ms,
+                } => return Some((last_heartbeat_unix_ms, detected_unix_ms)),
+            }
+        }
+        None
+    };
+    let (last_hb, detected) = tokio::select! {
+        f = failed => f.context("the heartbeat watcher thread ended")?,
+        _ = shutdown => {
+            tokio::task::spawn_blocking(move || watcher.stop_and_join()).await?;
+            if let Some(m) = mirror {
+                m.stop().await?;
+            }
+            return Ok(None);
+        }
+    };
+    // The thread has ended after its report.
+    drop(watcher);
+    warn!(
+        peer,
+        silent_ms = detected.saturating_sub(last_hb),
+        "primary failed: no heartbeat within failure_timeout; taking over"
+    );
+    let running = match mirror {
+        Some(m) => {
+            m.node.become_primary().await?;
+            m
+        }
+        None => {
+            let running = start_node(Node::open(cfg.clone()).await?).await?;
+            println!("ready {}", running.addresses.join(" "));
+            running
+        }
+    };
+    let ev = TakeoverEvent {
+        node: cfg.node.name.clone(),
+        epoch: running.node.epoch(),
+        last_heartbeat_unix_ms: last_hb,
+        detected_unix_ms: detected,
+        serving_unix_ms: unix_ms(),
+    };
+    println!("takeover {}", serde_json::to_string(&ev)?);
+    info!(
+        epoch = ev.epoch,
+        detection_ms = detected - last_hb,
+        takeover_ms = ev.serving_unix_ms - detected,
+        "took over"
+    );
+    Ok(Some(running))
+}
