@@ -4,15 +4,21 @@
 //! output against, and optionally a [`timeline`] of every block for benchmarks.
 //!
 //! - [`push`]: options, report, the raw worker, and the design (modes, release levels, retention).
-//! - `stream`: one framed stream's state machine (failover and mirror).
+//! - `options`, `report`: what a push is told, and what it did.
+//! - `shared`: what every worker of one push shares, and the admission of the next image.
+//! - `stream`: one framed stream's state machine (failover and mirror); `raw`: one raw worker.
 //! - `link`: one connection to one node (connect + hello, reader, writer).
 //! - `retention`: the bounds on what all streams keep, shared.
 
 mod link;
 pub mod manifest;
+mod options;
 pub mod push;
+mod raw;
+mod report;
 mod retention;
 pub mod serve;
+mod shared;
 mod stream;
 #[cfg(test)]
 mod tests;

@@ -24,8 +24,10 @@ use tracing::{debug, info, warn};
 
 use super::link::{self, AbortOnDrop, Event, LinkHandle, LinkSpec};
 use super::manifest::{sha256_hex, ManifestEntry};
-use super::push::{Admission, PushError, PushReport, SendMode, Shared};
+use super::options::SendMode;
+use super::report::{PushError, PushReport};
 use super::retention::Held;
+use super::shared::{Admission, Shared};
 use crate::protocol::{AckLevel, ErrorCode, Role, RoleInfo, ServerFrame, VERSION_2};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
@@ -177,7 +179,7 @@ struct Stream {
 type AdmitFuture = Pin<Box<dyn Future<Output = Admission> + Send>>;
 
 /// Runs stream number `worker` until every image it took is released, or it fails.
-pub(crate) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport, PushError> {
+pub(super) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport, PushError> {
     let (tx, mut events) = mpsc::unbounded_channel();
     let mut s = Stream::new(shared, worker, tx);
     // Kept across iterations: once it holds a retention slot or claimed an image, it must complete.
