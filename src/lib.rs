@@ -2,19 +2,23 @@
 //!
 //! # Layout
 //!
-//! - [`receiver`]: how images come in — the classic raw protocol (one image per connection, as a
-//!   listener or pulling from a sender) and the framed protocol with sequence numbers and acks.
-//! - [`wal`]: the write-ahead log every block goes through before it is acknowledged: segments, a
-//!   CRC32 per record, group commit with fdatasync, recovery that truncates a torn tail.
-//! - [`node`]: a running node — recovery, ingest with de-duplication, sealing batches, committing them
-//!   through the sink and checkpointing through the `strategies` crate's checkpoint store.
-//! - [`ha`]: roles at run time — heartbeats, failure detection, a standby taking over.
-//! - [`sink`]: batch output — deterministic names, staging and one atomic rename, the analysis step.
-//! - [`send`]: the upstream (`hdfs-ingest send`): the classic image server, a raw/framed pusher, manifests.
-//! - [`verify`]: checks an output against a manifest: lost, duplicated, corrupt, unexpected.
-//! - [`config`]: the TOML configuration, its defaults and its validation; [`size`]: `"64 MiB"` sizes.
-//! - [`images`]: real JPEG and BMP images made on the spot for the demo, benchmarks and tests.
-//! - [`cli`], [`demo`], [`bench`](mod@bench): the commands of the `hdfs-ingest` binary (`main` only calls [`cli::main`]).
+//! Layers, top to bottom; each room imports only rooms below it (docs/ARCHITECTURE.md has the map and
+//! `it/tests/layers.rs` the check):
+//!
+//! - [`cli`]: the `hdfs-ingest` binary's argument types and dispatch (`main` only calls [`cli::main`]).
+//! - Commands: [`demo`]; [`bench`](mod@bench) (`bench ingest`, `bench hdfs`, `bench recovery`);
+//!   [`verify`], which checks an output against a manifest (lost, duplicated, corrupt, unexpected);
+//!   [`send`], the upstream (`hdfs-ingest send`): the classic image server, a raw/framed pusher with its
+//!   retention log and failover, manifests.
+//! - [`ha`]: roles at run time — heartbeats, watching the primary, a standby taking over.
+//! - [`node`]: one node — recovery, ingest with de-duplication, sealing and committing batches through
+//!   the sink, checkpoints through the `strategies` crate's store, takeover; its run/stop life cycle.
+//! - [`receiver`]: how images come in — the raw protocol (one image per connection, as a listener or
+//!   pulling from a sender) and the framed one; they hand blocks to a [`receiver::Intake`].
+//!   [`sink`]: batch output — deterministic names, staging and one atomic rename, the analysis step.
+//!   [`wal`]: the write-ahead log every block goes through before it is acknowledged.
+//! - [`protocol`]: the framed wire format; [`config`]: the TOML configuration, its defaults and
+//!   validation; [`size`]: `"64 MiB"` sizes; [`images`]: real JPEG and BMP images made on the spot.
 //!
 //! The fault-tolerance strategies, the checkpoint store and its backends live in the `strategies` crate,
 //! which knows nothing of sockets or files: this crate depends on it, never the reverse.
