@@ -44,7 +44,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use strategies::checkpoint::Checkpointer;
 use strategies::claims::{BatchClaim, ClaimKind, ClaimOutcome};
-use strategies::snapshot::Snapshot;
 use strategies::store::CheckpointStore;
 use strategies::{plan_takeover, Strategy};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -708,24 +707,6 @@ impl Node {
                 "batch {n} is claimed by {} of epoch {}",
                 held.node, held.epoch
             ))),
-        }
-    }
-
-    /// A snapshot of the state (under the state lock), with the next checkpoint id.
-    fn snapshot_of(&self, st: &mut State, batch_ms: Option<u64>) -> Snapshot {
-        st.checkpoint_id += 1;
-        Snapshot {
-            format: Snapshot::FORMAT,
-            epoch: self.epoch(),
-            id: st.checkpoint_id,
-            node: self.inner.cfg.node.name.clone(),
-            created_unix_ms: now_ms(),
-            last_committed_batch_ms: batch_ms.or(Some(st.last_batch_ms)).filter(|ms| *ms > 0),
-            last_committed_seal_lsn: st.last_committed_seal,
-            wal_low_water: st.last_committed_seal + 1,
-            sources: st.committed_sets(),
-            last_batch_n: st.last_batch_n,
-            carried: st.carried.clone(),
         }
     }
 
