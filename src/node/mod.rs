@@ -41,7 +41,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use strategies::checkpoint::Checkpointer;
 use strategies::claims::{BatchClaim, ClaimKind, ClaimOutcome};
 use strategies::store::CheckpointStore;
@@ -49,7 +48,7 @@ use strategies::{plan_takeover, Strategy};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Carry, Config, StoreConfig};
+use crate::config::{Config, StoreConfig};
 use crate::protocol::{AckLevel, Role, RoleInfo, ServerFrame};
 use crate::sink::{self, BatchBlock, Output, PublishOutcome};
 use crate::wal::{Lsn, Wal, WalOptions};
@@ -749,109 +748,6 @@ impl Node {
         }
     }
 
-    /// `passive-standby`: checkpoints the blocks made durable since the last such checkpoint that are
-    /// not committed, as one immutable object, and a snapshot listing it; then sends checkpointed acks.
-    pub async fn checkpoint_blocks(&self) -> Result<u64, NodeError> {
-        if !self.is_primary() {
-            return Ok(0);
-        }
-        let mut previous = self.inner.ckpt_lock.lock().await;
-        let (from, pending) = {
-            let st = self.state();
-            (
-                st.carried_hi.max(st.last_committed_seal) + 1,
-                st.pending_commit,
-            )
-        };
-        let now_hi = self.inner.last_block_lsn.load(Ordering::Acquire);
-        let hi = match self.inner.cfg.strategy.carry {
-            Carry::All => now_hi,
-            Carry::Lagging => {
-                // Only blocks already durable at the previous checkpoint, unless a batch sealed since
-                // then holds them (every such block is at or below its seal: it is the output's to take).
-                let Some((at, hi)) = previous.replace((Instant::now(), now_hi)) else {
-                    return Ok(0);
-                };
-                if pending.is_some_and(|p| p.sealed_at > at) {
-                    return Ok(0);
-                }
-                hi
-            }
-        };
-        if hi < from {
-            return Ok(0);
-        }
-        self.check_fence().await?;
-        let (body, members, bytes) = {
-            let wal = self.inner.wal.clone();
-            let node = self.clone();
-            tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
-                let mut enc = carried::Encoder::default();
-                let mut members = Vec::new();
-                for rec in wal.replay(from)? {
-                    let rec = rec?;
-                    if rec.lsn > hi {
-                        break;
-                    }
-                    if let Ok(NodeRecord::Block { source, seq, data }) =
-                        decode(rec.kind, rec.payload)
-                    {
-                        if node.state().is_committed(&source, seq) {
-                            continue;
-                        }
-                        enc.push(&source, seq, &data);
-                        members.push((source, seq));
-                    }
-                }
-                let bytes = enc.payload_bytes();
-                Ok((enc.finish(), members, bytes))
-            })
-            .await??
-        };
-        let epoch = self.epoch();
-        let key = strategies::paths::carried(epoch, hi);
-        if !members.is_empty() {
-            self.inner
-                .store
-                .create_if_absent(&key, Bytes::from(body))
-                .await?;
-        }
-        let snapshot = {
-            let mut st = self.state();
-            if !members.is_empty() {
-                st.carried.push(strategies::CarriedRef {
-                    key: key.clone(),
-                    epoch,
-                    lo: from,
-                    hi,
-                    blocks: members.len() as u64,
-                    bytes,
-                });
-            }
-            st.carried_hi = hi;
-            self.snapshot_of(&mut st, None)
-        };
-        self.inner.checkpointer.write(&snapshot).await?;
-        fail::fail_point!("node::checkpoint::after_write", |_| std::process::abort());
-        let acks: Vec<_> = {
-            let st = self.state();
-            members
-                .iter()
-                .filter_map(|(source, seq)| st.conns.get(source).map(|c| (c.tx.clone(), *seq)))
-                .collect()
-        };
-        for (tx, seq) in acks {
-            let _ = tx.send(checkpointed_ack(seq));
-        }
-        debug!(
-            key,
-            blocks = members.len(),
-            bytes,
-            "checkpointed uncommitted blocks"
-        );
-        Ok(members.len() as u64)
-    }
-
     /// Runs the batcher until the node is told to stop, then commits what is left. Under
     /// `passive-standby` it also checkpoints the uncommitted blocks every `checkpoint_interval`.
     pub async fn run_batcher(&self) -> Result<(), NodeError> {
@@ -927,14 +823,6 @@ impl Node {
         self.inner.wal.close().await?;
         debug!("node closed");
         Ok(())
-    }
-}
-
-/// A checkpointed ack (the framed writer passes it to protocol-v2 clients only).
-fn checkpointed_ack(seq: u64) -> ServerFrame {
-    ServerFrame::Ack {
-        level: AckLevel::Checkpointed,
-        seq,
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use bytes::Bytes;
+
 use super::*;
 use crate::config::{Config, SourceConfig, StoreConfig};
 use strategies::claims::{self, BatchClaim, ClaimKind};
