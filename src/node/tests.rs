@@ -1,11 +1,15 @@
 //! The batch log and fencing, in process: two nodes over one shared store and output.
 
 use std::path::Path;
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use super::*;
 use crate::config::{Config, SourceConfig, StoreConfig};
+use crate::protocol::ServerFrame;
+use crate::sink::BatchBlock;
 use strategies::claims::{self, BatchClaim, ClaimKind};
 use strategies::SeqSet;
 
