@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::config::{Config, SourceConfig, StoreConfig};
 use crate::protocol::ServerFrame;
-use crate::sink::BatchBlock;
-use strategies::claims::{self, BatchClaim, ClaimKind};
+use crate::sink::{BatchBlock, PublishOutcome};
+use strategies::claims::{self, BatchClaim, ClaimKind, ClaimOutcome};
 use strategies::SeqSet;
 
 /// A node named `name` under `root`: one framed listener on a free port, output, and a local
