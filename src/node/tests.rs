@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::config::{Config, SourceConfig, StoreConfig};
 use crate::protocol::ServerFrame;
-use crate::sink::{BatchBlock, PublishOutcome};
+use crate::sink::{self, BatchBlock, PublishOutcome};
 use strategies::claims::{self, BatchClaim, ClaimKind, ClaimOutcome};
 use strategies::SeqSet;
 
