@@ -22,6 +22,27 @@
 //! durable and uncommitted sets. Every block not committed goes into the next batch, under a new batch
 //! number and a batch time after every claimed one, so a crash at any point costs a re-run, never a
 //! duplicate or an overwrite.
+//!
+//! # Files
+//!
+//! This file defines [`Node`], its shared state and its small accessors; each stage has a file, and a
+//! file uses only this one and the files listed after it:
+//!
+//! - `run.rs`: the life cycle as a process runs it ([`start_node`], [`run_node`], [`RunningNode`]).
+//! - `intake.rs`: the node as the receivers see it ([`crate::receiver::Intake`]).
+//! - `open.rs`: opening the WAL, the checkpoint store and the output ([`Node::open`],
+//!   [`Node::open_standby`], [`open_store`], [`open_output`]).
+//! - `takeover.rs`: recovery — standing by ([`Node::refresh_committed`]) and becoming the primary
+//!   ([`Node::become_primary`]).
+//! - `commit.rs`: steps 3 and 4 — the batcher ([`Node::run_batcher`]), sealing and committing a batch
+//!   ([`Node::seal_and_commit`]) and the last commit at [`Node::shutdown`].
+//! - `carried.rs`: `passive-standby`'s carried-block checkpoints ([`Node::checkpoint_blocks`]) and
+//!   their encoding.
+//! - `ingest.rs`: steps 1 and 2 — [`Node::ingest`], and the WAL's disk budget.
+//! - `fence.rs`: the check that stops a node a newer epoch replaced ([`Node::check_fence`]).
+//! - `state.rs`: what is durable, committed, in flight and connected, and its checkpoint snapshot.
+//! - `record.rs`: the WAL records, blocks and seals ([`NodeRecord`]).
+//! - `error.rs`: [`NodeError`].
 
 mod carried;
 mod commit;
