@@ -1,5 +1,7 @@
-//! The encoding of a `passive-standby` checkpoint's uncommitted blocks: one immutable object in the
-//! checkpoint store per checkpoint interval.
+//! `passive-standby`'s carried-block checkpoints: every `strategy.checkpoint_interval` the primary
+//! writes the blocks durable since the previous one and not committed ([`Node::checkpoint_blocks`]) as
+//! one immutable object in the checkpoint store, lists it in a snapshot and sends checkpointed acks; a
+//! node taking over loads them back into its WAL. The object's encoding:
 //!
 //! ```text
 //! object  = "HICB" | version u8 (=1) | count u32 | block*        (big-endian)
@@ -9,7 +11,16 @@
 //! The CRC-32 covers the block's bytes, so a damaged object is refused with the block it failed at
 //! rather than loaded; the store's put is atomic, so a torn object cannot occur.
 
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tracing::debug;
+
+use super::record::{self, NodeRecord};
+use super::{Node, NodeError};
+use crate::config::Carry;
+use crate::protocol::{AckLevel, ServerFrame};
 
 const MAGIC: &[u8; 4] = b"HICB";
 const VERSION: u8 = 1;
@@ -106,6 +117,119 @@ pub fn decode(raw: &Bytes) -> Result<Vec<CarriedBlock>, String> {
         return Err(format!("{} bytes after the last block", b.remaining()));
     }
     Ok(out)
+}
+
+impl Node {
+    /// `passive-standby`: checkpoints the blocks made durable since the last such checkpoint that are
+    /// not committed, as one immutable object, and a snapshot listing it; then sends checkpointed acks.
+    pub async fn checkpoint_blocks(&self) -> Result<u64, NodeError> {
+        if !self.is_primary() {
+            return Ok(0);
+        }
+        let mut previous = self.inner.ckpt_lock.lock().await;
+        let (from, pending) = {
+            let st = self.state();
+            (
+                st.carried_hi.max(st.last_committed_seal) + 1,
+                st.pending_commit,
+            )
+        };
+        let now_hi = self.inner.last_block_lsn.load(Ordering::Acquire);
+        let hi = match self.inner.cfg.strategy.carry {
+            Carry::All => now_hi,
+            Carry::Lagging => {
+                // Only blocks already durable at the previous checkpoint, unless a batch sealed since
+                // then holds them (every such block is at or below its seal: it is the output's to take).
+                let Some((at, hi)) = previous.replace((Instant::now(), now_hi)) else {
+                    return Ok(0);
+                };
+                if pending.is_some_and(|p| p.sealed_at > at) {
+                    return Ok(0);
+                }
+                hi
+            }
+        };
+        if hi < from {
+            return Ok(0);
+        }
+        self.check_fence().await?;
+        let (body, members, bytes) = {
+            let wal = self.inner.wal.clone();
+            let node = self.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
+                let mut enc = Encoder::default();
+                let mut members = Vec::new();
+                for rec in wal.replay(from)? {
+                    let rec = rec?;
+                    if rec.lsn > hi {
+                        break;
+                    }
+                    if let Ok(NodeRecord::Block { source, seq, data }) =
+                        record::decode(rec.kind, rec.payload)
+                    {
+                        if node.state().is_committed(&source, seq) {
+                            continue;
+                        }
+                        enc.push(&source, seq, &data);
+                        members.push((source, seq));
+                    }
+                }
+                let bytes = enc.payload_bytes();
+                Ok((enc.finish(), members, bytes))
+            })
+            .await??
+        };
+        let epoch = self.epoch();
+        let key = strategies::paths::carried(epoch, hi);
+        if !members.is_empty() {
+            self.inner
+                .store
+                .create_if_absent(&key, Bytes::from(body))
+                .await?;
+        }
+        let snapshot = {
+            let mut st = self.state();
+            if !members.is_empty() {
+                st.carried.push(strategies::CarriedRef {
+                    key: key.clone(),
+                    epoch,
+                    lo: from,
+                    hi,
+                    blocks: members.len() as u64,
+                    bytes,
+                });
+            }
+            st.carried_hi = hi;
+            self.snapshot_of(&mut st, None)
+        };
+        self.inner.checkpointer.write(&snapshot).await?;
+        fail::fail_point!("node::checkpoint::after_write", |_| std::process::abort());
+        let acks: Vec<_> = {
+            let st = self.state();
+            members
+                .iter()
+                .filter_map(|(source, seq)| st.conns.get(source).map(|c| (c.tx.clone(), *seq)))
+                .collect()
+        };
+        for (tx, seq) in acks {
+            let _ = tx.send(checkpointed_ack(seq));
+        }
+        debug!(
+            key,
+            blocks = members.len(),
+            bytes,
+            "checkpointed uncommitted blocks"
+        );
+        Ok(members.len() as u64)
+    }
+}
+
+/// A checkpointed ack (the framed writer passes it to protocol-v2 clients only).
+fn checkpointed_ack(seq: u64) -> ServerFrame {
+    ServerFrame::Ack {
+        level: AckLevel::Checkpointed,
+        seq,
+    }
 }
 
 #[cfg(test)]

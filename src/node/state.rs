@@ -1,13 +1,15 @@
 //! The node's in-memory ingest state: which `(source, seq)` are durable, committed, in flight or
-//! not yet committed, and which connection gets a source's acknowledgements.
+//! not yet committed, and which connection gets a source's acknowledgements; and the snapshot of it
+//! that a checkpoint writes (after a batch commit, or a `passive-standby` carried-block checkpoint).
 //!
 //! Held under one `std::sync::Mutex`; nothing awaits while holding it.
 
 use std::collections::HashMap;
 
-use strategies::snapshot::{CarriedRef, SeqSet};
+use strategies::snapshot::{CarriedRef, SeqSet, Snapshot};
 use tokio::sync::{mpsc, watch};
 
+use super::{now_ms, Node};
 use crate::protocol::ServerFrame;
 use crate::wal::Lsn;
 
@@ -116,5 +118,25 @@ impl State {
             .values()
             .filter_map(|e| e.uncommitted.values().min().copied())
             .min()
+    }
+}
+
+impl Node {
+    /// A snapshot of the state (under the state lock), with the next checkpoint id.
+    pub(super) fn snapshot_of(&self, st: &mut State, batch_ms: Option<u64>) -> Snapshot {
+        st.checkpoint_id += 1;
+        Snapshot {
+            format: Snapshot::FORMAT,
+            epoch: self.epoch(),
+            id: st.checkpoint_id,
+            node: self.inner.cfg.node.name.clone(),
+            created_unix_ms: now_ms(),
+            last_committed_batch_ms: batch_ms.or(Some(st.last_batch_ms)).filter(|ms| *ms > 0),
+            last_committed_seal_lsn: st.last_committed_seal,
+            wal_low_water: st.last_committed_seal + 1,
+            sources: st.committed_sets(),
+            last_batch_n: st.last_batch_n,
+            carried: st.carried.clone(),
+        }
     }
 }

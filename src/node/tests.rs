@@ -1,10 +1,16 @@
 //! The batch log and fencing, in process: two nodes over one shared store and output.
 
 use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
 
 use super::*;
 use crate::config::{Config, SourceConfig, StoreConfig};
-use strategies::claims::{self, BatchClaim, ClaimKind};
+use crate::protocol::ServerFrame;
+use crate::sink::{self, BatchBlock, PublishOutcome};
+use strategies::claims::{self, BatchClaim, ClaimKind, ClaimOutcome};
 use strategies::SeqSet;
 
 /// A node named `name` under `root`: one framed listener on a free port, output, and a local

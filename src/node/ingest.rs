@@ -1,0 +1,157 @@
+//! A block's way into the node: de-duplication by `(source, seq)`, the append and fdatasync that make
+//! it durable, and the WAL's disk budget — ingest waits for room, and releasing committed segments
+//! makes it.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::record::{encode_block, KIND_BLOCK};
+use super::state::Outcome;
+use super::{Inner, Node, NodeError};
+use crate::receiver::Ingested;
+use crate::wal::Lsn;
+
+impl Node {
+    /// Makes a block durable, once. `seq: None` gives it the source's next sequence number (raw sources).
+    /// Returns only after the fdatasync that covers it.
+    pub async fn ingest(
+        &self,
+        source: &str,
+        seq: Option<u64>,
+        data: Bytes,
+    ) -> Result<Ingested, NodeError> {
+        enum Step {
+            Done(Ingested),
+            Wait(u64, watch::Receiver<Outcome>),
+            Append(u64, watch::Sender<Outcome>),
+        }
+        let step = {
+            let mut st = self.state();
+            let e = st.entry(source);
+            let seq = match seq {
+                Some(s) => s,
+                None => {
+                    e.next_raw += 1;
+                    e.next_raw - 1
+                }
+            };
+            if e.durable.contains(seq) {
+                Step::Done(Ingested {
+                    seq,
+                    duplicate: true,
+                    committed: e.committed.contains(seq),
+                })
+            } else if let Some(tx) = e.inflight.get(&seq) {
+                Step::Wait(seq, tx.subscribe())
+            } else {
+                let (tx, _) = watch::channel(None);
+                e.inflight.insert(seq, tx.clone());
+                Step::Append(seq, tx)
+            }
+        };
+        match step {
+            Step::Done(i) => {
+                self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                Ok(i)
+            }
+            Step::Wait(seq, mut rx) => {
+                let outcome = rx.wait_for(|v| v.is_some()).await.map(|v| v.clone());
+                match outcome {
+                    Ok(Some(Ok(_))) => {
+                        self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                        let committed = self.state().is_committed(source, seq);
+                        Ok(Ingested {
+                            seq,
+                            duplicate: true,
+                            committed,
+                        })
+                    }
+                    Ok(Some(Err(e))) => Err(NodeError::Failed(e)),
+                    _ => Err(NodeError::Failed(
+                        "the first copy of this block was abandoned".into(),
+                    )),
+                }
+            }
+            Step::Append(seq, tx) => {
+                self.wait_for_wal_room().await;
+                let len = data.len() as u64;
+                let res = self
+                    .inner
+                    .wal
+                    .append(KIND_BLOCK, encode_block(source, seq, &data))
+                    .await;
+                let mut st = self.state();
+                st.entry(source).inflight.remove(&seq);
+                match res {
+                    Ok((lsn, _)) => {
+                        let committed = st.mark_durable(source, seq, lsn);
+                        drop(st);
+                        self.inner.last_block_lsn.fetch_max(lsn, Ordering::AcqRel);
+                        self.inner.stats.blocks.fetch_add(1, Ordering::Relaxed);
+                        self.inner.stats.bytes.fetch_add(len, Ordering::Relaxed);
+                        let _ = tx.send(Some(Ok(lsn)));
+                        Ok(Ingested {
+                            seq,
+                            duplicate: false,
+                            committed,
+                        })
+                    }
+                    Err(e) => {
+                        drop(st);
+                        let msg = e.to_string();
+                        let _ = tx.send(Some(Err(msg.clone())));
+                        // A record too large is that block's problem; any other WAL error is the node's.
+                        if !matches!(e, crate::wal::WalError::RecordTooLarge { .. }) {
+                            self.fail(format!("WAL append failed: {msg}"));
+                        }
+                        Err(e.into())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits while the WAL is at its disk budget: the caller's block is not read further, so senders
+    /// feel backpressure instead of losing anything.
+    async fn wait_for_wal_room(&self) {
+        let budget = self.inner.cfg.wal.disk_budget.as_u64();
+        loop {
+            let notified = self.inner.wal_freed.notified();
+            let used = self.inner.wal.disk_bytes();
+            if used < budget {
+                if self.inner.over_budget.swap(false, Ordering::AcqRel) {
+                    info!(
+                        used,
+                        budget, "WAL back under its disk budget; taking blocks again"
+                    );
+                }
+                return;
+            }
+            if !self.inner.over_budget.swap(true, Ordering::AcqRel) {
+                warn!(used, budget, dir = %self.inner.wal.dir().display(),
+                      "WAL disk budget reached: applying backpressure to senders until a batch commits and frees segments");
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = self.stopped() => return,
+            }
+        }
+    }
+}
+
+impl Inner {
+    pub(super) async fn wal_release(&self, low_water: Lsn) -> Result<(), NodeError> {
+        let wal = self.wal.clone();
+        let n = tokio::task::spawn_blocking(move || wal.release_below(low_water)).await??;
+        self.wal_freed.notify_waiters();
+        if n > 0 {
+            debug!(segments = n, low_water, "WAL segments released");
+        }
+        Ok(())
+    }
+}
