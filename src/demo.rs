@@ -12,7 +12,8 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::bench::recovery::RecoveryArgs;
-use crate::cli::{fmt_ms, start_node};
+use crate::bench::stats::fmt_ms;
+use crate::cli::start_node;
 use crate::config::{Config, SourceConfig};
 use crate::images::ImageSet;
 use crate::node::Node;

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 
-#[path = "bench_recovery.rs"]
 pub mod recovery;
+pub mod stats;
 
-use crate::cli::fmt_ms;
 use crate::images::{bmp_of_size, ImageSet};
 use crate::send::push::{push, Protocol, PushOptions};
 use crate::size::ByteSize;
+use stats::fmt_ms;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct IngestArgs {

@@ -518,10 +518,10 @@ fn ms_between(from: Instant, to: Instant) -> f64 {
 
 fn shipped_config(s: Strategy) -> &'static str {
     match s {
-        Strategy::None => include_str!("../config/none.toml"),
-        Strategy::PassiveStandby => include_str!("../config/passive-standby.toml"),
-        Strategy::ActiveStandby => include_str!("../config/active-standby.toml"),
-        Strategy::UpstreamBackup => include_str!("../config/upstream-backup.toml"),
+        Strategy::None => include_str!("../../config/none.toml"),
+        Strategy::PassiveStandby => include_str!("../../config/passive-standby.toml"),
+        Strategy::ActiveStandby => include_str!("../../config/active-standby.toml"),
+        Strategy::UpstreamBackup => include_str!("../../config/upstream-backup.toml"),
     }
 }
 
