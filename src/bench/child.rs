@@ -22,3 +22,11 @@ pub(super) fn terminate(pid: u32) {
         .args(["-TERM", &pid.to_string()])
         .status();
 }
+
+/// `write_bytes` of `/proc/<pid>/io`: bytes this process caused to be written to storage.
+pub(super) fn proc_write_bytes(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}

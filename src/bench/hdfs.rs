@@ -18,7 +18,7 @@ use strategies::store::hdfs::{build_client, HdfsOptions, HdfsStore};
 use strategies::store::sled::SledStore;
 use strategies::store::CheckpointStore;
 
-use super::stats::{fmt_ms, percentiles};
+use crate::bench::stats::{fmt_ms, percentiles};
 use crate::images::bmp_of_size;
 use crate::sink::{self, hdfs::HdfsOutput, BatchBlock};
 use crate::size::ByteSize;

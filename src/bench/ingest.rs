@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 
-use super::child::{rss_of, terminate};
-use super::stats::fmt_ms;
+use crate::bench::child::{rss_of, terminate};
+use crate::bench::stats::fmt_ms;
 use crate::images::{bmp_of_size, ImageSet};
 use crate::send::push::{push, Protocol, PushOptions};
 use crate::size::ByteSize;

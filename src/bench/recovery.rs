@@ -84,6 +84,10 @@ use strategies::{Release, Strategy};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
+pub use crate::bench::stats::Spread;
+
+use crate::bench::child::{proc_write_bytes, terminate};
+use crate::bench::stats::{ms_between, p50_ratio, ratio_cell, spread, spread_cell};
 use crate::config::{Carry, Config};
 use crate::ha::TakeoverEvent;
 use crate::images::{bmp_of_size, ImageSet};
@@ -466,9 +470,7 @@ impl NodeChild {
 
     /// SIGTERM (the node commits what is durable and exits), SIGKILL after 30 s.
     async fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
+        terminate(self.pid);
         match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
             Ok(st) => Ok(st?),
             Err(_) => {
@@ -489,14 +491,6 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// `write_bytes` of `/proc/<pid>/io`: bytes this process caused to be written to storage.
-fn proc_write_bytes(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("write_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -506,14 +500,6 @@ fn free_port() -> anyhow::Result<u16> {
 fn unix_ms_f64(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-}
-
-fn ms_between(from: Instant, to: Instant) -> f64 {
-    if to >= from {
-        to.duration_since(from).as_secs_f64() * 1e3
-    } else {
-        -(from.duration_since(to).as_secs_f64() * 1e3)
-    }
 }
 
 fn shipped_config(s: Strategy) -> &'static str {
@@ -1401,26 +1387,6 @@ async fn remove_hdfs_dir(url: &str) {
     }
 }
 
-/// p50 and p99 of one figure over runs (nearest rank).
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Spread {
-    pub p50: f64,
-    pub p99: f64,
-}
-
-fn spread(mut v: Vec<f64>) -> Option<Spread> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let at = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    Some(Spread {
-        p50: at(0.5),
-        p99: at(0.99),
-    })
-}
-
 /// One strategy's figures over its runs.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
@@ -1497,26 +1463,15 @@ fn summarize(results: &[RunResult], strategies: &[Strategy]) -> Vec<Summary> {
         .collect();
     let base = out.iter().find(|s| s.strategy == "none").cloned();
     if let Some(b) = base {
-        let ratio = |x: Option<Spread>, y: Option<Spread>| match (x, y) {
-            (Some(x), Some(y)) if y.p50 > 0.0 => Some(x.p50 / y.p50),
-            _ => None,
-        };
         for s in &mut out {
-            s.throughput_ratio = ratio(s.throughput_images_s, b.throughput_images_s);
-            s.network_ratio = ratio(s.network_per_mb, b.network_per_mb);
+            s.throughput_ratio = p50_ratio(s.throughput_images_s, b.throughput_images_s);
+            s.network_ratio = p50_ratio(s.network_per_mb, b.network_per_mb);
             s.network_until_kill_ratio =
-                ratio(s.network_per_mb_until_kill, b.network_per_mb_until_kill);
-            s.storage_ratio = ratio(s.storage_per_mb, b.storage_per_mb);
+                p50_ratio(s.network_per_mb_until_kill, b.network_per_mb_until_kill);
+            s.storage_ratio = p50_ratio(s.storage_per_mb, b.storage_per_mb);
         }
     }
     out
-}
-
-fn cell(s: Option<Spread>, digits: usize) -> String {
-    match s {
-        Some(s) => format!("{:.d$} / {:.d$}", s.p50, s.p99, d = digits),
-        None => "-".into(),
-    }
 }
 
 fn runs_cell(r: &Summary) -> String {
@@ -1540,10 +1495,6 @@ fn runs_cell(r: &Summary) -> String {
     }
 }
 
-fn ratio_cell(r: Option<f64>) -> String {
-    r.map_or(String::new(), |r| format!(" (×{r:.2})"))
-}
-
 /// The table: one column list for both kinds of run (the variant has load and replay instead of
 /// throughput, which it does not measure).
 fn markdown_table(rows: &[Summary], variant: bool) -> String {
@@ -1551,39 +1502,41 @@ fn markdown_table(rows: &[Summary], variant: bool) -> String {
     let mut columns: Vec<Column> = vec![
         ("strategy", |r| r.strategy.clone()),
         ("runs", runs_cell),
-        ("detection ms", |r| cell(r.detection_ms, 0)),
-        ("serving ms", |r| cell(r.serving_ms, 0)),
+        ("detection ms", |r| spread_cell(r.detection_ms, 0)),
+        ("serving ms", |r| spread_cell(r.serving_ms, 0)),
     ];
     if variant {
-        columns.push(("load ms", |r| cell(r.load_ms, 0)));
-        columns.push(("replay MB/s", |r| cell(r.replay_mb_s, 0)));
+        columns.push(("load ms", |r| spread_cell(r.load_ms, 0)));
+        columns.push(("replay MB/s", |r| spread_cell(r.replay_mb_s, 0)));
     }
     columns.extend::<[Column; 3]>([
-        ("new ack ms", |r| cell(r.new_ack_ms, 0)),
-        ("all committed ms", |r| cell(r.all_committed_ms, 0)),
+        ("new ack ms", |r| spread_cell(r.new_ack_ms, 0)),
+        ("all committed ms", |r| spread_cell(r.all_committed_ms, 0)),
         ("all sent committed ms", |r| {
-            cell(r.all_sent_committed_ms, 0)
+            spread_cell(r.all_sent_committed_ms, 0)
         }),
     ]);
     if !variant {
         columns.extend::<[Column; 2]>([
             ("throughput images/s", |r| {
-                cell(r.throughput_images_s, 0) + &ratio_cell(r.throughput_ratio)
+                spread_cell(r.throughput_images_s, 0) + &ratio_cell(r.throughput_ratio)
             }),
-            ("throughput MB/s", |r| cell(r.throughput_mb_s, 1)),
+            ("throughput MB/s", |r| spread_cell(r.throughput_mb_s, 1)),
         ]);
     }
     columns.extend::<[Column; 4]>([
         ("network MB per MB until kill", |r| {
-            cell(r.network_per_mb_until_kill, 2) + &ratio_cell(r.network_until_kill_ratio)
+            spread_cell(r.network_per_mb_until_kill, 2) + &ratio_cell(r.network_until_kill_ratio)
         }),
         ("network MB per MB", |r| {
-            cell(r.network_per_mb, 2) + &ratio_cell(r.network_ratio)
+            spread_cell(r.network_per_mb, 2) + &ratio_cell(r.network_ratio)
         }),
         ("storage MB per MB", |r| {
-            cell(r.storage_per_mb, 2) + &ratio_cell(r.storage_ratio)
+            spread_cell(r.storage_per_mb, 2) + &ratio_cell(r.storage_ratio)
         }),
-        ("checkpoint store peak MB", |r| cell(r.store_peak_mb, 1)),
+        ("checkpoint store peak MB", |r| {
+            spread_cell(r.store_peak_mb, 1)
+        }),
     ]);
     let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
     let mut t = line(columns.iter().map(|(h, _)| h.to_string()).collect());
@@ -1829,15 +1782,6 @@ pub async fn recovery(a: RecoveryArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_over_runs_are_nearest_rank() {
-        let s = spread(vec![5.0, 1.0, 3.0, 2.0, 4.0]).unwrap();
-        assert_eq!((s.p50, s.p99), (3.0, 5.0));
-        let s = spread(vec![7.0]).unwrap();
-        assert_eq!((s.p50, s.p99), (7.0, 7.0));
-        assert!(spread(vec![]).is_none());
-    }
 
     #[test]
     fn throughput_is_every_image_over_first_send_to_the_last_landing_whichever_sign_came_first() {
