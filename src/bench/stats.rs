@@ -1,12 +1,12 @@
 //! The numbers of the benches, in one place: percentiles, ratios, and how a figure is printed (`send
 //! push` and the demo print their ack latencies with [`fmt_ms`] too).
 //!
-//! Two percentile rules, each where its figures come from, since either one changed would change a
+//! Two percentile rules, one per kind of figure, kept apart because changing either would change a
 //! published table:
 //!
 //! - [`percentiles`]: p50 and p99 of many latency samples (`bench hdfs`'s checkpoint writes and
 //!   reads): the sample at index round((n − 1) · p) of the sorted samples.
-//! - [`spread`]: p50 and p99 of one figure over a handful of runs (`bench recovery`): nearest rank,
+//! - `spread`: p50 and p99 of one figure over a handful of runs (`bench recovery`): nearest rank,
 //!   the smallest value with at least p · n of the runs at or below it — so p99 over 5 runs is the
 //!   worst run, not an interpolation between runs that never happened.
 
