@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
+use crate::bench::stats::fmt_ms;
 use crate::config::Config;
 use crate::images::ImageSet;
 use crate::protocol::AckLevel;
@@ -467,11 +468,6 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
 
 fn open_manifest(path: Option<&std::path::Path>) -> anyhow::Result<Option<Arc<ManifestWriter>>> {
     Ok(path.map(ManifestWriter::create).transpose()?.map(Arc::new))
-}
-
-pub fn fmt_ms(d: Option<Duration>) -> String {
-    d.map(|d| format!("{:.2} ms", d.as_secs_f64() * 1000.0))
-        .unwrap_or_else(|| "-".into())
 }
 
 #[cfg(test)]

@@ -12,11 +12,10 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::bench::recovery::RecoveryArgs;
-use crate::cli::fmt_ms;
+use crate::bench::stats::fmt_ms;
 use crate::config::{Config, SourceConfig};
 use crate::images::ImageSet;
-use crate::node::start_node;
-use crate::node::Node;
+use crate::node::{start_node, Node};
 use crate::send::manifest::{read_manifest, ManifestWriter};
 use crate::send::push::{push, Protocol, PushOptions};
 
