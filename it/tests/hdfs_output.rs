@@ -243,6 +243,36 @@ async fn clean_staging_removes_every_leftover_of_a_crash() {
     assert_eq!(out.clean_staging().await.unwrap(), 0);
 }
 
+/// A replaced node that is still alive may be writing its staging while its successor starts: the
+/// successor's clean-up leaves it alone, and the old node's publish still works on what it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_staging_leaves_another_owners_staging_alone() {
+    let (out, root) = output("out-clean-owners").await;
+    let old = out.clone().with_owner("old").unwrap();
+    let new = out.with_owner("new").unwrap();
+    let name = batch_dir_name("images", 4_200);
+    let mut staged = old.stage(&name).await.unwrap();
+    let image = Bytes::from(images::jpeg(8, 8, 42));
+    staged.put("cam-a-1.jpg", image.clone()).await.unwrap();
+    let leftover = new.stage(&batch_dir_name("images", 4_100)).await.unwrap();
+    drop(leftover);
+
+    assert_eq!(
+        new.clean_staging().await.unwrap(),
+        1,
+        "only its own leftover"
+    );
+    assert_eq!(staged.publish().await.unwrap(), PublishOutcome::Published);
+    let reader = old
+        .client()
+        .read(&format!("{root}/{name}/cam-a-1.jpg"))
+        .await
+        .unwrap();
+    let got = reader.read_range(0, reader.file_length()).await.unwrap();
+    assert_eq!(&got[..], &image[..]);
+    assert!(!exists(old.client(), &format!("{root}/{STAGING_DIR}")).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishing_never_overwrites_an_existing_batch() {
     let (out, root) = output("out-never-overwrite").await;

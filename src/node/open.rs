@@ -57,8 +57,14 @@ pub async fn open_store(cfg: &Config) -> Result<Arc<dyn CheckpointStore>, NodeEr
 /// Opens the output a configuration names: a local directory, or a directory on HDFS.
 pub async fn open_output(cfg: &Config) -> Result<Arc<dyn Output>, NodeError> {
     Ok(match cfg.hdfs_output() {
-        Some(url) => Arc::new(sink::hdfs::HdfsOutput::connect(url, hdfs_options(cfg)).await?),
-        None => Arc::new(sink::local::LocalOutput::new(cfg.output_dir())?),
+        Some(url) => Arc::new(
+            sink::hdfs::HdfsOutput::connect(url, hdfs_options(cfg))
+                .await?
+                .with_owner(&cfg.node.name)?,
+        ),
+        None => {
+            Arc::new(sink::local::LocalOutput::new(cfg.output_dir())?.with_owner(&cfg.node.name)?)
+        }
     })
 }
 

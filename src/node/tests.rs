@@ -319,3 +319,59 @@ async fn the_nodes_role_watch_is_announced_as_primary_or_standby_with_its_epoch(
     );
     assert!(node.epoch() > 0, "becoming primary claims an epoch");
 }
+
+/// Files under `dir`, at any depth.
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .map(|e| {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    files_under(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
+/// The old primary, alive but replaced (a false takeover), is held between staging a claimed batch
+/// and publishing it while the new primary takes over: the takeover must neither delete nor wait for
+/// the old node's staging, and the old node's late publish must find the name voided.
+#[tokio::test]
+async fn a_takeover_leaves_a_live_replaced_nodes_staging_alone_and_its_late_publish_lands_nowhere()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let old_cfg = config(dir.path(), "old", Strategy::UpstreamBackup);
+    let store = open_store(&old_cfg).await.unwrap();
+    claim_as_old_node(&*store, 1, 5_000, &[0]).await;
+    let old_output = open_output(&old_cfg).await.unwrap();
+    let mut held = old_output.stage("images-5000").await.unwrap();
+    held.put("cam-0.bin", Bytes::from_static(b"img0"))
+        .await
+        .unwrap();
+    let staging = dir.path().join("output").join(sink::STAGING_DIR);
+    assert_eq!(files_under(&staging), 1);
+
+    let new = Node::open(config(dir.path(), "new", Strategy::UpstreamBackup))
+        .await
+        .expect("the takeover goes through with the old node's staging in place");
+    assert_eq!(new.epoch(), 2);
+    assert_eq!(
+        files_under(&staging),
+        1,
+        "the takeover left the old node's staging alone"
+    );
+    assert_eq!(
+        held.publish().await.unwrap(),
+        PublishOutcome::AlreadyPublished,
+        "the old node's publish finds the name taken by the void"
+    );
+    assert_eq!(files_named(dir.path(), sink::VOID_FILE), 1);
+    assert_eq!(files_named(dir.path(), "cam-0.bin"), 0);
+    assert_eq!(
+        files_under(&staging),
+        0,
+        "the old node discarded its staging"
+    );
+}

@@ -64,6 +64,8 @@ pub struct HdfsOutput {
     /// Absolute, without a trailing `/`; empty for the file system's root.
     root: String,
     url: String,
+    /// Whose staging this output writes: `_temporary/<owner>/`.
+    owner: String,
 }
 
 /// Splits `hdfs://authority/path` into (`hdfs://authority`, `/path`).
@@ -122,6 +124,7 @@ impl HdfsOutput {
             client,
             root,
             url: shown,
+            owner: super::DEFAULT_STAGING_OWNER.to_owned(),
         };
         let dir = output.dir();
         output
@@ -151,13 +154,27 @@ impl HdfsOutput {
         }
     }
 
-    fn staging_root(&self) -> String {
-        format!("{}/{STAGING_DIR}", self.root)
+    /// Stages under `_temporary/<owner>/` (the writing node's name): this output then never touches
+    /// another owner's staging (see the module doc of [`crate::sink`]).
+    pub fn with_owner(mut self, owner: &str) -> Result<Self, SinkError> {
+        validate_component("staging owner", owner)?;
+        self.owner = owner.to_owned();
+        Ok(self)
     }
 
-    /// Deletes `_temporary` if it is empty; anything else (missing, not empty) is left alone.
+    fn staging_root(&self) -> String {
+        format!("{}/{STAGING_DIR}/{}", self.root, self.owner)
+    }
+
+    /// Deletes the owner's staging directory, then `_temporary`, each if it is empty; anything else
+    /// (missing, not empty) is left alone.
     async fn remove_staging_root_if_empty(&self) {
-        let staging_root = self.staging_root();
+        self.remove_dir_if_empty(self.staging_root()).await;
+        self.remove_dir_if_empty(format!("{}/{STAGING_DIR}", self.root))
+            .await;
+    }
+
+    async fn remove_dir_if_empty(&self, staging_root: String) {
         match self.client.delete(&staging_root, false).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
@@ -203,7 +220,7 @@ impl Output for HdfsOutput {
         }
     }
 
-    /// Every attempt stages into a directory of its own, `_temporary/<batch>~<random>`: a write of an
+    /// Every attempt stages into a directory of its own, `_temporary/<owner>/<batch>~<random>`: a write of an
     /// abandoned attempt (timed out, its `create` still queued at the NameNode) can then only ever land
     /// in that attempt's directory, never in the retry's. Stale attempts of this batch are removed first.
     async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError> {
@@ -288,7 +305,7 @@ impl Output for HdfsOutput {
     }
 }
 
-/// A batch staged under `<root>/_temporary/<batch dir>/`.
+/// A batch staged under `<root>/_temporary/<owner>/<batch dir>~<random>/`.
 #[derive(Debug)]
 struct HdfsStagedBatch {
     output: HdfsOutput,

@@ -55,6 +55,8 @@ pub struct LocalOutput {
     root: PathBuf,
     url: String,
     store: Arc<LocalFileSystem>,
+    /// Whose staging this output writes: `_temporary/<owner>/`.
+    owner: String,
 }
 
 impl LocalOutput {
@@ -87,7 +89,16 @@ impl LocalOutput {
             root,
             url,
             store: Arc::new(store),
+            owner: super::DEFAULT_STAGING_OWNER.to_owned(),
         })
+    }
+
+    /// Stages under `_temporary/<owner>/` (the writing node's name): this output then never touches
+    /// another owner's staging (see the module doc of [`crate::sink`]).
+    pub fn with_owner(mut self, owner: &str) -> Result<Self, SinkError> {
+        validate_component("staging owner", owner)?;
+        self.owner = owner.to_owned();
+        Ok(self)
     }
 
     /// The absolute output directory.
@@ -96,7 +107,7 @@ impl LocalOutput {
     }
 
     fn staging_root(&self) -> PathBuf {
-        self.root.join(STAGING_DIR)
+        self.root.join(STAGING_DIR).join(&self.owner)
     }
 }
 
@@ -145,9 +156,17 @@ fn remove_tree(output: &str, dir: &Path) -> Result<bool, SinkError> {
     }
 }
 
-/// Removes `_temporary` if it is empty; a missing or non-empty one is left alone (another batch may
-/// be staging), other failures are logged, since the caller's work is already done.
+/// Removes an owner's staging directory, then `_temporary`, each if it is empty; a missing or
+/// non-empty one is left alone (another batch may be staging), other failures are logged, since the
+/// caller's work is already done.
 fn remove_staging_root_if_empty(output: &str, staging_root: &Path) {
+    remove_dir_if_empty(output, staging_root);
+    if let Some(all) = staging_root.parent() {
+        remove_dir_if_empty(output, all);
+    }
+}
+
+fn remove_dir_if_empty(output: &str, staging_root: &Path) {
     match std::fs::remove_dir(staging_root) {
         Ok(()) => {}
         Err(e)
@@ -286,7 +305,11 @@ impl Output for LocalOutput {
             output: self.url.clone(),
             root: self.root.clone(),
             batch: batch_dir.to_owned(),
-            staging_name,
+            staging_location: ObjectPath::from_iter([
+                STAGING_DIR,
+                self.owner.as_str(),
+                staging_name.as_str(),
+            ]),
             staging,
             files: Vec::new(),
         }))
@@ -375,8 +398,9 @@ struct LocalStagedBatch {
     output: String,
     root: PathBuf,
     batch: String,
-    /// `<batch>--<random>`: this attempt's directory under `_temporary` (a batch name never ends in `-`).
-    staging_name: String,
+    /// `_temporary/<owner>/<batch>--<random>`, relative to the output: this attempt's directory (a
+    /// batch name never ends in `-`).
+    staging_location: ObjectPath,
     staging: PathBuf,
     /// Names put so far, in order, without duplicates: the files to fsync at publish.
     files: Vec<String>,
@@ -386,7 +410,7 @@ struct LocalStagedBatch {
 impl StagedBatch for LocalStagedBatch {
     async fn put(&mut self, file_name: &str, bytes: Bytes) -> Result<(), SinkError> {
         validate_component("file name", file_name)?;
-        let location = ObjectPath::from_iter([STAGING_DIR, self.staging_name.as_str(), file_name]);
+        let location = self.staging_location.clone().join(file_name);
         failpoint("sink::put::fault", &self.batch).map_err(io_err(
             &self.output,
             &self.staging.join(file_name),
@@ -430,7 +454,7 @@ impl StagedBatch for LocalStagedBatch {
                 "publish batch",
             ))?;
 
-            let staging_root = root.join(STAGING_DIR);
+            let staging_root = staging.parent().unwrap_or(&root).to_path_buf();
             match rename_noreplace(&staging, &dest) {
                 Ok(()) => {
                     sync_dir(&output, &root)?;

@@ -11,14 +11,15 @@
 //!
 //! # Exactly once: stage, sync, one rename
 //!
-//! A batch is written into `<output>/_temporary/<batch dir>/` ([`STAGING_DIR`]) and published with
+//! A batch is written into `<output>/_temporary/<owner>/<batch dir>--<random>/` ([`STAGING_DIR`]; the
+//! owner is the writing node's name) and published with
 //! **one** atomic rename of that directory to `<output>/<batch dir>`. Readers therefore see either
 //! no batch directory or a complete one, never a partial batch. The sequence is:
 //!
 //! 1. [`Output::is_published`]: if `<batch dir>` already exists, an earlier run published it and
 //!    [`write_batch`] returns [`PublishOutcome::AlreadyPublished`] without consuming a single block.
-//! 2. [`Output::stage`]: removes any stale staging of this batch (a crash mid-staging) and creates
-//!    an empty staging directory.
+//! 2. [`Output::stage`]: removes any stale staging of this batch *of its own owner* (a crash
+//!    mid-staging) and creates an empty staging directory.
 //! 3. [`StagedBatch::put`] for every image, then `_analysis.jsonl`.
 //! 4. [`StagedBatch::publish`]: makes every staged file durable (fsync each file, then the staging
 //!    directory), renames the staging directory to its final name **without replacing** an existing
@@ -26,7 +27,20 @@
 //!    non-empty destination makes the rename fail anyway), then fsyncs the output directory so the
 //!    rename itself survives a power loss. If the destination appeared in the meantime, the staging
 //!    is discarded and the outcome is `AlreadyPublished`: a published batch is never overwritten.
-//! 5. `_temporary` is removed once empty, so a quiet output holds only batch directories.
+//! 5. `_temporary/<owner>` and `_temporary` are removed once empty, so a quiet output holds only batch
+//!    directories.
+//!
+//! # Whose staging is whose
+//!
+//! Staging is owned by the node that writes it: `_temporary/<node name>/`. A node touches only its
+//! own — `stage` and [`Output::clean_staging`] never list, delete or write another owner's directory.
+//! That matters because a node that was replaced may still be alive (a primary cut off from its
+//! standby, not killed) and in the middle of writing or renaming its staging: deleting it under that
+//! node could fail halfway (a directory that fills while it is emptied) or empty a directory the old
+//! node renames into place at that moment. A superseded node's staging is inert — its publish either
+//! lands under a name the batch log already voided or counted, or finds the name taken — and is
+//! cleared by its owner at that owner's next start, when nothing of the old process can be in flight
+//! (one process per node name: it holds that node's WAL).
 //!
 //! A crash at any point leaves either nothing visible (a stale staging directory, cleaned by the next
 //! `stage` of that batch or by [`Output::clean_staging`] at start-up) or the complete batch. Re-running
@@ -83,6 +97,10 @@ pub const ANALYSIS_FILE: &str = "_analysis.jsonl";
 pub const VOID_FILE: &str = "_VOID";
 /// Directory under the output root that holds batches being staged.
 pub const STAGING_DIR: &str = "_temporary";
+
+/// Whose staging an output writes when nobody named the writer ([`local::LocalOutput::with_owner`],
+/// [`hdfs::HdfsOutput::with_owner`]): tools and tests. A node names itself.
+pub const DEFAULT_STAGING_OWNER: &str = "default";
 /// Longest accepted source id or prefix.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -206,13 +224,14 @@ pub trait Output: Send + Sync + std::fmt::Debug {
     async fn is_void(&self, batch_dir: &str) -> Result<bool, SinkError>;
     /// Starts a batch: removes any stale staging of this batch first.
     async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError>;
-    /// Removes every leftover staging directory (called at start-up, after a crash). Returns how many
-    /// entries of `_temporary` were removed.
+    /// Removes every leftover staging directory of this output's owner (called at start-up, after a
+    /// crash); other owners' staging is left alone. Returns how many entries were removed.
     async fn clean_staging(&self) -> Result<usize, SinkError>;
 }
 
 /// A batch being written into the staging area. Dropping it without [`StagedBatch::publish`] leaves
-/// the staging behind (as a crash would); the next `stage` of the batch or `clean_staging` removes it.
+/// the staging behind (as a crash would); the owner's next `stage` of the batch or `clean_staging`
+/// removes it.
 #[async_trait::async_trait]
 pub trait StagedBatch: Send {
     /// Writes one file of the batch into the staging directory (replacing a file of the same name).

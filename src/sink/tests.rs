@@ -225,10 +225,14 @@ async fn a_crash_mid_staging_is_repaired_by_the_rerun_with_no_leftovers() {
         .await
         .unwrap();
     drop(staged);
-    let staged_dirs: Vec<String> = std::fs::read_dir(dir.path().join(STAGING_DIR))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let staged_dirs: Vec<String> = std::fs::read_dir(
+        dir.path()
+            .join(STAGING_DIR)
+            .join(super::DEFAULT_STAGING_OWNER),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    .collect();
     assert!(
         staged_dirs.len() == 1 && staged_dirs[0].starts_with("images-3000--"),
         "{staged_dirs:?}"
@@ -258,7 +262,14 @@ async fn clean_staging_removes_every_leftover_staging_directory() {
             .unwrap();
         drop(staged);
     }
-    std::fs::write(dir.path().join(STAGING_DIR).join("junk"), b"x").unwrap();
+    std::fs::write(
+        dir.path()
+            .join(STAGING_DIR)
+            .join(super::DEFAULT_STAGING_OWNER)
+            .join("junk"),
+        b"x",
+    )
+    .unwrap();
     // A published batch is not staging and must survive the clean-up.
     write_batch(&output, "images", 0, false, blocks_of(sample_blocks()))
         .await
@@ -268,6 +279,49 @@ async fn clean_staging_removes_every_leftover_staging_directory() {
     assert_eq!(top_level(output.root()), vec!["images-0".to_owned()]);
     assert_eq!(tree(output.root()), expected_images("images-0"));
     assert_eq!(output.clean_staging().await.unwrap(), 0);
+}
+
+/// A node that was replaced but is still alive (cut off, not killed) may be writing or renaming its
+/// staging while its successor starts: the successor's clean-up must not touch it.
+#[tokio::test]
+async fn clean_staging_leaves_another_owners_staging_alone_and_that_owner_still_publishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = LocalOutput::new(dir.path())
+        .unwrap()
+        .with_owner("old")
+        .unwrap();
+    let new = LocalOutput::new(dir.path())
+        .unwrap()
+        .with_owner("new")
+        .unwrap();
+    let mut staged = old.stage("images-7000").await.unwrap();
+    staged
+        .put("cam-1.bin", Bytes::from_static(b"old primary, mid-batch"))
+        .await
+        .unwrap();
+    let mut own_leftover = new.stage("images-6000").await.unwrap();
+    own_leftover
+        .put("cam-0.bin", Bytes::from_static(b"crashed"))
+        .await
+        .unwrap();
+    drop(own_leftover);
+
+    assert_eq!(
+        new.clean_staging().await.unwrap(),
+        1,
+        "only its own leftover"
+    );
+    assert_eq!(
+        staged.publish().await.unwrap(),
+        PublishOutcome::Published,
+        "the other owner's staging was left whole"
+    );
+    assert_eq!(
+        tree(old.root()).into_keys().collect::<Vec<_>>(),
+        vec!["images-7000/cam-1.bin".to_owned()],
+        "the batch and nothing else; the emptied staging is gone"
+    );
+    assert_eq!(top_level(old.root()), vec!["images-7000".to_owned()]);
 }
 
 #[tokio::test]
