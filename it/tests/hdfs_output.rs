@@ -197,10 +197,16 @@ async fn a_crash_mid_staging_shows_nothing_and_the_rerun_publishes_a_clean_batch
     }
     assert!(!out.is_published(&name).await.unwrap());
     assert!(!exists(out.client(), &format!("{root}/{name}")).await);
-    // Each attempt stages in a directory of its own, `<batch>~<random>`.
+    // Each attempt stages in a directory of its own, `<owner>/<batch>~<random>`.
     let staged: Vec<String> = out
         .client()
-        .list_status(&format!("{root}/{STAGING_DIR}"), false)
+        .list_status(
+            &format!(
+                "{root}/{STAGING_DIR}/{}",
+                hdfs_ingest::sink::DEFAULT_STAGING_OWNER
+            ),
+            false,
+        )
         .await
         .unwrap()
         .into_iter()

@@ -328,7 +328,10 @@ async fn clean_staging_leaves_another_owners_staging_alone_and_that_owner_still_
 async fn each_block_is_on_disk_before_the_next_one_is_pulled() {
     let dir = tempfile::tempdir().unwrap();
     let output = LocalOutput::new(dir.path()).unwrap();
-    let staging_root = dir.path().join(STAGING_DIR);
+    let staging_root = dir
+        .path()
+        .join(STAGING_DIR)
+        .join(super::DEFAULT_STAGING_OWNER);
     let staged_when_pulled = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&staged_when_pulled);
 
@@ -341,7 +344,7 @@ async fn each_block_is_on_disk_before_the_next_one_is_pulled() {
             if k == 20 {
                 return None;
             }
-            // This attempt's staging directory: `_temporary/images-4000--<random>`.
+            // This attempt's staging directory: `_temporary/<owner>/images-4000--<random>`.
             let on_disk: usize = std::fs::read_dir(&staging_root)
                 .map(|d| {
                     d.flatten()
