@@ -202,8 +202,16 @@ impl Node {
             st.carried_hi = hi;
             self.snapshot_of(&mut st, None)
         };
+        // Tests hold the node here, after its fence check, while another node takes over.
+        fail::fail_point!("node::checkpoint::before_write");
         self.inner.checkpointer.write(&snapshot).await?;
         fail::fail_point!("node::checkpoint::after_write", |_| std::process::abort());
+        // A checkpointed ack tells the sender it may drop the block: only true if a node taking over
+        // will load this checkpoint. A takeover claims its epoch, then reads the newest checkpoint; so
+        // if no newer epoch exists *after* the write, any later takeover reads it (or a newer one).
+        // A fence check before the write proves nothing of the sort: a node replaced in between
+        // (alive, cut off from its standby) would ack blocks its successor never loads.
+        self.check_fence().await?;
         let acks: Vec<_> = {
             let st = self.state();
             members

@@ -1,30 +1,38 @@
-//! [`Checkpointer`]: writes snapshots as immutable checkpoint objects, moves one pointer to the
-//! newest, reads the newest back, and garbage-collects old ones.
+//! [`Checkpointer`]: writes snapshots as immutable checkpoint objects, reads the newest back, and
+//! garbage-collects old ones.
 //!
 //! # Design
 //!
-//! A checkpoint is two store operations, in this order:
+//! A checkpoint is one store operation: `create_if_absent(checkpoints/<epoch>/<id>.json, snapshot
+//! JSON)`. The object is immutable — if the key exists the write fails with
+//! [`CheckpointError::Exists`] rather than replace what another writer (or an earlier attempt)
+//! stored — and the store makes it appear whole or not at all.
 //!
-//! 1. `create_if_absent(checkpoints/<epoch>/<id>.json, snapshot JSON)` — the object is
-//!    immutable: if the key already exists the write fails with
-//!    [`CheckpointError::Exists`] rather than replace what another writer (or an earlier
-//!    attempt) stored. A caller whose write failed after this step retries with the next id.
-//! 2. `put(checkpoints/CURRENT, key)` — the pointer moves atomically to the new object.
+//! **The newest checkpoint is the greatest `(epoch, id)` among the objects**, found by listing
+//! `checkpoints/`. There is no pointer to move. A pointer put after the object (what this module
+//! did before) is a write that a superseded node can still make: a primary cut off from its standby,
+//! alive, passes its fence check, then moves the pointer back to its own epoch after the new
+//! primary has read it — and a new primary's garbage collection could meanwhile delete what that
+//! pointer names. With the order derived from the immutable objects, "newest" only ever moves
+//! forward, and a write of an older epoch made after a newer epoch's checkpoint exists is never the
+//! newest: a superseded node's late checkpoint is inert by construction, not by a check made before
+//! the write. (A node must still not *acknowledge* what such a checkpoint covers unless it is still
+//! the current epoch after the write: the caller re-checks its fence then — see the node's carried
+//! checkpoints.)
 //!
-//! A crash between the steps leaves an orphan object and a pointer to the previous complete
-//! checkpoint; a reader following the pointer never sees a torn or partial checkpoint. Before
-//! step 1 the writer checks that the pointer does not already name a checkpoint at or beyond
-//! `(epoch, id)` ([`CheckpointError::Stale`]) — a guard against a confused writer, not a
-//! substitute for epoch fencing, which [`crate::epoch`] provides.
+//! Before the write the writer checks that no checkpoint at or beyond `(epoch, id)` exists already
+//! ([`CheckpointError::Stale`]) — a guard against a confused writer, not a substitute for epoch
+//! fencing, which [`crate::epoch`] provides.
 //!
-//! Reading ([`Checkpointer::latest`]) follows the pointer. A pointer that is not a checkpoint
-//! key, or names a missing object, or an object whose JSON does not decode or whose epoch and
-//! id disagree with its key, is corruption and is reported with the key — never silently
-//! replaced by an older checkpoint, since that could re-commit output a newer one covered.
+//! Reading ([`Checkpointer::latest`]) takes the newest object. One whose JSON does not decode, or
+//! whose epoch and id disagree with its key, is corruption and is reported with the key — never
+//! silently replaced by an older checkpoint, since that could re-commit output a newer one covered.
+//! A newest object that vanishes between the listing and the read (a newer one was written and the
+//! older collected meanwhile) is looked up again.
 //!
-//! [`Checkpointer::gc`] deletes all but the newest `keep` checkpoint objects, ordered by
-//! `(epoch, id)`, and never the one the pointer names. Keys under `checkpoints/` that are not
-//! checkpoint keys are left alone.
+//! [`Checkpointer::gc`] deletes all but the newest `keep` checkpoint objects (at least one), ordered
+//! by `(epoch, id)`. Keys under `checkpoints/` that are not checkpoint keys are left alone, among
+//! them `checkpoints/CURRENT`, the pointer of stores written by earlier versions, which nothing reads.
 
 use std::sync::Arc;
 
@@ -46,20 +54,18 @@ pub enum CheckpointError {
         /// The existing object's key.
         key: String,
     },
-    /// The pointer already names a checkpoint at or beyond the one being written.
-    #[error("checkpoint {key} is not newer than {current}, which {pointer} already names")]
+    /// A checkpoint at or beyond the one being written exists already.
+    #[error("checkpoint {key} is not newer than {current}, which exists already")]
     Stale {
         /// The key that was to be written.
         key: String,
-        /// The key the pointer names.
+        /// The newest checkpoint's key.
         current: String,
-        /// The pointer key.
-        pointer: &'static str,
     },
     /// A checkpoint or the pointer holds something that cannot be right.
     #[error("checkpoint {key} is corrupt: {reason}")]
     Corrupt {
-        /// The key of the corrupt object or pointer.
+        /// The key of the corrupt object.
         key: String,
         /// What is wrong.
         reason: String,
@@ -110,26 +116,35 @@ impl Checkpointer {
         &self.store
     }
 
-    /// The key the pointer names, with its `(epoch, id)`; `None` when there is no pointer.
-    pub async fn current_key(&self) -> Result<Option<(String, u64, u64)>, CheckpointError> {
-        let pointer = paths::current();
-        let Some(raw) = self.store.get(pointer).await? else {
-            return Ok(None);
-        };
-        let key = String::from_utf8(raw.to_vec()).map_err(|e| CheckpointError::Corrupt {
-            key: pointer.to_string(),
-            reason: format!("the pointer is not UTF-8: {e}"),
-        })?;
-        let (epoch, id) =
-            paths::parse_checkpoint(&key).ok_or_else(|| CheckpointError::Corrupt {
-                key: pointer.to_string(),
-                reason: format!("the pointer holds {key:?}, which is not a checkpoint key"),
-            })?;
-        Ok(Some((key, epoch, id)))
+    /// Every checkpoint object's `(epoch, id)` and key, oldest first.
+    async fn objects(&self) -> Result<Vec<((u64, u64), String)>, CheckpointError> {
+        let mut found = Vec::new();
+        for key in self.store.list(paths::CHECKPOINTS).await? {
+            match paths::parse_checkpoint(&key) {
+                Some(order) => found.push((order, key)),
+                None if key == paths::LEGACY_POINTER => {}
+                None => tracing::debug!(
+                    store = %self.store.describe(),
+                    key = %key,
+                    "not a checkpoint key; left alone"
+                ),
+            }
+        }
+        found.sort();
+        Ok(found)
     }
 
-    /// Writes `snap` as the immutable object `paths::checkpoint(snap.epoch, snap.id)`, then
-    /// moves the pointer to it. Returns the object's key.
+    /// The newest checkpoint's key with its `(epoch, id)`; `None` when none was ever written.
+    pub async fn newest_key(&self) -> Result<Option<(String, u64, u64)>, CheckpointError> {
+        Ok(self
+            .objects()
+            .await?
+            .pop()
+            .map(|((epoch, id), key)| (key, epoch, id)))
+    }
+
+    /// Writes `snap` as the immutable object `paths::checkpoint(snap.epoch, snap.id)`. Returns the
+    /// object's key. Once this returns, `snap` is the newest checkpoint unless a newer one exists.
     pub async fn write(&self, snap: &Snapshot) -> Result<String, CheckpointError> {
         let key = paths::checkpoint(snap.epoch, snap.id);
         if snap.format != Snapshot::FORMAT {
@@ -138,13 +153,9 @@ impl Checkpointer {
                 format: snap.format,
             });
         }
-        if let Some((current, epoch, id)) = self.current_key().await? {
+        if let Some((current, epoch, id)) = self.newest_key().await? {
             if (epoch, id) >= (snap.epoch, snap.id) {
-                return Err(CheckpointError::Stale {
-                    key,
-                    current,
-                    pointer: paths::current(),
-                });
+                return Err(CheckpointError::Stale { key, current });
             }
         }
         let body = serde_json::to_vec(snap).map_err(|source| CheckpointError::Encode {
@@ -155,9 +166,6 @@ impl Checkpointer {
         if !self.store.create_if_absent(&key, Bytes::from(body)).await? {
             return Err(CheckpointError::Exists { key });
         }
-        self.store
-            .put(paths::current(), Bytes::from(key.clone()))
-            .await?;
         tracing::debug!(
             store = %self.store.describe(),
             key = %key,
@@ -169,65 +177,56 @@ impl Checkpointer {
         Ok(key)
     }
 
-    /// The snapshot the pointer names, or `None` when no checkpoint was ever completed.
+    /// The newest snapshot, or `None` when no checkpoint was ever written.
     pub async fn latest(&self) -> Result<Option<Snapshot>, CheckpointError> {
-        let Some((key, epoch, id)) = self.current_key().await? else {
-            return Ok(None);
-        };
-        let raw = self
-            .store
-            .get(&key)
-            .await?
-            .ok_or_else(|| CheckpointError::Corrupt {
-                key: key.clone(),
-                reason: format!("{} names it but it does not exist", paths::current()),
-            })?;
-        let snap: Snapshot =
-            serde_json::from_slice(&raw).map_err(|source| CheckpointError::Decode {
-                key: key.clone(),
-                source,
-            })?;
-        if snap.format != Snapshot::FORMAT {
-            return Err(CheckpointError::UnsupportedFormat {
-                key,
-                format: snap.format,
-            });
+        let mut vanished: Option<String> = None;
+        loop {
+            let Some((key, epoch, id)) = self.newest_key().await? else {
+                return Ok(None);
+            };
+            let Some(raw) = self.store.get(&key).await? else {
+                // Collected between the listing and the read: a newer one exists, look again. The
+                // same key missing twice is not that.
+                if vanished.as_deref() == Some(key.as_str()) {
+                    return Err(CheckpointError::Corrupt {
+                        key,
+                        reason: "it is listed but cannot be read".into(),
+                    });
+                }
+                vanished = Some(key);
+                continue;
+            };
+            let snap: Snapshot =
+                serde_json::from_slice(&raw).map_err(|source| CheckpointError::Decode {
+                    key: key.clone(),
+                    source,
+                })?;
+            if snap.format != Snapshot::FORMAT {
+                return Err(CheckpointError::UnsupportedFormat {
+                    key,
+                    format: snap.format,
+                });
+            }
+            if (snap.epoch, snap.id) != (epoch, id) {
+                return Err(CheckpointError::Corrupt {
+                    reason: format!(
+                        "its key says epoch {epoch} id {id} but it holds epoch {} id {}",
+                        snap.epoch, snap.id
+                    ),
+                    key,
+                });
+            }
+            return Ok(Some(snap));
         }
-        if (snap.epoch, snap.id) != (epoch, id) {
-            return Err(CheckpointError::Corrupt {
-                reason: format!(
-                    "its key says epoch {epoch} id {id} but it holds epoch {} id {}",
-                    snap.epoch, snap.id
-                ),
-                key,
-            });
-        }
-        Ok(Some(snap))
     }
 
-    /// Deletes every checkpoint object except the newest `keep` and the one the pointer
-    /// names. Returns the deleted keys, oldest first.
+    /// Deletes every checkpoint object except the newest `keep` (at least the newest one). Returns
+    /// the deleted keys, oldest first.
     pub async fn gc(&self, keep: usize) -> Result<Vec<String>, CheckpointError> {
-        let current = self.current_key().await?.map(|(key, _, _)| key);
-        let mut checkpoints = Vec::new();
-        for key in self.store.list(paths::CHECKPOINTS).await? {
-            match paths::parse_checkpoint(&key) {
-                Some(order) => checkpoints.push((order, key)),
-                None if key == paths::current() => {}
-                None => tracing::warn!(
-                    store = %self.store.describe(),
-                    key = %key,
-                    "not a checkpoint key; gc leaves it alone"
-                ),
-            }
-        }
-        checkpoints.sort();
-        let old = checkpoints.len().saturating_sub(keep);
+        let checkpoints = self.objects().await?;
+        let old = checkpoints.len().saturating_sub(keep.max(1));
         let mut deleted = Vec::new();
         for (_, key) in checkpoints.into_iter().take(old) {
-            if current.as_deref() == Some(key.as_str()) {
-                continue;
-            }
             self.store.delete(&key).await?;
             deleted.push(key);
         }
@@ -279,20 +278,25 @@ mod tests {
             assert_eq!(cp.latest().await.unwrap(), Some(snap(1, id)));
         }
         let key = cp.write(&snap(2, 4)).await.unwrap();
-        let pointer = cp.store().get(paths::current()).await.unwrap().unwrap();
-        assert_eq!(pointer, Bytes::from(key));
+        assert_eq!(cp.newest_key().await.unwrap().unwrap().0, key);
         assert_eq!(cp.latest().await.unwrap(), Some(snap(2, 4)));
+        assert_eq!(
+            cp.store().get(paths::LEGACY_POINTER).await.unwrap(),
+            None,
+            "no pointer is written: the objects are the order"
+        );
     }
 
     #[tokio::test]
     async fn an_existing_checkpoint_object_is_never_overwritten() {
-        let cp = checkpointer();
+        let shared: Arc<dyn CheckpointStore> = Arc::new(ObjectStoreBackend::memory());
         let key = paths::checkpoint(1, 5);
-        // An orphan left by a crash between creating the object and moving the pointer.
-        cp.store()
-            .put(&key, Bytes::from(serde_json::to_vec(&snap(1, 5)).unwrap()))
-            .await
-            .unwrap();
+        // Another writer creates the same key between this writer's check and its write.
+        let cp = Checkpointer::new(Arc::new(HoldBeforeCreate {
+            inner: shared.clone(),
+            key: key.clone(),
+            meanwhile: std::sync::Mutex::new(Some(snap(1, 5))),
+        }));
         let mut other = snap(1, 5);
         other.node = "node-b".into();
         match cp.write(&other).await {
@@ -300,13 +304,22 @@ mod tests {
             other => panic!("expected Exists, got {other:?}"),
         }
         let stored: Snapshot =
-            serde_json::from_slice(&cp.store().get(&key).await.unwrap().unwrap()).unwrap();
+            serde_json::from_slice(&shared.get(&key).await.unwrap().unwrap()).unwrap();
         assert_eq!(stored.node, "node-a");
-        assert_eq!(cp.latest().await.unwrap(), None, "the pointer did not move");
+        assert_eq!(
+            cp.latest().await.unwrap().map(|s| s.node),
+            Some("node-a".to_string()),
+            "the newest is the first writer's"
+        );
+        // Written once already, the same key is refused before any write.
+        assert!(matches!(
+            cp.write(&other).await,
+            Err(CheckpointError::Stale { .. })
+        ));
     }
 
     #[tokio::test]
-    async fn a_checkpoint_not_newer_than_the_pointer_is_refused() {
+    async fn a_checkpoint_not_newer_than_the_newest_is_refused() {
         let cp = checkpointer();
         cp.write(&snap(2, 7)).await.unwrap();
         for (epoch, id) in [(2, 7), (2, 6), (1, 100)] {
@@ -322,34 +335,93 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_pointer_to_a_missing_checkpoint_is_corruption_naming_the_object() {
+    async fn a_pointer_left_by_an_earlier_version_is_neither_read_nor_collected() {
         let cp = checkpointer();
-        let key = cp.write(&snap(1, 1)).await.unwrap();
-        cp.store().delete(&key).await.unwrap();
-        match cp.latest().await {
-            Err(CheckpointError::Corrupt { key: named, reason }) => {
-                assert_eq!(named, key);
-                assert!(reason.contains("does not exist"), "{reason}");
+        cp.write(&snap(1, 1)).await.unwrap();
+        cp.store()
+            .put(
+                paths::LEGACY_POINTER,
+                Bytes::from_static(b"../../etc/passwd"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(cp.latest().await.unwrap(), Some(snap(1, 1)));
+        assert_eq!(cp.gc(0).await.unwrap(), Vec::<String>::new());
+        assert!(cp
+            .store()
+            .get(paths::LEGACY_POINTER)
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    /// A store that, when one given key is about to be created, first lets another writer act: the
+    /// superseded primary held between its checks and its write while the new primary checkpoints.
+    #[derive(Debug)]
+    struct HoldBeforeCreate {
+        inner: Arc<dyn CheckpointStore>,
+        key: String,
+        meanwhile: std::sync::Mutex<Option<Snapshot>>,
+    }
+
+    #[async_trait::async_trait]
+    impl CheckpointStore for HoldBeforeCreate {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
+            self.inner.put(key, value).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key).await
+        }
+        async fn create_if_absent(&self, key: &str, value: Bytes) -> Result<bool, StoreError> {
+            let newer = (key == self.key)
+                .then(|| self.meanwhile.lock().unwrap().take())
+                .flatten();
+            if let Some(newer) = newer {
+                let other = Checkpointer::new(self.inner.clone());
+                other.write(&newer).await.unwrap();
+                // The new primary keeps only its own checkpoint.
+                other.gc(1).await.unwrap();
             }
-            other => panic!("expected Corrupt, got {other:?}"),
+            self.inner.create_if_absent(key, value).await
         }
     }
 
     #[tokio::test]
-    async fn a_pointer_holding_garbage_is_corruption_naming_the_pointer() {
-        let cp = checkpointer();
-        cp.store()
-            .put(paths::current(), Bytes::from_static(b"../../etc/passwd"))
+    async fn a_superseded_writer_held_between_its_check_and_its_write_never_becomes_the_newest() {
+        let shared: Arc<dyn CheckpointStore> = Arc::new(ObjectStoreBackend::memory());
+        Checkpointer::new(shared.clone())
+            .write(&snap(1, 3))
             .await
             .unwrap();
-        match cp.latest().await {
-            Err(CheckpointError::Corrupt { key, .. }) => assert_eq!(key, paths::current()),
-            other => panic!("expected Corrupt, got {other:?}"),
-        }
-        assert!(
-            cp.gc(0).await.is_err(),
-            "gc refuses to run on a corrupt pointer"
+        let old = Checkpointer::new(Arc::new(HoldBeforeCreate {
+            inner: shared.clone(),
+            key: paths::checkpoint(1, 4),
+            meanwhile: std::sync::Mutex::new(Some(snap(2, 5))),
+        }));
+        // The old primary's check passes ((1, 3) is the newest), the new primary writes (2, 5) and
+        // collects (1, 3), then the old primary's write lands.
+        old.write(&snap(1, 4)).await.unwrap();
+        let reader = Checkpointer::new(shared);
+        assert_eq!(
+            reader.latest().await.unwrap(),
+            Some(snap(2, 5)),
+            "the late write of the older epoch did not move the newest back"
         );
+        assert_eq!(
+            reader.gc(1).await.unwrap(),
+            vec![paths::checkpoint(1, 4)],
+            "and it is garbage"
+        );
+        assert_eq!(reader.latest().await.unwrap(), Some(snap(2, 5)));
     }
 
     #[tokio::test]
@@ -405,20 +477,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn gc_keeps_the_newest_and_the_current_checkpoint() {
+    async fn gc_keeps_the_newest_checkpoints_and_always_at_least_one() {
         let cp = checkpointer();
         for id in 1..=5 {
             cp.write(&snap(1, id)).await.unwrap();
-        }
-        // Orphans newer than the pointer, left by crashes before the pointer moved.
-        for id in [6, 7] {
-            cp.store()
-                .create_if_absent(
-                    &paths::checkpoint(1, id),
-                    Bytes::from(serde_json::to_vec(&snap(1, id)).unwrap()),
-                )
-                .await
-                .unwrap();
         }
         cp.store()
             .put("checkpoints/README", Bytes::from_static(b"foreign"))
@@ -427,7 +489,7 @@ mod tests {
         let deleted = cp.gc(2).await.unwrap();
         assert_eq!(
             deleted,
-            (1..=4)
+            (1..=3)
                 .map(|id| paths::checkpoint(1, id))
                 .collect::<Vec<_>>()
         );
@@ -435,17 +497,16 @@ mod tests {
         assert_eq!(
             left,
             vec![
+                paths::checkpoint(1, 4),
                 paths::checkpoint(1, 5),
-                paths::checkpoint(1, 6),
-                paths::checkpoint(1, 7),
-                paths::current().to_string(),
                 "checkpoints/README".to_string(),
             ]
         );
         assert_eq!(cp.latest().await.unwrap(), Some(snap(1, 5)));
-        assert!(
-            cp.gc(0).await.unwrap().len() == 2,
-            "orphans go, current stays"
+        assert_eq!(
+            cp.gc(0).await.unwrap(),
+            vec![paths::checkpoint(1, 4)],
+            "keep 0 still keeps the newest"
         );
         assert_eq!(cp.latest().await.unwrap(), Some(snap(1, 5)));
     }

@@ -3,9 +3,8 @@
 //! # Layout of a store
 //!
 //! ```text
-//! checkpoints/CURRENT                            the moving pointer: the key of the newest
-//!                                                complete checkpoint, as UTF-8 text
-//! checkpoints/<epoch:010>/<id:020>.json          one immutable checkpoint (a Snapshot as JSON)
+//! checkpoints/<epoch:010>/<id:020>.json          one immutable checkpoint (a Snapshot as JSON);
+//!                                                the newest is the greatest (epoch, id)
 //! epochs/<n:010>                                 the claim of epoch n (EpochClaim as JSON)
 //! batches/<n:020>                                the claim of batch n of the batch log (BatchClaim)
 //! carried/<epoch:010>/<hi lsn:020>               passive-standby: checkpointed uncommitted blocks
@@ -13,26 +12,22 @@
 //!
 //! Numbers are zero-padded so that a store's sorted `list` is also numeric order for every
 //! realistic value; the parsers accept only the exact form the builders produce, so any
-//! stray key under these prefixes is recognised as foreign and left alone. `CURRENT` is not
-//! a directory of checkpoints, and no key here is also a directory of another, as the
-//! [store contract](crate::store) requires.
+//! stray key under these prefixes is recognised as foreign and left alone. No key here is also
+//! a directory of another, as the [store contract](crate::store) requires.
 
-/// The directory of checkpoint objects and of the pointer.
+/// The directory of checkpoint objects.
 pub const CHECKPOINTS: &str = "checkpoints";
 /// The directory of epoch claims.
 pub const EPOCHS: &str = "epochs";
 
-const CURRENT: &str = "checkpoints/CURRENT";
+/// The pointer earlier versions moved to the newest checkpoint; nothing reads it any more (the
+/// newest checkpoint is the greatest object), and it is left alone where it exists.
+pub const LEGACY_POINTER: &str = "checkpoints/CURRENT";
 const JSON: &str = ".json";
 
 /// The key of checkpoint `id` written in `epoch`: `checkpoints/<epoch:010>/<id:020>.json`.
 pub fn checkpoint(epoch: u64, id: u64) -> String {
     format!("{CHECKPOINTS}/{epoch:010}/{id:020}{JSON}")
-}
-
-/// The pointer key: it holds the key of the newest complete checkpoint.
-pub fn current() -> &'static str {
-    CURRENT
 }
 
 /// The key claiming epoch `n`: `epochs/<n:010>`.
@@ -117,13 +112,12 @@ mod tests {
             checkpoint(3, 17),
             "checkpoints/0000000003/00000000000000000017.json"
         );
-        assert_eq!(current(), "checkpoints/CURRENT");
         assert_eq!(epoch(5), "epochs/0000000005");
     }
 
     #[test]
     fn every_built_key_is_a_valid_store_key() {
-        for key in [checkpoint(1, 2), current().to_string(), epoch(3)] {
+        for key in [checkpoint(1, 2), epoch(3)] {
             validate_key(&key).unwrap();
         }
     }
