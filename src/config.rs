@@ -105,6 +105,11 @@ pub struct ReceiverConfig {
     /// A connection that sends nothing for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A protocol-v2 connection the node has written nothing on for this long gets its ROLE frame
+    /// again: a keepalive, so a sender tells an idle healthy node from a silent (cut off) one. Keep it
+    /// well under the senders' stall timeout.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
     /// The sources: listeners and outbound raw connections.
     pub sources: Vec<SourceConfig>,
 }
@@ -115,6 +120,7 @@ impl Default for ReceiverConfig {
             max_block_size: ByteSize::mib(32),
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_millis(200),
             sources: vec![
                 SourceConfig::RawListen {
                     address: "127.0.0.1:9997".into(),
@@ -459,6 +465,16 @@ impl Config {
         }
         if self.receiver.idle_timeout < Duration::from_millis(100) {
             return Err(invalid("receiver.idle_timeout", "must be at least 100ms"));
+        }
+        let ka = self.receiver.keepalive_interval;
+        if ka < Duration::from_millis(10) || ka > Duration::from_secs(60) {
+            return Err(invalid(
+                "receiver.keepalive_interval",
+                format!(
+                    "must be between 10ms and 60s; got {}",
+                    humantime::format_duration(ka)
+                ),
+            ));
         }
         let mut addresses = HashSet::new();
         let mut sources = HashSet::new();

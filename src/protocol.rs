@@ -13,8 +13,9 @@
 //! node → client   ERROR    0xEE | code u16 | msg_len u16 | msg utf-8            (then the node closes)
 //! ```
 //!
-//! Version 2 only adds: the ROLE frame, right after WELCOME and again whenever the node's role or epoch
-//! changes, and the ack level 3 (*checkpointed*). Both exist so that a sender can fail over between a
+//! Version 2 only adds: the ROLE frame, right after WELCOME, again whenever the node's role or epoch
+//! changes, and again as a keepalive on a connection the node wrote nothing on for
+//! `receiver.keepalive_interval`; and the ack level 3 (*checkpointed*). Both exist so that a sender can fail over between a
 //! primary and its standby (`send push --to A --to B`). A version 1 client sees neither, byte for byte
 //! what it saw before version 2 existed: [`ServerFrame::visible_to`] is the one rule the node's writer
 //! applies.

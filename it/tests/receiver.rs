@@ -356,3 +356,65 @@ async fn a_duplicate_source_and_seq_is_acknowledged_again_but_stored_once() -> a
     assert_eq!(&b[..], b"GIF89a-five");
     Ok(())
 }
+
+/// Reads server frames from `s` for `d`.
+async fn frames_for(s: &mut TcpStream, d: Duration) -> Vec<ServerFrame> {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + d;
+    let mut chunk = [0u8; 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut r = &buf[..];
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = ServerFrame::read(&mut r).await {
+        out.push(f);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_version_2_connection_gets_keepalives_and_a_version_1_connection_gets_none(
+) -> anyhow::Result<()> {
+    use hdfs_ingest::protocol::{VERSION_1, VERSION_2};
+    let dir = tempfile::tempdir()?;
+    let n = start_in_process(dir.path(), vec![framed_listen(None)], |c| {
+        c.receiver.keepalive_interval = Duration::from_millis(50);
+    })
+    .await?;
+    let open = |version: u8, source: &str| {
+        let hello = Hello {
+            version,
+            source: source.into(),
+            token: None,
+        }
+        .encode();
+        let addr = n.addresses[0].clone();
+        async move {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            s.write_all(&hello).await.unwrap();
+            s
+        }
+    };
+    let mut v2 = open(VERSION_2, "ka-2").await;
+    let mut v1 = open(VERSION_1, "ka-1").await;
+    let (f2, f1) = tokio::join!(
+        frames_for(&mut v2, Duration::from_millis(600)),
+        frames_for(&mut v1, Duration::from_millis(600))
+    );
+    let roles = f2
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::Role { .. }))
+        .count();
+    assert!(
+        roles >= 4,
+        "the first ROLE and then one per 50 ms of silence: {f2:?}"
+    );
+    assert!(matches!(f2[0], ServerFrame::Welcome { .. }), "{f2:?}");
+    assert_eq!(f1.len(), 1, "only the WELCOME: {f1:?}");
+    n.stop().await?;
+    Ok(())
+}

@@ -90,17 +90,36 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
     info!(peer = %peer, source = %source, version, "framed connection");
 
     // The writer: acks in the order they are ready, flushed when the queue runs dry; only the frames
-    // the client's version can parse.
+    // the client's version can parse. On a version 2 connection it writes the last ROLE again when it
+    // has written nothing for `keepalive_interval` (docs/PROTOCOL.md: keepalives).
+    let keepalive = node.receiver_config().keepalive_interval;
     let writer = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(4096);
-        while let Some(f) = rx.recv().await {
-            if f.visible_to(version) {
-                f.encode(&mut buf);
-            }
-            while let Ok(f) = rx.try_recv() {
+        let mut last_role: Option<ServerFrame> = None;
+        loop {
+            let next = if version >= VERSION_2 {
+                match tokio::time::timeout(keepalive, rx.recv()).await {
+                    Ok(f) => f,
+                    Err(_) => match &last_role {
+                        Some(role) => Some(role.clone()),
+                        None => continue,
+                    },
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(f) = next else { break };
+            let mut take = |f: ServerFrame| {
+                if matches!(f, ServerFrame::Role { .. }) {
+                    last_role = Some(f.clone());
+                }
                 if f.visible_to(version) {
                     f.encode(&mut buf);
                 }
+            };
+            take(f);
+            while let Ok(f) = rx.try_recv() {
+                take(f);
             }
             if buf.is_empty() {
                 continue;

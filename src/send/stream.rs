@@ -7,9 +7,19 @@
 //! giving up). Connections never block the loop, so a slow standby cannot stall the primary's flow.
 //!
 //! Per target the stream knows the latest ROLE it said, its connection state, and how many kept blocks
-//! it has not acknowledged at all on its current connection (`unacked`: the stall timer runs only while
-//! that is non-zero, and restarts with every ack from it, and whenever the node has taken more bytes
-//! since the timer started — a node that still reads what it is sent is busy, not hung).
+//! it has not acknowledged at all on its current connection (`unacked`). Two timers of `stall_timeout`
+//! leave a node:
+//!
+//! - **Silence** (version 2 connections): nothing at all heard on the connection — no ack, no ROLE,
+//!   no keepalive (a node repeats its ROLE on an idle connection) — while the stream keeps any block
+//!   not yet released, whatever its ack level. A node cut off by a partition, or a half-open
+//!   connection that never errors, is left after `stall_timeout` even when every kept block was
+//!   acknowledged durable and only waits for a commit, and even while the kernel's send buffer still
+//!   takes bytes.
+//! - **No progress**: kept blocks it has not acknowledged at all, no ack for `stall_timeout`, and it
+//!   took no more bytes since the timer started (a node that still reads what it is sent is busy, not
+//!   hung): a node alive enough to keep its connection but whose data path is stuck. Version 1 nodes
+//!   send no keepalives, so for them this is the only timer.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -72,6 +82,10 @@ struct Target {
     /// Bytes written to this node (every stream's) in all, and that count when the stall timer started.
     written: Arc<AtomicU64>,
     written_at_quiet: u64,
+    /// When anything (a frame of any kind) last came from the current connection, and its protocol
+    /// version: the silence timer's start, and whether the node sends keepalives (version 2).
+    heard_at: Instant,
+    version: u8,
     /// Mirror: since when it has not been connected as a standby (the stream's start if it never was);
     /// `None` while it is. Updated once per turn of the loop, so a target that just went away counts
     /// as present until then (holding blocks back: the safe side).
@@ -109,6 +123,11 @@ impl Target {
 
     fn is_connected(&self) -> bool {
         matches!(self.link, Link::Up { .. })
+    }
+
+    /// A version 2 connection that has said nothing for `stall` (it sends keepalives when idle).
+    fn silent_since(&self, stall: Duration) -> Option<Instant> {
+        (self.is_connected() && self.version >= VERSION_2).then_some(self.heard_at + stall)
     }
 
     fn says(&self, role: Role) -> bool {
@@ -173,7 +192,8 @@ struct Stream {
     /// Failover: the backoff before the next target is tried.
     backoff: Duration,
     last_progress: Instant,
-    last_error: String,
+    /// Why the last connection was given up on (address and reason), if one was.
+    last_error: Option<String>,
 }
 
 type AdmitFuture = Pin<Box<dyn Future<Output = Admission> + Send>>;
@@ -241,6 +261,8 @@ impl Stream {
                 quiet_since: now,
                 written: shared.target_bytes[i].clone(),
                 written_at_quiet: 0,
+                heard_at: now,
+                version: 0,
                 absent_since: Some(now),
                 failed_primary: false,
             })
@@ -259,7 +281,7 @@ impl Stream {
             active: 0,
             backoff: FIRST_BACKOFF,
             last_progress: now,
-            last_error: "never connected".into(),
+            last_error: None,
         }
     }
 
@@ -359,6 +381,11 @@ impl Stream {
                 Link::Up { .. } if t.unacked > 0 => d = d.min(t.quiet_since + stall),
                 _ => {}
             }
+            if !self.kept.is_empty() {
+                if let Some(at) = t.silent_since(stall) {
+                    d = d.min(at);
+                }
+            }
         }
         if let Some(gone_at) = self.next_gone() {
             d = d.min(gone_at);
@@ -457,6 +484,7 @@ impl Stream {
                 if self.targets[target].is_connected()
                     && self.targets[target].generation() == Some(generation)
                 {
+                    self.targets[target].heard_at = Instant::now();
                     self.on_frame(target, frame)?;
                 }
                 Ok(())
@@ -488,6 +516,8 @@ impl Stream {
         let failover = self.mode() == SendMode::Failover;
         let t = &mut self.targets[target];
         debug!(source = %self.source, target = %t.address, version, "connected");
+        t.heard_at = now;
+        t.version = version;
         t.link = Link::Up {
             generation,
             handle: link,
@@ -722,7 +752,7 @@ impl Stream {
         let now = Instant::now();
         self.report.reconnects += 1;
         let address = self.targets[target].address.clone();
-        self.last_error = format!("{address}: {why}");
+        self.last_error = Some(format!("{address}: {why}"));
         let t = &mut self.targets[target];
         // Losing a connection is news; another failed attempt to connect is not (debug).
         let was_connected = t.is_connected();
@@ -770,6 +800,18 @@ impl Stream {
             {
                 self.make_ready(t);
             }
+            if !self.kept.is_empty()
+                && self.targets[t]
+                    .silent_since(stall)
+                    .is_some_and(|at| now >= at)
+            {
+                let why = format!(
+                    "connected, but silent for {stall:?} (no ack, no keepalive) with {} blocks kept",
+                    self.kept.len()
+                );
+                self.lose(t, why)?;
+                continue;
+            }
             let target = &mut self.targets[t];
             if target.is_up() && target.unacked > 0 && now >= target.quiet_since + stall {
                 if target.written.load(Ordering::Relaxed) != target.written_at_quiet {
@@ -794,14 +836,42 @@ impl Stream {
             return Err(PushError::GaveUp {
                 targets: self.shared.opts.targets.clone(),
                 after,
-                last_error: format!(
-                    "{} ({} blocks kept, none released)",
-                    self.last_error,
-                    self.kept.len()
-                ),
+                last_error: self.what_happened(now),
             });
         }
         Ok(())
+    }
+
+    /// For [`PushError::GaveUp`]: what each target is doing now, and the last connection lost.
+    fn what_happened(&self, now: Instant) -> String {
+        let states: Vec<String> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let state = match &t.link {
+                    Link::Up { .. } => {
+                        let acked = self.kept.iter().filter(|k| k.per[i].best.is_some()).count();
+                        let role = t.role.map_or("no role yet".to_string(), |r| {
+                            format!("{} at epoch {}", r.role, r.epoch)
+                        });
+                        format!(
+                            "connected ({role}), last heard {} ms ago, acknowledged {acked} of the kept blocks",
+                            now.duration_since(t.heard_at).as_millis()
+                        )
+                    }
+                    Link::Connecting { .. } => "connecting".to_string(),
+                    Link::Waiting(_) | Link::Idle => "not connected".to_string(),
+                };
+                format!("{}: {state}", t.address)
+            })
+            .collect();
+        format!(
+            "{} blocks kept, none released for the whole time; {}; last connection lost: {}",
+            self.kept.len(),
+            states.join("; "),
+            self.last_error.as_deref().unwrap_or("none")
+        )
     }
 
     /// Every block is released: half-close every connection after its last bytes.

@@ -32,6 +32,9 @@ struct Behaviour {
     commit_after: Option<Duration>,
     /// Dies (listener and every connection gone) once it has received this many blocks.
     die_after: Option<usize>,
+    /// Writes its ROLE again on a version 2 connection idle for this long, as a real node does
+    /// (`receiver.keepalive_interval`); None: a node that says nothing when it has nothing to say.
+    keepalive: Option<Duration>,
 }
 
 impl Behaviour {
@@ -46,6 +49,7 @@ impl Behaviour {
             ack_delay: Duration::ZERO,
             commit_after: None,
             die_after: None,
+            keepalive: Some(Duration::from_millis(50)),
         }
     }
 
@@ -161,11 +165,27 @@ async fn serve(
         max_block_size: 1 << 20,
     })
     .unwrap();
+    let current = roles.clone();
     let _announcer = b
         .role
         .and_then(|_| announce_roles(hello.version, roles, &tx));
+    let keepalive = b.keepalive.filter(|_| b.role.is_some());
     let writer = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
+        loop {
+            let f = match keepalive {
+                Some(every) => match tokio::time::timeout(every, rx.recv()).await {
+                    Ok(f) => f,
+                    Err(_) => {
+                        let r = *current.borrow();
+                        Some(ServerFrame::Role {
+                            role: r.role,
+                            epoch: r.epoch,
+                        })
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(f) = f else { return };
             if f.visible_to(hello.version) && f.write(&mut wr).await.is_err() {
                 return;
             }
@@ -329,8 +349,9 @@ async fn a_stalled_primary_that_accepts_but_never_acknowledges_makes_the_worker_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_reads_everything_but_acknowledges_late_is_busy_not_stalled() {
     // Every block acknowledged a second after it arrived (a long group commit under load), while the
-    // node goes on reading what it is sent: the stall timer (300 ms) must not give up on it. A sender
-    // that counted acks alone would reconnect (and re-send everything) before the first ack.
+    // node goes on reading what it is sent and keeps its connection alive: the stall timer (300 ms)
+    // must not give up on it. A sender that counted acks alone would reconnect (and re-send
+    // everything) before the first ack.
     let node = FakeNode::start(Behaviour {
         ack_delay: Duration::from_secs(1),
         ..Behaviour::primary(1)
@@ -349,6 +370,63 @@ async fn a_node_that_reads_everything_but_acknowledges_late_is_busy_not_stalled(
     assert_released_exactly_once(&released, 150);
     assert_eq!(r.reconnects, 0, "{r:?}");
     assert_eq!(node.received().len(), 150, "nothing was re-sent");
+}
+
+/// A primary cut off mid-push (a partition): it acknowledged every block durable and then says
+/// nothing more — no commit, no keepalive — while the connection stays open. Every kept block is
+/// acknowledged, so only the silence tells; the sender must move on to the node that took over
+/// instead of waiting for the cut to heal (or giving up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_goes_silent_is_left_even_when_every_kept_block_is_acknowledged_durable() {
+    let cut_off = FakeNode::start(Behaviour {
+        keepalive: None,
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let took_over = FakeNode::start(Behaviour {
+        acks: vec![AckLevel::Durable, AckLevel::Committed],
+        ..Behaviour::primary(2)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        count: 30,
+        release: AckLevel::Committed,
+        stall_timeout: Duration::from_millis(300),
+        give_up_after: Duration::from_secs(5),
+        ..opts(&[&cut_off, &took_over])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 30);
+    assert!(r.failovers >= 1, "{r:?}");
+    assert!(
+        !cut_off.acked_at().is_empty(),
+        "the first node acknowledged blocks durable before it went silent"
+    );
+    let on_second: BTreeSet<_> = took_over.received().into_iter().collect();
+    assert!(released.iter().all(|k| on_second.contains(k)));
+}
+
+/// The other side of the same rule: a node that has nothing to acknowledge but keeps its connection
+/// alive (keepalives) is idle, not gone, and is not left while blocks wait for its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_only_keeps_its_connection_alive_while_a_commit_is_due_is_not_left() {
+    let node = FakeNode::start(Behaviour {
+        commit_after: Some(Duration::from_millis(900)),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        count: 20,
+        release: AckLevel::Committed,
+        stall_timeout: Duration::from_millis(300),
+        ..opts(&[&node])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 20);
+    assert_eq!(r.reconnects, 0, "{r:?}");
+    assert_eq!(node.received().len(), 20, "nothing was re-sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -716,6 +794,30 @@ async fn a_node_that_accepts_but_never_acknowledges_makes_the_sender_give_up_nam
     assert!(matches!(err, PushError::GaveUp { .. }), "{err:?}");
     assert!(err.to_string().contains(&silent.address), "{err}");
     assert!(released.is_empty());
+}
+
+/// The give-up error says what happened: here a node that was connected, said it was primary and
+/// kept its connection alive, but acknowledged nothing — not "never connected".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn giving_up_says_that_the_node_was_connected_and_acknowledged_nothing() {
+    let node = FakeNode::start(Behaviour {
+        acks: vec![],
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, _, _) = run(PushOptions {
+        count: 5,
+        give_up_after: Duration::from_millis(500),
+        ..opts(&[&node])
+    })
+    .await;
+    let text = r.unwrap_err().to_string();
+    assert!(
+        text.contains(&format!("{}: connected (primary at epoch 1)", node.address)),
+        "{text}"
+    );
+    assert!(text.contains("acknowledged 0 of the kept blocks"), "{text}");
+    assert!(!text.contains("never connected"), "{text}");
 }
 
 #[tokio::test]
