@@ -69,6 +69,9 @@ pub(crate) struct LinkSpec {
     /// Bytes written to this target by every connection of the push.
     pub bytes: Arc<AtomicU64>,
     pub timeline: Option<Arc<Timeline>>,
+    /// The most block bytes queued for the writer at once (the push's retention bound: a node that
+    /// takes more than that much behind is not keeping up and is given up on, see [`LinkHandle::send`]).
+    pub max_queued: u64,
 }
 
 /// Aborts a task when dropped.
@@ -85,17 +88,29 @@ impl Drop for AbortOnDrop {
 #[derive(Debug)]
 pub(crate) struct LinkHandle {
     blocks: Option<mpsc::UnboundedSender<(u64, Bytes)>>,
+    /// Block bytes queued and not yet handed to the socket.
+    queued: Arc<AtomicU64>,
+    max_queued: u64,
     writer: Option<JoinHandle<()>>,
     _reader: AbortOnDrop,
 }
 
 impl LinkHandle {
-    /// Queues a block for the writer (never blocks; the retention bounds what can be queued).
-    pub(crate) fn send(&self, seq: u64, data: Bytes) {
+    /// Queues a block for the writer; never blocks. False, and nothing queued, when the queue already
+    /// holds `max_queued` bytes: the node stopped taking what it is sent (a silent or cut-off node in
+    /// mirror mode, while the other node releases blocks), and the caller gives up on the connection —
+    /// so what a sender holds for one node is bounded whatever that node does.
+    pub(crate) fn send(&self, seq: u64, data: Bytes) -> bool {
+        let len = data.len() as u64;
+        if self.queued.load(Ordering::Relaxed) + len > self.max_queued.max(len) {
+            return false;
+        }
         if let Some(b) = &self.blocks {
+            self.queued.fetch_add(len, Ordering::Relaxed);
             // A closed queue means the writer failed; it has reported Down already.
             let _ = b.send((seq, data));
         }
+        true
     }
 
     /// Lets the writer write what is queued and half-close the connection, waiting at most `grace`.
@@ -265,7 +280,10 @@ fn start(
         }
     });
     let (tx, mut blocks) = mpsc::unbounded_channel::<(u64, Bytes)>();
+    let queued = Arc::new(AtomicU64::new(0));
+    let max_queued = spec.max_queued;
     let spec = spec.clone();
+    let in_queue = queued.clone();
     let writer = tokio::spawn(async move {
         let result = async {
             while let Some((seq, data)) = blocks.recv().await {
@@ -274,9 +292,11 @@ fn start(
                 // reading, so they must not wait for a whole queue of blocks to be flushed.
                 let n = write_block(&mut wr, seq, &data).await?;
                 count(&spec, n);
+                in_queue.fetch_sub(data.len() as u64, Ordering::Relaxed);
                 while let Ok((seq, data)) = blocks.try_recv() {
                     let n = write_block(&mut wr, seq, &data).await?;
                     count(&spec, n);
+                    in_queue.fetch_sub(data.len() as u64, Ordering::Relaxed);
                 }
                 wr.flush().await?;
             }
@@ -295,6 +315,8 @@ fn start(
     (
         LinkHandle {
             blocks: Some(tx),
+            queued,
+            max_queued,
             writer: Some(writer),
             _reader: AbortOnDrop(reader),
         },

@@ -231,7 +231,7 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport
                 }
             }, if can_admit => {
                 admission = None;
-                s.on_admission(a);
+                s.on_admission(a)?;
             }
             _ = tokio::time::sleep_until(deadline.into()) => s.on_timers(Instant::now())?,
         }
@@ -358,6 +358,7 @@ impl Stream {
                     events: self.events.clone(),
                     bytes: self.shared.target_bytes[i].clone(),
                     timeline: opts.timeline.clone(),
+                    max_queued: opts.retention_max_bytes,
                 });
                 self.targets[i].link = Link::Connecting {
                     generation: self.generation,
@@ -423,10 +424,10 @@ impl Stream {
             .min()
     }
 
-    fn on_admission(&mut self, a: Admission) {
+    fn on_admission(&mut self, a: Admission) -> Result<(), PushError> {
         let Admission::Image { label, data, held } = a else {
             self.exhausted = true;
-            return;
+            return Ok(());
         };
         let now = Instant::now();
         let seq = self.next_seq;
@@ -438,12 +439,16 @@ impl Stream {
         }
         let mut per = vec![PerTarget::default(); self.targets.len()];
         let only = (self.mode() == SendMode::Failover).then_some(self.active);
+        let mut behind = Vec::new();
         for (i, t) in self.targets.iter_mut().enumerate() {
             if only.is_some_and(|a| a != i) {
                 continue;
             }
             if let Some(h) = t.handle() {
-                h.send(seq, data.clone());
+                if !h.send(seq, data.clone()) {
+                    behind.push(i);
+                    continue;
+                }
                 per[i].sent = true;
                 if t.unacked == 0 {
                     t.quiet_from(now);
@@ -460,6 +465,14 @@ impl Stream {
             per,
             _held: held,
         });
+        for i in behind {
+            let why = format!(
+                "it takes nothing of what it is sent: {} bytes are queued for it already",
+                self.shared.opts.retention_max_bytes
+            );
+            self.lose(i, why)?;
+        }
+        Ok(())
     }
 
     fn on_event(&mut self, ev: Event) -> Result<(), PushError> {
@@ -560,7 +573,9 @@ impl Stream {
             if deciding {
                 k.sent_at = now;
             }
-            handle.send(k.seq, k.data.clone());
+            // A new connection's queue is empty and the kept blocks are within the retention bound,
+            // which is the queue's bound too: this always queues.
+            let _ = handle.send(k.seq, k.data.clone());
         }
         t.unacked = self.kept.len();
         t.quiet_from(now);

@@ -35,6 +35,9 @@ struct Behaviour {
     /// Writes its ROLE again on a version 2 connection idle for this long, as a real node does
     /// (`receiver.keepalive_interval`); None: a node that says nothing when it has nothing to say.
     keepalive: Option<Duration>,
+    /// Reads the hello and then nothing more, keeping the connection (and its keepalives) open: a
+    /// node whose data path is stuck, or an old primary cut off behind a full socket.
+    never_reads: bool,
 }
 
 impl Behaviour {
@@ -50,6 +53,7 @@ impl Behaviour {
             commit_after: None,
             die_after: None,
             keepalive: Some(Duration::from_millis(50)),
+            never_reads: false,
         }
     }
 
@@ -191,6 +195,10 @@ async fn serve(
             }
         }
     });
+    if b.never_reads {
+        let _ = writer.await;
+        return;
+    }
     let mut acks = tokio::task::JoinSet::new();
     while let Ok(Some(block)) = read_block(&mut rd, 1 << 20).await {
         let key = (hello.source.clone(), block.seq);
@@ -253,7 +261,18 @@ fn opts(targets: &[&FakeNode]) -> PushOptions {
 
 /// Runs a push with a manifest and a timeline; fails the test if it hangs.
 async fn run(
+    o: PushOptions,
+) -> (
+    Result<PushReport, PushError>,
+    Vec<(String, u64)>,
+    Arc<Timeline>,
+) {
+    run_with(o, small_images()).await
+}
+
+async fn run_with(
     mut o: PushOptions,
+    images: ImageSet,
 ) -> (
     Result<PushReport, PushError>,
     Vec<(String, u64)>,
@@ -264,7 +283,7 @@ async fn run(
     let m = Arc::new(ManifestWriter::create(&path).unwrap());
     let timeline = Arc::new(Timeline::new());
     o.timeline = Some(timeline.clone());
-    let r = tokio::time::timeout(Duration::from_secs(60), push(o, small_images(), Some(m)))
+    let r = tokio::time::timeout(Duration::from_secs(60), push(o, images, Some(m)))
         .await
         .expect("a push must end on its own");
     let released = read_manifest(&path)
@@ -427,6 +446,45 @@ async fn a_node_that_only_keeps_its_connection_alive_while_a_commit_is_due_is_no
     assert_released_exactly_once(&released, 20);
     assert_eq!(r.reconnects, 0, "{r:?}");
     assert_eq!(node.received().len(), 20, "nothing was re-sent");
+}
+
+/// Mirror mode after a takeover: the old primary is still connected, keeps its connection alive and
+/// reads nothing (cut off behind a full socket), while the new primary releases every block. What the
+/// sender queues for the old one is bounded by the retention bytes: past that it gives the
+/// connection up instead of queueing without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_gives_up_a_connection_whose_queue_reaches_the_retention_bound() {
+    let old = FakeNode::start(Behaviour {
+        never_reads: true,
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let new = FakeNode::start(Behaviour::primary(2)).await;
+    let (r, released, _) = run_with(
+        PushOptions {
+            mode: SendMode::Mirror,
+            count: 400,
+            concurrency: 1,
+            window: 64,
+            retention_max_bytes: 1 << 20,
+            stall_timeout: Duration::from_secs(60),
+            standby_grace: Duration::from_millis(100),
+            ..opts(&[&old, &new])
+        },
+        ImageSet::Generated {
+            size: 64 * 1024,
+            seed: 5,
+        },
+    )
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 400);
+    assert!(
+        r.reconnects >= 1,
+        "the connection to the node that takes nothing was given up: {} reconnects, {} bytes sent",
+        r.reconnects,
+        r.bytes_sent_total
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
