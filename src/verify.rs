@@ -319,6 +319,7 @@ mod tests {
             source: source.map(String::from),
             seq,
             acked,
+            released_unix_ms: None,
         }
     }
 

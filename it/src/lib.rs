@@ -2,6 +2,7 @@
 //! SIGKILL, and gives tests free ports and scratch configurations. The tests are in `it/tests/`.
 
 pub mod minidfs;
+pub mod net;
 pub mod pair;
 pub mod roles;
 

@@ -28,6 +28,7 @@ use hdfs_ingest::send::manifest::{read_manifest, ManifestEntry};
 use hdfs_ingest::verify::VerifyReport;
 
 use crate::minidfs::{unique_dir, MiniDfs};
+use crate::net::Net;
 use crate::{bin, free_port, stdout_lines};
 
 /// Batch interval of test pipelines: short, so kills land in every phase of a commit.
@@ -166,6 +167,23 @@ pub struct Pipeline {
     pub output: OutputAt,
     logs: AtomicU64,
     failed: std::sync::atomic::AtomicBool,
+    /// Where the roles and the sender run, when they run on hosts of a [`Net`]: the namespace of each.
+    hosts: Option<Hosts>,
+}
+
+/// The hosts of a [`Net`] a pipeline runs on: `primary`, `standby` and `sender`.
+#[derive(Clone, Debug)]
+struct Hosts {
+    primary: String,
+    standby: String,
+    sender: String,
+}
+
+/// Who runs a command of a pipeline.
+#[derive(Clone, Copy, Debug)]
+enum Runner {
+    Role(Role),
+    Sender,
 }
 
 /// Sets `key` (dotted: `strategy.failure_timeout`) in a TOML table, creating tables on the way.
@@ -188,6 +206,17 @@ impl Pipeline {
     /// [`Storage::Hdfs`], checkpoints and output on HDFS), batches every [`BATCH_INTERVAL`], heartbeats
     /// every [`HEARTBEAT_INTERVAL`], failure after [`FAILURE_TIMEOUT`].
     pub fn new(strategy: &str, storage: Storage<'_>) -> anyhow::Result<Pipeline> {
+        Pipeline::make(strategy, storage, None)
+    }
+
+    /// As [`Pipeline::new`], with the roles and the sender on the hosts `primary`, `standby` and
+    /// `sender` of `net`: each role listens on its host's address, and every process of the pipeline
+    /// runs inside its host. The net must outlive the pipeline's processes.
+    pub fn on_net(strategy: &str, storage: Storage<'_>, net: &Net) -> anyhow::Result<Pipeline> {
+        Pipeline::make(strategy, storage, Some(net))
+    }
+
+    fn make(strategy: &str, storage: Storage<'_>, net: Option<&Net>) -> anyhow::Result<Pipeline> {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../config")
             .join(format!("{strategy}.toml"));
@@ -224,11 +253,12 @@ impl Pipeline {
         // Each role's framed and control addresses (its framed one replaces the `framed-listen`
         // source's address when it runs).
         for role in ["primary", "standby"] {
+            let ip = net.map_or("127.0.0.1", |n| n.ip(role));
             for what in ["framed", "control"] {
                 toml_set(
                     &mut t,
                     &format!("strategy.{role}.{what}"),
-                    format!("127.0.0.1:{}", free_port()),
+                    format!("{ip}:{}", free_port()),
                 );
             }
         }
@@ -242,7 +272,27 @@ impl Pipeline {
             output,
             logs: AtomicU64::new(0),
             failed: Default::default(),
+            hosts: net.map(|n| Hosts {
+                primary: n.ns("primary").to_string(),
+                standby: n.ns("standby").to_string(),
+                sender: n.ns("sender").to_string(),
+            }),
         })
+    }
+
+    /// The binary under test, to run as `who`: inside its host when the pipeline runs on a net.
+    fn command(&self, who: Runner) -> Command {
+        let Some(h) = &self.hosts else {
+            return Command::new(bin());
+        };
+        let ns = match who {
+            Runner::Role(Role::Primary) => &h.primary,
+            Runner::Role(Role::Standby) => &h.standby,
+            Runner::Sender => &h.sender,
+        };
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(bin());
+        c
     }
 
     /// Sets `key` (dotted) in the configuration file, before any role starts.
@@ -503,7 +553,7 @@ impl RoleProc {
                 ""
             }
         ));
-        let mut cmd = Command::new(bin());
+        let mut cmd = p.command(Runner::Role(role));
         cmd.args(["run", "--config"])
             .arg(&p.config)
             .args(["--role", role.name()]);
@@ -700,7 +750,7 @@ pub struct SenderProc {
 impl SenderProc {
     pub fn start(p: &Pipeline, args: &SendArgs, manifest: &Path) -> anyhow::Result<SenderProc> {
         let log = p.log_file(&format!("sender-{}", args.source_prefix));
-        let mut cmd = Command::new(bin());
+        let mut cmd = p.command(Runner::Sender);
         cmd.args(["send", "push", "--config"])
             .arg(&p.config)
             .args(["--count", &args.count.to_string()])

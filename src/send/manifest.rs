@@ -24,6 +24,10 @@ pub struct ManifestEntry {
     pub seq: Option<u64>,
     /// The node acknowledged it (framed, at the level the sender waited for). Raw images are never acked.
     pub acked: bool,
+    /// When the sender released it (Unix milliseconds; framed only): what failover tests time the
+    /// pause of a pipeline by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_unix_ms: Option<u64>,
 }
 
 impl ManifestEntry {
@@ -37,6 +41,7 @@ impl ManifestEntry {
             source: None,
             seq: None,
             acked: false,
+            released_unix_ms: None,
         }
     }
 }
@@ -121,6 +126,7 @@ mod tests {
             source: Some("s".into()),
             seq: Some(1),
             acked: true,
+            released_unix_ms: Some(1_700_000_000_000),
         };
         {
             let w = ManifestWriter::create(&p).unwrap();

@@ -40,6 +40,12 @@ use super::retention::Held;
 use super::shared::{Admission, Shared};
 use crate::protocol::{AckLevel, ErrorCode, Role, RoleInfo, ServerFrame, VERSION_2};
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// How long a finished stream waits for its last bytes to be written before it closes anyway.
@@ -754,6 +760,7 @@ impl Stream {
                 source: Some(self.source.clone()),
                 seq: Some(k.seq),
                 acked: true,
+                released_unix_ms: Some(unix_ms()),
             })?;
         }
         if self.report.acked.is_multiple_of(10_000) {

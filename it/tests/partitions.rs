@@ -1,0 +1,252 @@
+//! A primary that is alive but cut off: real network partitions between real processes, one host (a
+//! network namespace, `it::net`) each for the primary, the standby and the sender, with the output and
+//! the checkpoint store on the shared local file system.
+//!
+//! - **False takeover**: the primary–standby link is cut while the sender reaches both. The standby
+//!   takes over; the old primary, alive, must fence itself and exit without committing anything after
+//!   the new primary serves; the cut heals and the old primary rejoins as the new standby.
+//! - **Isolated primary**: the primary's link goes down (it reaches no one). The same must hold.
+//! - **Sender cut from the primary only**: no takeover (the pair still sees each other); the sender
+//!   waits or fails over and back, and after the heal everything lands.
+//!
+//! Every run checks every image the sender released is in the output exactly once, byte for byte, and
+//! that one more image pushed afterwards is committed. The cut lands at a seeded random moment after a
+//! commit. Each test makes `IT_PARTITION_RUNS` runs (default 1; seeds from `IT_SEED`) and prints, per
+//! run, the figures it measured: detection, the time from the cut to the takeover serving, and the
+//! pause the sender saw (the largest gap between two releases after the cut). Runs are serial: the
+//! timings mean something only when the machine is not also running another pipeline.
+//!
+//! The tests skip, printing why, where network namespaces cannot be made (not root).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use hdfs_ingest::send::manifest::read_manifest;
+use it::net::Net;
+use it::pair::{
+    check_all_committed, env_u64, push_one_more, ready_for_a_kill, seed, unix_ms, Pair,
+};
+use it::roles::{Pipeline, SendArgs, SenderProc, Storage};
+use rand::{Rng, SeedableRng};
+
+/// One partition run at a time (see the module doc).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    FalseTakeover,
+    IsolatedPrimary,
+    SenderCutFromPrimary,
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+struct Figures {
+    /// Standby: last heartbeat to detection.
+    detection_ms: Option<u64>,
+    /// The cut to the new primary serving.
+    cut_to_serving_ms: Option<u64>,
+    /// The largest gap between two consecutive releases (sender side) that ends after the cut.
+    release_pause_ms: u64,
+    images: u64,
+}
+
+/// Unix milliseconds of a log line's leading RFC 3339 timestamp (`2026-12-01T22:30:17.123456Z`).
+fn log_unix_ms(line: &str) -> Option<u64> {
+    let ts = line.split_whitespace().next()?;
+    let (date, time) = ts.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((((days * 24 + hh) * 60 + mm) * 60 + ss) as u64 * 1000 + ms as u64)
+}
+
+async fn run(strategy: &str, fault: Fault) -> anyhow::Result<()> {
+    let _one_at_a_time = SERIAL.lock().await;
+    let runs = env_u64("IT_PARTITION_RUNS", 1);
+    let first = seed(0x9a27);
+    for r in 0..runs {
+        let net = match Net::new(&["primary", "standby", "sender"]) {
+            Ok(n) => n,
+            Err(e) => {
+                println!("skipped: {e:#}");
+                return Ok(());
+            }
+        };
+        let p = Pipeline::on_net(strategy, Storage::Local, &net)?;
+        let f = p.check(one_run(&p, &net, fault, first + r).await)?;
+        println!(
+            "FIGURES {strategy} {fault:?} seed {}: detection {:?} ms, cut to serving {:?} ms, release pause {} ms, {} images",
+            first + r,
+            f.detection_ms,
+            f.cut_to_serving_ms,
+            f.release_pause_ms,
+            f.images
+        );
+    }
+    Ok(())
+}
+
+async fn one_run(p: &Pipeline, net: &Net, fault: Fault, seed: u64) -> anyhow::Result<Figures> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let images = 700;
+    let mut pair = Pair::start(p, &[])?;
+    let manifest = p.dir().join("manifest.jsonl");
+    let args = SendArgs {
+        count: images,
+        rate: 150.0,
+        source_prefix: "part".into(),
+        ..SendArgs::default()
+    };
+    let mut sender = SenderProc::start(p, &args, &manifest)?;
+    ready_for_a_kill(&mut pair, &BTreeSet::new(), &mut sender, args.concurrency).await?;
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
+    let cut_ms = unix_ms();
+    let mut figures = Figures {
+        images,
+        ..Figures::default()
+    };
+    match fault {
+        Fault::FalseTakeover => net.cut("primary", "standby")?,
+        Fault::IsolatedPrimary => net.isolate("primary")?,
+        Fault::SenderCutFromPrimary => net.cut("sender", "primary")?,
+    }
+    match fault {
+        Fault::FalseTakeover | Fault::IsolatedPrimary => {
+            let ev = pair.takeover()?;
+            figures.detection_ms = Some(
+                ev.detected_unix_ms
+                    .saturating_sub(ev.last_heartbeat_unix_ms),
+            );
+            figures.cut_to_serving_ms = Some(ev.serving_unix_ms.saturating_sub(cut_ms));
+            let old = pair.failed.as_mut().context("the replaced primary")?;
+            let status = old
+                .wait_exit(Duration::from_secs(30))?
+                .context("the replaced primary is still running 30 s after the takeover")?;
+            ensure!(
+                !status.success(),
+                "the replaced primary exits with an error: {status}"
+            );
+            let log = std::fs::read_to_string(&old.log)?;
+            ensure!(
+                log.contains("fenced"),
+                "the replaced primary says it was fenced:\n{}",
+                old.log_tail(20)
+            );
+            let late: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("batch committed"))
+                .filter(|l| log_unix_ms(l).is_some_and(|t| t > ev.serving_unix_ms))
+                .collect();
+            ensure!(
+                late.is_empty(),
+                "the replaced primary committed after the new primary served: {late:?}"
+            );
+            match fault {
+                Fault::FalseTakeover => net.heal("primary", "standby")?,
+                _ => net.rejoin("primary")?,
+            }
+            pair.rejoin()?;
+        }
+        Fault::SenderCutFromPrimary => {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1500..3000))).await;
+            net.heal("sender", "primary")?;
+            ensure!(
+                !pair.standby().took_over(),
+                "no takeover: the primary and its standby still see each other"
+            );
+        }
+    }
+    let summary = sender.wait(Duration::from_secs(180))?;
+    println!("sender: {summary}");
+    check_all_committed(p, &manifest, images).await?;
+    push_one_more(p).await?;
+    let mut released: Vec<u64> = read_manifest(&manifest)?
+        .iter()
+        .filter_map(|e| e.released_unix_ms)
+        .collect();
+    released.sort_unstable();
+    figures.release_pause_ms = released
+        .windows(2)
+        .filter(|w| w[1] > cut_ms)
+        .map(|w| w[1] - w[0].max(cut_ms))
+        .max()
+        .unwrap_or(0);
+    Ok(figures)
+}
+
+#[test]
+fn log_timestamps_read_as_unix_milliseconds() {
+    assert_eq!(
+        log_unix_ms("2026-12-01T22:30:17.123456Z  INFO x: y"),
+        Some(1_796_164_217_123)
+    );
+    assert_eq!(log_unix_ms("1970-01-01T00:00:00Z x"), Some(0));
+    assert_eq!(log_unix_ms("no timestamp"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_under_passive_standby(
+) -> anyhow::Result<()> {
+    run("passive-standby", Fault::FalseTakeover).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_under_active_standby(
+) -> anyhow::Result<()> {
+    run("active-standby", Fault::FalseTakeover).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_under_upstream_backup(
+) -> anyhow::Result<()> {
+    run("upstream-backup", Fault::FalseTakeover).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_primary_is_replaced_and_loses_nothing_under_passive_standby(
+) -> anyhow::Result<()> {
+    run("passive-standby", Fault::IsolatedPrimary).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_primary_is_replaced_and_loses_nothing_under_active_standby(
+) -> anyhow::Result<()> {
+    run("active-standby", Fault::IsolatedPrimary).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_primary_is_replaced_and_loses_nothing_under_upstream_backup(
+) -> anyhow::Result<()> {
+    run("upstream-backup", Fault::IsolatedPrimary).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_passive_standby(
+) -> anyhow::Result<()> {
+    run("passive-standby", Fault::SenderCutFromPrimary).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_active_standby(
+) -> anyhow::Result<()> {
+    run("active-standby", Fault::SenderCutFromPrimary).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_upstream_backup(
+) -> anyhow::Result<()> {
+    run("upstream-backup", Fault::SenderCutFromPrimary).await
+}
