@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::heartbeat::unix_ms;
 use super::watch::{WatchEvent, Watcher};
 use crate::config::Config;
-use crate::node::{start_node, Node, RunningNode};
+use crate::node::{start_node, Node, NodeError, RunningNode};
 
 /// The `takeover` line a standby prints when it takes over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,57 @@ pub struct TakeoverEvent {
     pub last_heartbeat_unix_ms: u64,
     pub detected_unix_ms: u64,
     pub serving_unix_ms: u64,
+}
+
+/// Becomes the primary: the mirror node promotes itself, or a node is opened as primary. A takeover
+/// that fails after it claimed its epoch has fenced the old primary already, so giving up would leave
+/// the pipeline with no primary at all: it is tried again (a new epoch each time) every
+/// `failure_timeout` until it works, the role is shut down (`None`), or this node was fenced or
+/// failed for good.
+async fn take_over(
+    cfg: &Config,
+    mut mirror: Option<RunningNode>,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> anyhow::Result<Option<RunningNode>> {
+    let mut attempt = 1u32;
+    loop {
+        let failed = match mirror.take() {
+            Some(m) => match m.node.become_primary().await {
+                Ok(()) => return Ok(Some(m)),
+                Err(e) => {
+                    let for_good =
+                        matches!(e, NodeError::Fenced(_)) || m.node.stop_reason().is_some();
+                    if for_good {
+                        return Err(e.into());
+                    }
+                    mirror = Some(m);
+                    anyhow::Error::from(e)
+                }
+            },
+            None => match Node::open(cfg.clone()).await {
+                Ok(node) => {
+                    let running = start_node(node).await?;
+                    println!("ready {}", running.addresses.join(" "));
+                    return Ok(Some(running));
+                }
+                Err(e @ NodeError::Fenced(_)) => return Err(e.into()),
+                Err(e) => anyhow::Error::from(e),
+            },
+        };
+        let retry_in = cfg.strategy.failure_timeout;
+        warn!(attempt, error = %format!("{failed:#}"), retry_in_ms = retry_in.as_millis() as u64,
+              "the takeover failed; trying again (the old primary is fenced already)");
+        attempt += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(retry_in) => {}
+            _ = &mut *shutdown => {
+                if let Some(m) = mirror {
+                    m.stop().await?;
+                }
+                return Ok(None);
+            }
+        }
+    }
 }
 
 /// The standby's life until it takes over (`Some`) or is shut down (`None`).
@@ -71,7 +122,7 @@ pub(super) async fn watch_then_take_over(
     };
     let (last_hb, detected) = tokio::select! {
         f = failed => f.context("the heartbeat watcher thread ended")?,
-        _ = shutdown => {
+        _ = &mut *shutdown => {
             tokio::task::spawn_blocking(move || watcher.stop_and_join()).await?;
             if let Some(m) = mirror {
                 m.stop().await?;
@@ -86,16 +137,9 @@ pub(super) async fn watch_then_take_over(
         silent_ms = detected.saturating_sub(last_hb),
         "primary failed: no heartbeat within failure_timeout; taking over"
     );
-    let running = match mirror {
-        Some(m) => {
-            m.node.become_primary().await?;
-            m
-        }
-        None => {
-            let running = start_node(Node::open(cfg.clone()).await?).await?;
-            println!("ready {}", running.addresses.join(" "));
-            running
-        }
+    let running = take_over(&cfg, mirror, shutdown).await?;
+    let Some(running) = running else {
+        return Ok(None);
     };
     let ev = TakeoverEvent {
         node: cfg.node.name.clone(),

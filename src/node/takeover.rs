@@ -79,6 +79,11 @@ impl Node {
         let me = cfg.node.name.clone();
         let epoch = strategies::epoch::claim_next(store, &me).await?;
         self.inner.epoch.store(epoch, Ordering::Release);
+        // Tests make a takeover fail right after its claim: the older primary is fenced now, so the
+        // caller must try again rather than leave the pipeline without one.
+        fail::fail_point!("node::takeover::after_claim", |_| Err(NodeError::Failed(
+            "failpoint node::takeover::after_claim".into()
+        )));
         let snapshot = self.inner.checkpointer.latest().await?;
         let last_n = snapshot.as_ref().map_or(0, |s| s.last_batch_n);
         let claims = strategies::claims::list_from(store, last_n + 1).await?;
