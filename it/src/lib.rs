@@ -196,6 +196,30 @@ pub fn leftover_staging(output: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The configuration of a node `name` run in this process under `root`: one framed listener on a free
+/// port, the output and a local checkpoint store shared by every node under `root`, no analysis.
+pub fn node_config(
+    root: &Path,
+    name: &str,
+    strategy: strategies::Strategy,
+) -> hdfs_ingest::config::Config {
+    use hdfs_ingest::config::{Config, SourceConfig, StoreConfig};
+    let mut cfg = Config::default();
+    cfg.node.name = name.into();
+    cfg.node.data_dir = root.join(name);
+    cfg.receiver.sources = vec![SourceConfig::FramedListen {
+        address: "127.0.0.1:0".into(),
+        token: None,
+    }];
+    cfg.output.url = Some(root.join("output").display().to_string());
+    cfg.checkpoint.store = StoreConfig::Local {
+        path: root.join("store"),
+    };
+    cfg.strategy.kind = strategy;
+    cfg.analysis.enabled = false;
+    cfg
+}
+
 /// A node in this process (for receiver tests, which need no kill): data under `dir`, the given sources
 /// (use port 0), a short batch interval; `tweak` adjusts the rest.
 pub async fn start_in_process(

@@ -12,27 +12,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use hdfs_ingest::config::{Carry, Config, SourceConfig, StoreConfig};
+use hdfs_ingest::config::{Carry, Config};
 use hdfs_ingest::node::{Node, NodeError};
 use hdfs_ingest::protocol::{AckLevel, ServerFrame};
 use hdfs_ingest::receiver::Intake;
 use strategies::Strategy;
 
 fn config(root: &Path, name: &str) -> Config {
-    let mut cfg = Config::default();
-    cfg.node.name = name.into();
-    cfg.node.data_dir = root.join(name);
-    cfg.receiver.sources = vec![SourceConfig::FramedListen {
-        address: "127.0.0.1:0".into(),
-        token: None,
-    }];
-    cfg.output.url = Some(root.join("output").display().to_string());
-    cfg.checkpoint.store = StoreConfig::Local {
-        path: root.join("store"),
-    };
-    cfg.strategy.kind = Strategy::PassiveStandby;
+    let mut cfg = it::node_config(root, name, Strategy::PassiveStandby);
     cfg.strategy.carry = Carry::All;
-    cfg.analysis.enabled = false;
     cfg
 }
 

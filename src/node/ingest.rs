@@ -27,7 +27,7 @@ impl Node {
         enum Step {
             Done(Ingested),
             Wait(u64, watch::Receiver<Outcome>),
-            Append(u64, watch::Sender<Outcome>),
+            Append(u64, watch::Sender<Outcome>, Lsn),
         }
         let step = {
             let mut st = self.state();
@@ -50,7 +50,9 @@ impl Node {
             } else {
                 let (tx, _) = watch::channel(None);
                 e.inflight.insert(seq, tx.clone());
-                Step::Append(seq, tx)
+                let floor = self.inner.wal.next_lsn();
+                st.start_append(floor);
+                Step::Append(seq, tx, floor)
             }
         };
         match step {
@@ -76,7 +78,7 @@ impl Node {
                     )),
                 }
             }
-            Step::Append(seq, tx) => {
+            Step::Append(seq, tx, floor) => {
                 self.wait_for_wal_room().await;
                 let len = data.len() as u64;
                 let res = self
@@ -84,8 +86,11 @@ impl Node {
                     .wal
                     .append(KIND_BLOCK, encode_block(source, seq, &data))
                     .await;
+                // Tests hold an append here, durable and not yet marked, while a standby trims.
+                fail::fail_point!("node::ingest::before_mark");
                 let mut st = self.state();
                 st.entry(source).inflight.remove(&seq);
+                st.end_append(floor);
                 match res {
                     Ok((lsn, _)) => {
                         let committed = st.mark_durable(source, seq, lsn);

@@ -4,7 +4,7 @@
 //!
 //! Held under one `std::sync::Mutex`; nothing awaits while holding it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use strategies::snapshot::{CarriedRef, SeqSet, Snapshot};
 use tokio::sync::{mpsc, watch};
@@ -64,6 +64,10 @@ pub struct State {
     /// `passive-standby`: the checkpointed block objects still needed, and the last LSN they cover.
     pub carried: Vec<CarriedRef>,
     pub carried_hi: Lsn,
+    /// Appends between their start and the marking of their block: for each, the WAL's next LSN
+    /// when it started, which its record's LSN is at or above. Such a block is in no other map (not
+    /// in flight any more, not yet uncommitted), so a standby trimming its WAL must stay below these.
+    pub appending: BTreeMap<Lsn, usize>,
 }
 
 impl State {
@@ -118,6 +122,31 @@ impl State {
             .values()
             .filter_map(|e| e.uncommitted.values().min().copied())
             .min()
+    }
+
+    /// The lowest LSN a block not yet committed may have: uncommitted blocks, and appends whose block
+    /// is not marked yet.
+    pub fn lowest_needed(&self) -> Option<Lsn> {
+        let appending = self.appending.keys().next().copied();
+        match (self.lowest_uncommitted(), appending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// An append starts; its record's LSN will be at or above `floor`.
+    pub fn start_append(&mut self, floor: Lsn) {
+        *self.appending.entry(floor).or_default() += 1;
+    }
+
+    /// The append that started at `floor` has marked its block (or failed).
+    pub fn end_append(&mut self, floor: Lsn) {
+        if let Some(n) = self.appending.get_mut(&floor) {
+            *n -= 1;
+            if *n == 0 {
+                self.appending.remove(&floor);
+            }
+        }
     }
 }
 

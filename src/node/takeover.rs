@@ -58,7 +58,7 @@ impl Node {
                 let committed = e.committed.clone();
                 e.uncommitted.retain(|seq, _| !committed.contains(*seq));
             }
-            st.lowest_uncommitted()
+            st.lowest_needed()
                 .unwrap_or_else(|| self.inner.last_block_lsn.load(Ordering::Acquire))
         };
         if low > 1 && !self.is_primary() {
