@@ -80,6 +80,10 @@ pub struct MiniDfsOptions {
     pub replication: Option<usize>,
     /// Default block size in bytes, a multiple of 512 (default 1 MiB, so multi-block files are cheap).
     pub block_size: u64,
+    /// Run the cluster inside a host of a [`crate::net::Net`] (its namespace and address): the
+    /// NameNode and the DataNodes then serve that address, and the DataNodes register it as their
+    /// host name, so clients on other hosts need `dfs.client.use.datanode.hostname = true`.
+    pub host: Option<(String, String)>,
 }
 
 impl Default for MiniDfsOptions {
@@ -89,6 +93,7 @@ impl Default for MiniDfsOptions {
             datanodes: 3,
             replication: None,
             block_size: 1024 * 1024,
+            host: None,
         }
     }
 }
@@ -139,8 +144,15 @@ impl MiniDfs {
             .with_context(|| format!("create {}", log_path.display()))?;
         let replication = opts.replication.unwrap_or(opts.datanodes.min(3));
         let started = Instant::now();
-        let mut child = Command::new(java())
-            .args(JVM_FLAGS)
+        let mut cmd = match &opts.host {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(java());
+                c
+            }
+            None => Command::new(java()),
+        };
+        cmd.args(JVM_FLAGS)
             .arg("-cp")
             .arg(&classpath)
             .arg("hdfsingest.minidfs.Main")
@@ -149,7 +161,11 @@ impl MiniDfs {
             .args(["--replication", &replication.to_string()])
             .args(["--block-size", &opts.block_size.to_string()])
             .arg("--base-dir")
-            .arg(dir.path().join("cluster"))
+            .arg(dir.path().join("cluster"));
+        if let Some((_, ip)) = &opts.host {
+            cmd.args(["--host", ip]);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

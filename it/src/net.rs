@@ -139,6 +139,19 @@ impl Net {
         c
     }
 
+    /// Moves the calling thread into the host's namespace until the guard is dropped: sockets it makes
+    /// then are the host's, and so are those of threads it starts (a tokio runtime built after this
+    /// call, say) and processes it spawns. This is how a test reads an HDFS that sits on a host of its
+    /// own. Build what needs the machine's own network (the binary under test, the MiniDFS harness)
+    /// before entering.
+    pub fn enter(&self, name: &str) -> anyhow::Result<Entered> {
+        let open = |path: &str| std::fs::File::open(path).with_context(|| format!("open {path}"));
+        let home = open("/proc/thread-self/ns/net")?;
+        let there = open(&format!("/run/netns/{}", self.ns(name)))?;
+        setns(&there).with_context(|| format!("enter the namespace of {name}"))?;
+        Ok(Entered { home })
+    }
+
     /// Drops all traffic between `a` and `b` (see the module doc).
     pub fn cut(&self, a: &str, b: &str) -> anyhow::Result<()> {
         let (ha, hb) = (self.host(a), self.host(b));
@@ -175,6 +188,29 @@ impl Net {
     pub fn rejoin(&self, name: &str) -> anyhow::Result<()> {
         let h = self.host(name);
         in_ns(&h.ns, &["ip", "link", "set", &h.link, "up"])
+    }
+}
+
+fn setns(ns: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns(2) takes a file descriptor we own for the call's duration and a flag; it only
+    // changes the calling thread's network namespace.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The calling thread is inside a host's namespace (see [`Net::enter`]); dropping it goes back.
+pub struct Entered {
+    home: std::fs::File,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let _ = setns(&self.home);
     }
 }
 

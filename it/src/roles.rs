@@ -244,6 +244,13 @@ impl Pipeline {
                 store.insert("url".into(), format!("{base}/checkpoints").into());
                 toml_set(&mut t, "checkpoint.store", store);
                 toml_set(&mut t, "output.url", format!("{base}/output"));
+                if net.is_some() {
+                    // The DataNodes of a cluster on a host of the net register that host's address
+                    // as their name (see `MiniDfsOptions::host`).
+                    let mut client = toml::Table::new();
+                    client.insert("dfs.client.use.datanode.hostname".into(), "true".into());
+                    toml_set(&mut t, "hdfs.client", client);
+                }
                 OutputAt::Hdfs(format!("{base}/output"))
             }
         };
@@ -278,6 +285,16 @@ impl Pipeline {
                 sender: n.ns("sender").to_string(),
             }),
         })
+    }
+
+    /// How the test reads an HDFS output: on a net, DataNodes are known by their host's address.
+    fn hdfs_options(&self) -> strategies::store::hdfs::HdfsOptions {
+        let mut o = strategies::store::hdfs::HdfsOptions::default();
+        if self.hosts.is_some() {
+            o.config
+                .insert("dfs.client.use.datanode.hostname".into(), "true".into());
+        }
+        o
     }
 
     /// The binary under test, to run as `who`: inside its host when the pipeline runs on a net.
@@ -347,7 +364,7 @@ impl Pipeline {
         Ok(match &self.output {
             OutputAt::Local(dir) => hdfs_ingest::verify::verify(entries, dir, expect_all)?,
             OutputAt::Hdfs(url) => {
-                hdfs_ingest::verify::verify_hdfs(entries, url, &Default::default(), expect_all)
+                hdfs_ingest::verify::verify_hdfs(entries, url, &self.hdfs_options(), expect_all)
                     .await?
             }
         })
@@ -388,7 +405,7 @@ impl Pipeline {
             OutputAt::Hdfs(url) => {
                 let (base, root) =
                     hdfs_ingest::config::split_hdfs_url(url).map_err(|e| anyhow!(e))?;
-                let client = strategies::store::hdfs::build_client(&base, &Default::default())?;
+                let client = strategies::store::hdfs::build_client(&base, &self.hdfs_options())?;
                 let listing = match client.list_status(&root, false).await {
                     Ok(l) => l,
                     Err(hdfs_native::HdfsError::FileNotFound(_)) => return Ok(out),
@@ -420,7 +437,7 @@ impl Pipeline {
             OutputAt::Hdfs(url) => {
                 let (base, root) =
                     hdfs_ingest::config::split_hdfs_url(url).map_err(|e| anyhow!(e))?;
-                let client = strategies::store::hdfs::build_client(&base, &Default::default())?;
+                let client = strategies::store::hdfs::build_client(&base, &self.hdfs_options())?;
                 let r = client.read(&format!("{root}/{batch}/{file}")).await?;
                 Ok(r.read_range(0, r.file_length()).await?.to_vec())
             }

@@ -1,11 +1,14 @@
 //! A primary that is alive but cut off: real network partitions between real processes, one host (a
 //! network namespace, `it::net`) each for the primary, the standby and the sender, with the output and
-//! the checkpoint store on the shared local file system.
+//! the checkpoint store either on the shared local file system or on HDFS — a MiniDFS on a host of its
+//! own, so an isolated primary is cut from HDFS too. The test itself reads that HDFS from a fifth host
+//! (`tester`: its thread and runtime enter that namespace).
 //!
 //! - **False takeover**: the primary–standby link is cut while the sender reaches both. The standby
 //!   takes over; the old primary, alive, must fence itself and exit without committing anything after
 //!   the new primary serves; the cut heals and the old primary rejoins as the new standby.
-//! - **Isolated primary**: the primary's link goes down (it reaches no one). The same must hold.
+//! - **Isolated primary**: the primary's link goes down (it reaches no one, HDFS included). The same
+//!   must hold once its link is back: it learns it was replaced and exits without committing.
 //! - **Sender cut from the primary only**: no takeover (the pair still sees each other); the sender
 //!   waits or fails over and back, and after the heal everything lands.
 //!
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use hdfs_ingest::send::manifest::read_manifest;
+use it::minidfs::{MiniDfs, MiniDfsOptions};
 use it::net::Net;
 use it::pair::{
     check_all_committed, env_u64, push_one_more, ready_for_a_kill, seed, unix_ms, Pair,
@@ -47,8 +51,9 @@ struct Figures {
     detection_ms: Option<u64>,
     /// The cut to the new primary serving.
     cut_to_serving_ms: Option<u64>,
-    /// The largest gap between two consecutive releases (sender side) that ends after the cut.
-    release_pause_ms: u64,
+    /// The largest gap between two consecutive releases (sender side) that ends after the cut; None
+    /// when the sender had released everything before the cut.
+    release_pause_ms: Option<u64>,
     images: u64,
 }
 
@@ -73,6 +78,52 @@ fn log_unix_ms(line: &str) -> Option<u64> {
     Some((((days * 24 + hh) * 60 + mm) * 60 + ss) as u64 * 1000 + ms as u64)
 }
 
+/// The HDFS variant of [`run`]: a plain test, since its runtime must be built inside the `tester`
+/// host (see the module doc).
+fn run_on_hdfs(strategy: &str, fault: Fault) -> anyhow::Result<()> {
+    let _one_at_a_time = SERIAL.blocking_lock();
+    // What needs the machine's own network is made before any thread enters a host.
+    it::bin();
+    it::minidfs::ensure_built()?;
+    it::roles::image_dir()?;
+    let runs = env_u64("IT_PARTITION_RUNS", 1);
+    let first = seed(0x9a27);
+    for r in 0..runs {
+        let net = match Net::new(&["primary", "standby", "sender", "hdfs", "tester"]) {
+            Ok(n) => n,
+            Err(e) => {
+                println!("skipped: {e:#}");
+                return Ok(());
+            }
+        };
+        let entered = net.enter("tester")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let outcome = rt.block_on(async {
+            let dfs = MiniDfs::start(MiniDfsOptions {
+                host: Some((net.ns("hdfs").to_string(), net.ip("hdfs").to_string())),
+                ..MiniDfsOptions::default()
+            })?;
+            let p = Pipeline::on_net(strategy, Storage::Hdfs(&dfs), &net)?;
+            p.check(one_run(&p, &net, fault, first + r).await)
+        });
+        drop(rt);
+        drop(entered);
+        let f = outcome?;
+        println!(
+            "FIGURES {strategy} hdfs {fault:?} seed {}: detection {:?} ms, cut to serving {:?} ms, release pause {:?} ms, {} images",
+            first + r,
+            f.detection_ms,
+            f.cut_to_serving_ms,
+            f.release_pause_ms,
+            f.images
+        );
+    }
+    Ok(())
+}
+
 async fn run(strategy: &str, fault: Fault) -> anyhow::Result<()> {
     let _one_at_a_time = SERIAL.lock().await;
     let runs = env_u64("IT_PARTITION_RUNS", 1);
@@ -88,7 +139,7 @@ async fn run(strategy: &str, fault: Fault) -> anyhow::Result<()> {
         let p = Pipeline::on_net(strategy, Storage::Local, &net)?;
         let f = p.check(one_run(&p, &net, fault, first + r).await)?;
         println!(
-            "FIGURES {strategy} {fault:?} seed {}: detection {:?} ms, cut to serving {:?} ms, release pause {} ms, {} images",
+            "FIGURES {strategy} local {fault:?} seed {}: detection {:?} ms, cut to serving {:?} ms, release pause {:?} ms, {} images",
             first + r,
             f.detection_ms,
             f.cut_to_serving_ms,
@@ -101,7 +152,11 @@ async fn run(strategy: &str, fault: Fault) -> anyhow::Result<()> {
 
 async fn one_run(p: &Pipeline, net: &Net, fault: Fault, seed: u64) -> anyhow::Result<Figures> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let images = 700;
+    // On HDFS a commit takes longer, and the cut waits for one: more load, so it lands mid-push.
+    let images = match p.output {
+        it::roles::OutputAt::Local(_) => 700,
+        it::roles::OutputAt::Hdfs(_) => 1500,
+    };
     let mut pair = Pair::start(p, &[])?;
     let manifest = p.dir().join("manifest.jsonl");
     let args = SendArgs {
@@ -131,6 +186,11 @@ async fn one_run(p: &Pipeline, net: &Net, fault: Fault, seed: u64) -> anyhow::Re
                     .saturating_sub(ev.last_heartbeat_unix_ms),
             );
             figures.cut_to_serving_ms = Some(ev.serving_unix_ms.saturating_sub(cut_ms));
+            // An isolated primary may not reach its store either (HDFS on a host of its own): it
+            // learns it was replaced once its link is back.
+            if fault == Fault::IsolatedPrimary {
+                net.rejoin("primary")?;
+            }
             let old = pair.failed.as_mut().context("the replaced primary")?;
             let status = old
                 .wait_exit(Duration::from_secs(30))?
@@ -154,9 +214,8 @@ async fn one_run(p: &Pipeline, net: &Net, fault: Fault, seed: u64) -> anyhow::Re
                 late.is_empty(),
                 "the replaced primary committed after the new primary served: {late:?}"
             );
-            match fault {
-                Fault::FalseTakeover => net.heal("primary", "standby")?,
-                _ => net.rejoin("primary")?,
+            if fault == Fault::FalseTakeover {
+                net.heal("primary", "standby")?;
             }
             pair.rejoin()?;
         }
@@ -182,8 +241,7 @@ async fn one_run(p: &Pipeline, net: &Net, fault: Fault, seed: u64) -> anyhow::Re
         .windows(2)
         .filter(|w| w[1] > cut_ms)
         .map(|w| w[1] - w[0].max(cut_ms))
-        .max()
-        .unwrap_or(0);
+        .max();
     Ok(figures)
 }
 
@@ -249,4 +307,58 @@ async fn a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeove
 async fn a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_upstream_backup(
 ) -> anyhow::Result<()> {
     run("upstream-backup", Fault::SenderCutFromPrimary).await
+}
+
+#[test]
+fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_on_hdfs_under_passive_standby(
+) -> anyhow::Result<()> {
+    run_on_hdfs("passive-standby", Fault::FalseTakeover)
+}
+
+#[test]
+fn a_primary_isolated_from_everyone_and_hdfs_is_replaced_and_loses_nothing_under_passive_standby(
+) -> anyhow::Result<()> {
+    run_on_hdfs("passive-standby", Fault::IsolatedPrimary)
+}
+
+#[test]
+fn a_sender_cut_from_the_primary_alone_loses_nothing_on_hdfs_under_passive_standby(
+) -> anyhow::Result<()> {
+    run_on_hdfs("passive-standby", Fault::SenderCutFromPrimary)
+}
+
+#[test]
+fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_on_hdfs_under_active_standby(
+) -> anyhow::Result<()> {
+    run_on_hdfs("active-standby", Fault::FalseTakeover)
+}
+
+#[test]
+fn a_primary_isolated_from_everyone_and_hdfs_is_replaced_and_loses_nothing_under_active_standby(
+) -> anyhow::Result<()> {
+    run_on_hdfs("active-standby", Fault::IsolatedPrimary)
+}
+
+#[test]
+fn a_sender_cut_from_the_primary_alone_loses_nothing_on_hdfs_under_active_standby(
+) -> anyhow::Result<()> {
+    run_on_hdfs("active-standby", Fault::SenderCutFromPrimary)
+}
+
+#[test]
+fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_on_hdfs_under_upstream_backup(
+) -> anyhow::Result<()> {
+    run_on_hdfs("upstream-backup", Fault::FalseTakeover)
+}
+
+#[test]
+fn a_primary_isolated_from_everyone_and_hdfs_is_replaced_and_loses_nothing_under_upstream_backup(
+) -> anyhow::Result<()> {
+    run_on_hdfs("upstream-backup", Fault::IsolatedPrimary)
+}
+
+#[test]
+fn a_sender_cut_from_the_primary_alone_loses_nothing_on_hdfs_under_upstream_backup(
+) -> anyhow::Result<()> {
+    run_on_hdfs("upstream-backup", Fault::SenderCutFromPrimary)
 }

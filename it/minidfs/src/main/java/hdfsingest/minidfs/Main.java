@@ -65,6 +65,7 @@ public final class Main {
         int replication = -1;
         long blockSize = 1024 * 1024;
         String baseDir = null;
+        String host = null;
         for (int i = 0; i < args.length; i++) {
             String flag = args[i];
             if (i + 1 >= args.length) {
@@ -77,6 +78,7 @@ public final class Main {
                 case "--replication" -> replication = Integer.parseInt(value);
                 case "--block-size" -> blockSize = Long.parseLong(value);
                 case "--base-dir" -> baseDir = value;
+                case "--host" -> host = value;
                 default -> fail(protocol, "unknown flag " + flag);
             }
         }
@@ -108,12 +110,26 @@ public final class Main {
         // A pipeline that loses a DataNode keeps going with the rest when it must (small clusters).
         conf.set("dfs.client.block.write.replace-datanode-on-failure.policy", "NEVER");
 
+        // --host IP: the cluster serves other hosts (network namespaces) at IP: the NameNode listens on
+        // every address, the DataNodes too, and they register under IP as their host name, which a
+        // client with dfs.client.use.datanode.hostname connects to.
+        if (host != null) {
+            conf.set("dfs.namenode.rpc-bind-host", "0.0.0.0");
+            conf.set("dfs.namenode.servicerpc-bind-host", "0.0.0.0");
+            conf.set("dfs.datanode.address", "0.0.0.0:0");
+            conf.set("dfs.datanode.ipc.address", "0.0.0.0:0");
+            conf.set("dfs.datanode.http.address", "0.0.0.0:0");
+            conf.set("dfs.datanode.hostname", host);
+        }
+
         MiniDFSCluster cluster;
         try {
             cluster = new MiniDFSCluster.Builder(conf, base)
                 .nameNodePort(port)
                 .nameNodeHttpPort(0)
                 .numDataNodes(dataNodes)
+                .checkDataNodeAddrConfig(host != null)
+                .checkDataNodeHostConfig(host != null)
                 .build();
             cluster.waitActive();
         } catch (Exception e) {
@@ -123,7 +139,7 @@ public final class Main {
         }
 
         Main main = new Main(cluster);
-        protocol.println("READY hdfs://127.0.0.1:" + cluster.getNameNodePort());
+        protocol.println("READY hdfs://" + (host != null ? host : "127.0.0.1") + ":" + cluster.getNameNodePort());
 
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         String line;
