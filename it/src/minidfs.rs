@@ -84,6 +84,10 @@ pub struct MiniDfsOptions {
     /// NameNode and the DataNodes then serve that address, and the DataNodes register it as their
     /// host name, so clients on other hosts need `dfs.client.use.datanode.hostname = true`.
     pub host: Option<(String, String)>,
+    /// Two NameNodes of the HA name service `minidfs-ns` with shared edits, nn1 active; clients
+    /// reach it as `hdfs://minidfs-ns` through [`MiniDfs::hadoop_conf_dir`]. [`MiniDfs::failover`]
+    /// and [`MiniDfs::kill_active_namenode`] move the active role.
+    pub ha: bool,
 }
 
 impl Default for MiniDfsOptions {
@@ -94,6 +98,7 @@ impl Default for MiniDfsOptions {
             replication: None,
             block_size: 1024 * 1024,
             host: None,
+            ha: false,
         }
     }
 }
@@ -101,6 +106,8 @@ impl Default for MiniDfsOptions {
 /// A running MiniDFSCluster (killed on drop) or an external cluster from `HDFS_URL`.
 pub struct MiniDfs {
     url: String,
+    /// For an HA cluster: the directory with the name service's client configuration.
+    conf_dir: Option<PathBuf>,
     local: Option<Local>,
 }
 
@@ -165,6 +172,9 @@ impl MiniDfs {
         if let Some((_, ip)) = &opts.host {
             cmd.args(["--host", ip]);
         }
+        if opts.ha {
+            cmd.args(["--ha", "true"]);
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -182,9 +192,16 @@ impl MiniDfs {
             let control = local.control.get_mut().map_err(|_| anyhow!("poisoned"))?;
             control.lines.recv_timeout(READY_TIMEOUT)
         };
-        let url = match first {
+        let (url, conf_dir) = match first {
             Ok(line) => match line.strip_prefix("READY ") {
-                Some(url) => url.trim().to_owned(),
+                Some(rest) => {
+                    let mut words = rest.split_whitespace();
+                    let url = words.next().unwrap_or_default().to_owned();
+                    let conf = words
+                        .find_map(|w| w.strip_prefix("conf="))
+                        .map(PathBuf::from);
+                    (url, conf)
+                }
                 None => bail!("MiniDFS did not start: {line}\n{}", log_tail(&log_path, 30)),
             },
             Err(RecvTimeoutError::Timeout) => bail!(
@@ -206,6 +223,7 @@ impl MiniDfs {
         );
         Ok(MiniDfs {
             url,
+            conf_dir,
             local: Some(local),
         })
     }
@@ -218,7 +236,11 @@ impl MiniDfs {
         if url.is_empty() {
             return None;
         }
-        Some(MiniDfs { url, local: None })
+        Some(MiniDfs {
+            url,
+            conf_dir: None,
+            local: None,
+        })
     }
 
     /// [`MiniDfs::external`] when `HDFS_URL` is set, otherwise [`MiniDfs::start`] with `opts`.
@@ -247,6 +269,21 @@ impl MiniDfs {
     /// `hdfs://127.0.0.1:<port>` (no trailing slash).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// An HA cluster's client configuration (`core-site.xml`, `hdfs-site.xml` for `minidfs-ns`).
+    pub fn hadoop_conf_dir(&self) -> Option<&Path> {
+        self.conf_dir.as_deref()
+    }
+
+    /// HA: the active NameNode becomes standby and the other one active.
+    pub fn failover(&self) -> anyhow::Result<()> {
+        self.command("failover")
+    }
+
+    /// HA: the active NameNode is shut down and the other one made active.
+    pub fn kill_active_namenode(&self) -> anyhow::Result<()> {
+        self.command("kill-active-namenode")
     }
 
     /// Whether this handle can stop and restart nodes (false for an external cluster).

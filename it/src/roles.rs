@@ -169,6 +169,8 @@ pub struct Pipeline {
     failed: std::sync::atomic::AtomicBool,
     /// Where the roles and the sender run, when they run on hosts of a [`Net`]: the namespace of each.
     hosts: Option<Hosts>,
+    /// An HA cluster's client configuration, which the test's own HDFS reads need too.
+    hdfs_conf_dir: Option<PathBuf>,
 }
 
 /// The hosts of a [`Net`] a pipeline runs on: `primary`, `standby` and `sender`.
@@ -230,6 +232,13 @@ impl Pipeline {
             .tempdir()?;
         let d = |p: &str| dir.path().join(p).display().to_string();
         toml_set(&mut t, "node.data_dir", d("data"));
+        let hdfs_conf_dir = match storage {
+            Storage::Hdfs(dfs) => dfs.hadoop_conf_dir().map(Path::to_path_buf),
+            Storage::Local => None,
+        };
+        if let Some(dir) = &hdfs_conf_dir {
+            toml_set(&mut t, "hdfs.hadoop_conf_dir", dir.display().to_string());
+        }
         let output = match storage {
             Storage::Local => {
                 toml_set(&mut t, "checkpoint.store.kind", "local");
@@ -279,6 +288,7 @@ impl Pipeline {
             output,
             logs: AtomicU64::new(0),
             failed: Default::default(),
+            hdfs_conf_dir,
             hosts: net.map(|n| Hosts {
                 primary: n.ns("primary").to_string(),
                 standby: n.ns("standby").to_string(),
@@ -289,7 +299,10 @@ impl Pipeline {
 
     /// How the test reads an HDFS output: on a net, DataNodes are known by their host's address.
     fn hdfs_options(&self) -> strategies::store::hdfs::HdfsOptions {
-        let mut o = strategies::store::hdfs::HdfsOptions::default();
+        let mut o = strategies::store::hdfs::HdfsOptions {
+            hadoop_conf_dir: self.hdfs_conf_dir.clone(),
+            ..Default::default()
+        };
         if self.hosts.is_some() {
             o.config
                 .insert("dfs.client.use.datanode.hostname".into(), "true".into());

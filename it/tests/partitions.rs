@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use hdfs_ingest::send::manifest::read_manifest;
+use it::log_unix_ms;
 use it::minidfs::{MiniDfs, MiniDfsOptions};
 use it::net::Net;
 use it::pair::{
@@ -55,27 +56,6 @@ struct Figures {
     /// when the sender had released everything before the cut.
     release_pause_ms: Option<u64>,
     images: u64,
-}
-
-/// Unix milliseconds of a log line's leading RFC 3339 timestamp (`2026-12-01T22:30:17.123456Z`).
-fn log_unix_ms(line: &str) -> Option<u64> {
-    let ts = line.split_whitespace().next()?;
-    let (date, time) = ts.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, dd) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>());
-    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((((days * 24 + hh) * 60 + mm) * 60 + ss) as u64 * 1000 + ms as u64)
 }
 
 /// The HDFS variant of [`run`]: a plain test, since its runtime must be built inside the `tester`
@@ -243,16 +223,6 @@ async fn one_run(p: &Pipeline, net: &Net, fault: Fault, seed: u64) -> anyhow::Re
         .map(|w| w[1] - w[0].max(cut_ms))
         .max();
     Ok(figures)
-}
-
-#[test]
-fn log_timestamps_read_as_unix_milliseconds() {
-    assert_eq!(
-        log_unix_ms("2026-12-01T22:30:17.123456Z  INFO x: y"),
-        Some(1_796_164_217_123)
-    );
-    assert_eq!(log_unix_ms("1970-01-01T00:00:00Z x"), Some(0));
-    assert_eq!(log_unix_ms("no timestamp"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.hdfs.HdfsConfiguration;
 import org.apache.hadoop.hdfs.MiniDFSCluster;
 import org.apache.hadoop.hdfs.MiniDFSCluster.DataNodeProperties;
+import org.apache.hadoop.hdfs.MiniDFSNNTopology;
 import org.apache.hadoop.hdfs.server.blockmanagement.DatanodeDescriptor;
 import org.apache.hadoop.hdfs.server.datanode.DataNode;
 
@@ -33,6 +34,13 @@ import org.apache.hadoop.hdfs.server.datanode.DataNode;
  * shift when another DataNode stops), {@code wait-datanode-dead I} (returns once the NameNode has
  * declared the stopped DataNode I dead by heartbeat expiry, about 14 s with the settings below),
  * {@code shutdown}. EOF on stdin also shuts the cluster down,
+ *
+ * <p>{@code --ha true}: two NameNodes of the name service {@code minidfs-ns} with shared edits (no
+ * automatic failover: the harness decides), nn1 active. The READY line is then
+ * {@code READY hdfs://minidfs-ns conf=DIR}, DIR holding the {@code core-site.xml} and
+ * {@code hdfs-site.xml} a client needs for the name service. Two more commands:
+ * {@code failover} (the active NameNode becomes standby and the other one active) and
+ * {@code kill-active-namenode} (the active one is shut down and the other one made active).
  * so a test process that dies never leaves a JVM behind.
  */
 public final class Main {
@@ -45,6 +53,8 @@ public final class Main {
     /** DataNode UUIDs by stable index (they survive a restart: same storage). */
     private final List<String> uuids = new ArrayList<>();
     private boolean nameNodeUp = true;
+    /** With --ha: the index of the active NameNode. */
+    private int active = 0;
 
     private Main(MiniDFSCluster cluster) {
         this.cluster = cluster;
@@ -66,6 +76,7 @@ public final class Main {
         long blockSize = 1024 * 1024;
         String baseDir = null;
         String host = null;
+        boolean ha = false;
         for (int i = 0; i < args.length; i++) {
             String flag = args[i];
             if (i + 1 >= args.length) {
@@ -79,6 +90,7 @@ public final class Main {
                 case "--block-size" -> blockSize = Long.parseLong(value);
                 case "--base-dir" -> baseDir = value;
                 case "--host" -> host = value;
+                case "--ha" -> ha = Boolean.parseBoolean(value);
                 default -> fail(protocol, "unknown flag " + flag);
             }
         }
@@ -124,9 +136,13 @@ public final class Main {
 
         MiniDFSCluster cluster;
         try {
-            cluster = new MiniDFSCluster.Builder(conf, base)
-                .nameNodePort(port)
-                .nameNodeHttpPort(0)
+            MiniDFSCluster.Builder builder = new MiniDFSCluster.Builder(conf, base);
+            if (ha) {
+                builder.nnTopology(MiniDFSNNTopology.simpleHATopology());
+            } else {
+                builder.nameNodePort(port).nameNodeHttpPort(0);
+            }
+            cluster = builder
                 .numDataNodes(dataNodes)
                 .checkDataNodeAddrConfig(host != null)
                 .checkDataNodeHostConfig(host != null)
@@ -139,7 +155,21 @@ public final class Main {
         }
 
         Main main = new Main(cluster);
-        protocol.println("READY hdfs://" + (host != null ? host : "127.0.0.1") + ":" + cluster.getNameNodePort());
+        if (ha) {
+            try {
+                cluster.transitionToActive(0);
+                cluster.waitActive();
+                File confDir = new File(base, "client-conf");
+                writeHaClientConf(confDir, cluster);
+                protocol.println("READY hdfs://" + NAMESERVICE + " conf=" + confDir.getAbsolutePath());
+            } catch (Exception e) {
+                e.printStackTrace();
+                fail(protocol, "making nn1 active failed: " + oneLine(e));
+                return;
+            }
+        } else {
+            protocol.println("READY hdfs://" + (host != null ? host : "127.0.0.1") + ":" + cluster.getNameNodePort());
+        }
 
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         String line;
@@ -230,8 +260,49 @@ public final class Main {
                 }
                 waitDead(i);
             }
+            case "failover" -> {
+                expectArgs(words, 0);
+                int other = 1 - active;
+                cluster.transitionToStandby(active);
+                cluster.transitionToActive(other);
+                active = other;
+            }
+            case "kill-active-namenode" -> {
+                expectArgs(words, 0);
+                int other = 1 - active;
+                cluster.shutdownNameNode(active);
+                cluster.transitionToActive(other);
+                active = other;
+            }
             default -> throw new IllegalArgumentException("unknown command " + words[0]);
         }
+    }
+
+    /** The name service of {@code MiniDFSNNTopology.simpleHATopology()}. */
+    private static final String NAMESERVICE = "minidfs-ns";
+
+    /** Writes the client side of the HA name service: its two NameNodes' RPC addresses. */
+    private static void writeHaClientConf(File dir, MiniDFSCluster cluster) throws Exception {
+        if (!dir.mkdirs() && !dir.isDirectory()) {
+            throw new IllegalStateException("cannot create " + dir);
+        }
+        StringBuilder hdfs = new StringBuilder("<?xml version=\"1.0\"?>\n<configuration>\n");
+        java.util.function.BiConsumer<String, String> prop = (k, v) -> hdfs.append("  <property><name>")
+            .append(k).append("</name><value>").append(v).append("</value></property>\n");
+        prop.accept("dfs.nameservices", NAMESERVICE);
+        prop.accept("dfs.ha.namenodes." + NAMESERVICE, "nn1,nn2");
+        for (int i = 0; i < 2; i++) {
+            java.net.InetSocketAddress a = cluster.getNameNode(i).getNameNodeAddress();
+            prop.accept("dfs.namenode.rpc-address." + NAMESERVICE + ".nn" + (i + 1),
+                "127.0.0.1:" + a.getPort());
+        }
+        prop.accept("dfs.client.failover.proxy.provider." + NAMESERVICE,
+            "org.apache.hadoop.hdfs.server.namenode.ha.ConfiguredFailoverProxyProvider");
+        hdfs.append("</configuration>\n");
+        java.nio.file.Files.writeString(new File(dir, "hdfs-site.xml").toPath(), hdfs.toString());
+        java.nio.file.Files.writeString(new File(dir, "core-site.xml").toPath(),
+            "<?xml version=\"1.0\"?>\n<configuration>\n  <property><name>fs.defaultFS</name><value>hdfs://"
+                + NAMESERVICE + "</value></property>\n</configuration>\n");
     }
 
     /** Waits until the NameNode has declared DataNode {@code i} dead (heartbeat expiry). */
