@@ -4,7 +4,8 @@
 //! store holds blocks by construction; the demo runs the default, `lagging`.) Only orderings that
 //! hold by construction, with a wide margin, are asserted — the times themselves are the benchmark's
 //! to report, not a test's to judge. The same bench runs once more with checkpoints and output on
-//! HDFS (the shared MiniDFS, or `HDFS_URL`).
+//! HDFS (the shared MiniDFS, or `HDFS_URL`), and once with `--fault partition`: the primary is cut off
+//! (its network link down, every node on a host of its own) instead of killed, and must fence itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,5 +113,26 @@ fn the_recovery_bench_with_checkpoints_and_output_on_hdfs_verifies_every_strateg
     let store = ["--checkpoint-store", url.as_str()];
     let small = ["--rate", "50", "--size", "16KiB"];
     bench_verifies_every_strategy(&[&small[..], &store[..]].concat(), dir.path())?;
+    Ok(())
+}
+
+#[test]
+fn the_recovery_bench_with_a_partition_verifies_every_strategy_after_its_primary_is_cut_off(
+) -> anyhow::Result<()> {
+    if let Err(e) = it::net::Net::new(&["probe"]) {
+        println!("skipped: {e:#}");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (report, _) = bench_verifies_every_strategy(&["--fault", "partition"], dir.path())?;
+    assert_eq!(report["fault"], "partition");
+    let runs = report["runs"].as_array().expect("runs");
+    for s in ["passive-standby", "active-standby", "upstream-backup"] {
+        let r = runs.iter().find(|r| r["strategy"] == s).expect("a run");
+        assert!(
+            r["detection_ms"].as_f64().unwrap_or(0.0) > 0.0,
+            "{s}: the standby detected the cut-off primary and took over: {r}"
+        );
+    }
     Ok(())
 }

@@ -12,13 +12,15 @@
 //!   same bytes, in interleaved rounds so that drift hits both alike, and checkpoint write/read
 //!   latency on HDFS and on sled.
 //! - [`recovery`] (`bench recovery`): every strategy on one seeded workload, its primary killed
-//!   with SIGKILL mid-stream, measured side by side; the module documents every figure.
+//!   with SIGKILL mid-stream (or, `--fault partition`, cut off from everyone by a real network
+//!   partition), measured side by side; the module documents every figure.
 //!
 //! # Layout
 //!
 //! One room per command. Below them: [`stats`], the one place for percentiles and for how figures
 //! are printed (`send push` and the demo print their latencies with it too), and `child`, what /proc
-//! says of a node process and the SIGTERM that stops it. The benches import only the library's lower
+//! says of a node process and the SIGTERM that stops it; `net`, hosts as Linux network namespaces for
+//! `--fault partition` (and the partition tests). The benches import only the library's lower
 //! modules (`send`, `verify`, `ha`, `config`, `images`, `size`, `sink`, …) and the `strategies`
 //! crate, never the commands (`cli`, `demo`): the commands call the benches, not the reverse. Inside,
 //! a file imports only the files below it; this one wires them.
@@ -26,6 +28,8 @@
 mod child;
 pub mod hdfs;
 pub mod ingest;
+#[cfg(target_os = "linux")]
+pub mod net;
 pub mod recovery;
 pub mod stats;
 

@@ -76,6 +76,16 @@ pub struct RecoveryArgs {
     /// Where the results go (recovery.md, recovery.json, recovery.svg, logs/, runs/).
     #[arg(long, default_value = "./hdfs-ingest-data/bench-recovery")]
     pub out: PathBuf,
+    /// The fault: `kill` (SIGKILL the primary) or `partition` (take the primary's network link down:
+    /// alive, cut off from its standby, the sender and everyone else; its link comes back
+    /// `--heal-after` later). `partition` runs every node and the sender on a host of their own
+    /// (Linux network namespaces: root and iproute2) and needs `--checkpoint-store local`.
+    #[arg(long, value_enum, default_value = "kill")]
+    pub fault: Fault,
+    /// With `--fault partition`: how long the primary stays cut off (after its standby took over;
+    /// under `none`, the length of the outage).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub heal_after: Duration,
     /// A short run for tests: fewer images, shorter phases.
     #[arg(long)]
     pub quick: bool,
@@ -101,11 +111,23 @@ impl RecoveryArgs {
             checkpoint_store: vec!["local".into()],
             checkpoint_mb: None,
             carry: Carry::Lagging,
+            fault: Fault::Kill,
+            heal_after: Duration::from_secs(2),
             out,
             quick: true,
             keep: false,
         }
     }
+}
+
+/// What happens to the primary mid-run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// SIGKILL.
+    Kill,
+    /// Its network link goes down: alive and cut off.
+    Partition,
 }
 
 #[derive(Clone, Debug)]
@@ -128,6 +150,8 @@ pub(super) struct Plan {
     store: StoreChoice,
     pub(super) checkpoint_mb: Option<u64>,
     pub(super) carry: Carry,
+    pub(super) fault: Fault,
+    pub(super) heal_after: Duration,
     pub(super) batch_interval: Duration,
     pub(super) out: PathBuf,
     pub(super) keep: bool,
@@ -173,6 +197,12 @@ impl Plan {
         if a.runs == 0 {
             bail!("--runs must be at least 1");
         }
+        if a.fault == Fault::Partition && !matches!(store, StoreChoice::Local) {
+            bail!(
+                "--fault partition runs the nodes on network namespaces of this machine, which an \
+                 HDFS outside them cannot serve: use --checkpoint-store local"
+            );
+        }
         let rate = a.rate.unwrap_or(if a.quick { 200.0 } else { 300.0 });
         if !rate.is_finite() || rate <= 0.0 {
             bail!("--rate must be positive");
@@ -213,6 +243,8 @@ impl Plan {
             store,
             checkpoint_mb: a.checkpoint_mb,
             carry: a.carry,
+            fault: a.fault,
+            heal_after: a.heal_after,
             batch_interval: match a.checkpoint_mb {
                 Some(_) => kill_after + Duration::from_secs(7),
                 None => Duration::from_secs(1),
@@ -284,12 +316,16 @@ pub(super) enum OutputAt {
 
 /// Writes the run's configuration: the shipped one of the strategy, with this run's directories,
 /// free ports, the bench's timings and store.
+/// The run's configuration. `hosts`: the addresses of the primary's and the standby's hosts when the
+/// nodes run on a network of namespaces (`--fault partition`); loopback otherwise.
 pub(super) fn write_config(
     plan: &Plan,
     s: Strategy,
     dir: &Path,
     tag: &str,
+    hosts: Option<(&str, &str)>,
 ) -> anyhow::Result<RunPaths> {
+    let (primary_ip, standby_ip) = hosts.unwrap_or(("127.0.0.1", "127.0.0.1"));
     let mut t: toml::Table = toml::from_str(shipped_config(s))
         .with_context(|| format!("the shipped config/{s}.toml"))?;
     let data = dir.join("data");
@@ -328,7 +364,7 @@ pub(super) fn write_config(
         }
     }
     table(&mut t, "checkpoint").insert("store".into(), toml::Value::Table(st));
-    let framed = format!("127.0.0.1:{}", free_port()?);
+    let framed = format!("{primary_ip}:{}", free_port()?);
     let mut source = toml::Table::new();
     source.insert("kind".into(), string("framed-listen"));
     source.insert("address".into(), string(framed.clone()));
@@ -344,16 +380,10 @@ pub(super) fn write_config(
         strat.insert("checkpoint_interval".into(), string("1s"));
         strat.insert("carry".into(), toml::Value::try_from(plan.carry)?);
         if s.has_standby() {
-            for role in ["primary", "standby"] {
+            for (role, ip) in [("primary", primary_ip), ("standby", standby_ip)] {
                 let r = table(strat, role);
-                r.insert(
-                    "framed".into(),
-                    string(format!("127.0.0.1:{}", free_port()?)),
-                );
-                r.insert(
-                    "control".into(),
-                    string(format!("127.0.0.1:{}", free_port()?)),
-                );
+                r.insert("framed".into(), string(format!("{ip}:{}", free_port()?)));
+                r.insert("control".into(), string(format!("{ip}:{}", free_port()?)));
             }
         }
         if plan.checkpoint_mb.is_some() {
@@ -428,7 +458,7 @@ mod tests {
         for s in Strategy::ALL {
             let d = dir.path().join(s.name());
             std::fs::create_dir_all(&d).unwrap();
-            let p = write_config(&plan, s, &d, "t").unwrap();
+            let p = write_config(&plan, s, &d, "t", None).unwrap();
             let cfg = Config::load(&p.config).unwrap();
             assert_eq!(cfg.strategy.kind, s);
             assert_eq!(cfg.batch.interval, Duration::from_secs(1));

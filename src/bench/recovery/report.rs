@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use strategies::Strategy;
 
-use super::plan::Plan;
+use super::plan::{Fault, Plan};
 use super::watch::RunResult;
 use crate::bench::stats::{p50_ratio, ratio_cell, spread, spread_cell, Spread};
 use crate::size::ByteSize;
@@ -215,6 +215,7 @@ pub(super) fn machine() -> Machine {
 struct Report<'a> {
     command: &'a str,
     machine: &'a Machine,
+    fault: Fault,
     variant_checkpoint_mb: Option<u64>,
     throughput_note: &'a str,
     summary: &'a [Summary],
@@ -222,7 +223,15 @@ struct Report<'a> {
 }
 
 /// Bars of p50 time to new ack and time to all committed per strategy, p99 as whiskers.
-fn chart(path: &Path, rows: &[Summary], title: &str) -> anyhow::Result<()> {
+/// What the times are counted from.
+fn fault_moment(plan: &Plan) -> &'static str {
+    match plan.fault {
+        Fault::Kill => "SIGKILL of the primary",
+        Fault::Partition => "cut-off of the primary (its link down)",
+    }
+}
+
+fn chart(path: &Path, rows: &[Summary], title: &str, moment: &str) -> anyhow::Result<()> {
     use plotters::prelude::*;
     let secs =
         |s: Option<Spread>| s.map_or((0.0, 0.0), |s| (s.p50.max(0.0) / 1e3, s.p99.max(0.0) / 1e3));
@@ -259,7 +268,7 @@ fn chart(path: &Path, rows: &[Summary], title: &str) -> anyhow::Result<()> {
                 String::new()
             }
         })
-        .y_desc("seconds after SIGKILL of the primary")
+        .y_desc(format!("seconds after the {moment}"))
         .draw()
         .map_err(|e| err(&e))?;
     let series = [
@@ -334,6 +343,12 @@ pub(super) fn print_plan(plan: &Plan, m: &Machine) {
         plan.carry,
         m.cores
     );
+    if plan.fault == Fault::Partition {
+        println!(
+            "fault: the primary's network link goes down instead of a SIGKILL (every node and the sender on a host of its own); it comes back {:?} after the takeover (none: after {:?} of outage), and the replaced primary must fence itself",
+            plan.heal_after, plan.heal_after
+        );
+    }
 }
 
 /// The line of a run as it ends.
@@ -378,15 +393,20 @@ pub(super) fn write(
     println!("\n{table}\np50 / p99 over runs; (×r) = p50 ÷ none's p50; {note}.");
     let md = format!(
         "# bench recovery\n\n`{command}`\n\nMachine: {} cores ({}), Linux {}, {}.\n\n{table}\n\
-         p50 / p99 over runs (nearest rank); (×r) = p50 ÷ none's p50. Times are ms after the SIGKILL of the \
-         primary; \"all committed\" is over images released before the kill, \"all sent committed\" over \
+         p50 / p99 over runs (nearest rank); (×r) = p50 ÷ none's p50. Times are ms after the {}; \
+         \"all committed\" is over images released before the kill, \"all sent committed\" over \
          images sent before it. {note}. Every run was verified: no released image lost or duplicated.\n",
-        m.cores, m.cpu, m.kernel, m.date
+        m.cores,
+        m.cpu,
+        m.kernel,
+        m.date,
+        fault_moment(plan)
     );
     std::fs::write(plan.out.join("recovery.md"), md)?;
     let json = serde_json::to_string_pretty(&Report {
         command,
         machine: m,
+        fault: plan.fault,
         variant_checkpoint_mb: plan.checkpoint_mb,
         throughput_note: note,
         summary: &rows,
@@ -403,7 +423,12 @@ pub(super) fn write(
             plan.runs, plan.rate
         ),
     };
-    chart(&plan.out.join("recovery.svg"), &rows, &title)?;
+    chart(
+        &plan.out.join("recovery.svg"),
+        &rows,
+        &title,
+        fault_moment(plan),
+    )?;
     println!(
         "bench recovery: wrote {}, recovery.json and recovery.svg",
         plan.out.join("recovery.md").display()

@@ -28,11 +28,12 @@ use strategies::{Release, Strategy};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::plan::{push_options, write_config, OutputAt, Plan, RunPaths, StoreAt};
+use super::plan::{push_options, write_config, Fault, OutputAt, Plan, RunPaths, StoreAt};
 use super::watch::{
     commit_times, landing_rate, new_ack_ms, replay_rate, takeover_times, RunResult, Watcher,
 };
 use crate::bench::child::{proc_write_bytes, terminate};
+use crate::bench::net::Net;
 use crate::bench::stats::ms_between;
 use crate::config::Config;
 use crate::ha::TakeoverEvent;
@@ -57,16 +58,26 @@ struct NodeChild {
 }
 
 impl NodeChild {
+    /// Starts `run --config <config> <args>`, inside the host `ns` (a network namespace) if given.
     async fn spawn(
         plan: &Plan,
         config: &Path,
         args: &[&str],
         log: PathBuf,
+        ns: Option<&str>,
     ) -> anyhow::Result<Self> {
         let role = args.join(" ");
         let err = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = tokio::process::Command::new(&plan.exe)
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&plan.exe);
+                c
+            }
+            None => tokio::process::Command::new(&plan.exe),
+        };
+        let mut child = command
             .args(["run", "--config"])
             .arg(config)
             .args(args)
@@ -186,9 +197,13 @@ struct Nodes {
     primary: NodeChild,
     standby: Option<NodeChild>,
     primary_started: Instant,
+    /// `--fault partition`: the hosts the nodes and the sender run on.
+    net: Option<Arc<Net>>,
 }
 
-async fn start_nodes(plan: &Plan, s: Strategy, tag: &str) -> anyhow::Result<Nodes> {
+/// Starts a run's nodes; with `on_net`, each on a host of a new [`Net`] (`primary`, `standby`,
+/// `sender`), so that a partition can cut one off.
+async fn start_nodes(plan: &Plan, s: Strategy, tag: &str, on_net: bool) -> anyhow::Result<Nodes> {
     let dir = plan.out.join("runs").join(tag);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
@@ -196,13 +211,24 @@ async fn start_nodes(plan: &Plan, s: Strategy, tag: &str) -> anyhow::Result<Node
     std::fs::create_dir_all(&dir)?;
     let logs = plan.out.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let paths = write_config(plan, s, &dir, tag)?;
+    let net = if on_net {
+        let net = Net::new(&["primary", "standby", "sender"]).context(
+            "--fault partition runs the nodes on network namespaces, which cannot be made here",
+        )?;
+        Some(Arc::new(net))
+    } else {
+        None
+    };
+    let hosts = net.as_ref().map(|n| (n.ip("primary"), n.ip("standby")));
+    let paths = write_config(plan, s, &dir, tag, hosts)?;
+    let ns = |role: &str| net.as_ref().map(|n| n.ns(role).to_string());
     let cfg = Config::load(&paths.config)?;
     let mut primary = NodeChild::spawn(
         plan,
         &paths.config,
         &["--role", "primary"],
         logs.join(format!("{tag}-primary.log")),
+        ns("primary").as_deref(),
     )
     .await?;
     primary
@@ -217,6 +243,7 @@ async fn start_nodes(plan: &Plan, s: Strategy, tag: &str) -> anyhow::Result<Node
             &paths.config,
             &["--role", "standby"],
             logs.join(format!("{tag}-standby.log")),
+            ns("standby").as_deref(),
         )
         .await?;
         sb.wait_for("ready or standby", Duration::from_secs(60), |l| {
@@ -233,6 +260,29 @@ async fn start_nodes(plan: &Plan, s: Strategy, tag: &str) -> anyhow::Result<Node
         primary,
         standby,
         primary_started,
+        net,
+    })
+}
+
+/// The push, run by a thread that entered the `sender` host of `net` (with a runtime of its own, so
+/// every socket of the push is that host's); the same handle as `tokio::spawn` of the push.
+fn push_on_host(
+    net: Arc<Net>,
+    opts: crate::send::push::PushOptions,
+    images: crate::images::ImageSet,
+    manifest: Arc<ManifestWriter>,
+) -> tokio::task::JoinHandle<Result<crate::send::push::PushReport, crate::send::push::PushError>> {
+    use crate::send::push::PushError;
+    tokio::task::spawn_blocking(move || {
+        let _inside = net
+            .enter("sender")
+            .map_err(|e| PushError::Options(format!("{e:#}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| PushError::Options(format!("a runtime for the sender: {e}")))?;
+        rt.block_on(push(opts, images, Some(manifest)))
     })
 }
 
@@ -299,7 +349,7 @@ async fn steady_run(plan: &Plan, s: Strategy, run: usize) -> anyhow::Result<Stea
         primary,
         mut standby,
         ..
-    } = start_nodes(plan, s, &tag).await?;
+    } = start_nodes(plan, s, &tag, false).await?;
     let manifest_path = paths.dir.join("manifest.jsonl");
     let manifest = Arc::new(ManifestWriter::create(&manifest_path)?);
     let timeline = Arc::new(Timeline::new());
@@ -377,7 +427,8 @@ pub(super) async fn run_one(plan: &Plan, s: Strategy, run: usize) -> anyhow::Res
         mut primary,
         mut standby,
         primary_started,
-    } = start_nodes(plan, s, &tag).await?;
+        net,
+    } = start_nodes(plan, s, &tag, plan.fault == Fault::Partition).await?;
     let logs = plan.out.join("logs");
     let manifest_path = paths.dir.join("manifest.jsonl");
     let manifest = Arc::new(ManifestWriter::create(&manifest_path)?);
@@ -388,7 +439,10 @@ pub(super) async fn run_one(plan: &Plan, s: Strategy, run: usize) -> anyhow::Res
     let rate = plan.checkpoint_mb.is_none().then_some(plan.rate);
     let opts = push_options(plan, &cfg, "failover", count, rate, t2.clone());
     let phase_start = Instant::now();
-    let sender = tokio::spawn(push(opts, plan.images(), Some(manifest.clone())));
+    let sender = match &net {
+        None => tokio::spawn(push(opts, plan.images(), Some(manifest.clone()))),
+        Some(net) => push_on_host(net.clone(), opts, plan.images(), manifest.clone()),
+    };
     tokio::time::sleep_until((phase_start + plan.kill_after).into()).await;
     if plan.checkpoint_mb.is_some() {
         // The fill must be all at the primary: released; under passive-standby, in the checkpoint
@@ -432,15 +486,29 @@ pub(super) async fn run_one(plan: &Plan, s: Strategy, run: usize) -> anyhow::Res
     }
     let kill_wall = SystemTime::now();
     let kill = Instant::now();
-    primary.kill9().await?;
+    match &net {
+        None => primary.kill9().await?,
+        Some(net) => net.isolate("primary")?,
+    }
     let mut took_over_before_kill_ms = None;
+    let mut replaced: Option<NodeChild> = None;
     let (serving, detection_ms, survivor) = match standby.take() {
+        // A partition of the only node is an outage of its length: it serves again once its link
+        // is back.
+        None if net.is_some() => {
+            tokio::time::sleep(plan.heal_after).await;
+            if let Some(net) = &net {
+                net.rejoin("primary")?;
+            }
+            (Instant::now(), 0.0, primary)
+        }
         None => {
             let mut restarted = NodeChild::spawn(
                 plan,
                 &paths.config,
                 &["--role", "primary"],
                 logs.join(format!("{tag}-restarted.log")),
+                None,
             )
             .await?;
             watcher.follow(restarted.pid);
@@ -467,6 +535,17 @@ pub(super) async fn run_one(plan: &Plan, s: Strategy, run: usize) -> anyhow::Res
                      heartbeats stalled for more than failure_timeout); this run's times are left out"
                 );
                 took_over_before_kill_ms = Some(early);
+            }
+            if let Some(net) = &net {
+                // The old primary is alive: its link comes back later, and it must find out it was
+                // replaced and stop (checked below).
+                let net = net.clone();
+                let heal_after = plan.heal_after;
+                tokio::spawn(async move {
+                    tokio::time::sleep(heal_after).await;
+                    let _ = net.rejoin("primary");
+                });
+                replaced = Some(primary);
             }
             (t.serving, t.detection_ms, sb)
         }
@@ -495,6 +574,23 @@ pub(super) async fn run_one(plan: &Plan, s: Strategy, run: usize) -> anyhow::Res
     let survivor_written = survivor.write_bytes();
     let seen = watcher.finish().await;
 
+    if let Some(mut old) = replaced {
+        // Healed by now (heal_after is shorter than the sender's phase); a replaced primary that is
+        // still running 30 s later did not fence itself.
+        match tokio::time::timeout(Duration::from_secs(30), old.child.wait()).await {
+            Ok(Ok(st)) if !st.success() => {}
+            Ok(Ok(st)) => bail!(
+                "{tag}: the replaced primary exited with {st}, not as a fenced node; its log {}",
+                old.log.display()
+            ),
+            Ok(Err(e)) => bail!("{tag}: waiting for the replaced primary: {e}"),
+            Err(_) => bail!(
+                "{tag}: the replaced primary was still running 30 s after its link came back (not \
+                 fenced); its log {}",
+                old.log.display()
+            ),
+        }
+    }
     let survivor_log = survivor.log.clone();
     let st = survivor.stop().await?;
     if !st.success() {
