@@ -36,7 +36,15 @@ use it::roles::{Pipeline, SendArgs, SenderProc, Storage};
 use rand::{Rng, SeedableRng};
 
 /// One partition run at a time (see the module doc).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Where the pipeline keeps its checkpoints and output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    Local,
+    /// A MiniDFS on a host of its own.
+    Hdfs,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -58,68 +66,57 @@ struct Figures {
     images: u64,
 }
 
-/// The HDFS variant of [`run`]: a plain test, since its runtime must be built inside the `tester`
-/// host (see the module doc).
-fn run_on_hdfs(strategy: &str, fault: Fault) -> anyhow::Result<()> {
-    let _one_at_a_time = SERIAL.blocking_lock();
+/// `IT_PARTITION_RUNS` runs of one experiment. A plain test: its runtime is built here, inside the
+/// `tester` host when the output is on HDFS (see the module doc).
+fn run(strategy: &str, fault: Fault, store: Store) -> anyhow::Result<()> {
+    let _one_at_a_time = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // What needs the machine's own network is made before any thread enters a host.
     it::bin();
-    it::minidfs::ensure_built()?;
+    if store == Store::Hdfs {
+        it::minidfs::ensure_built()?;
+    }
     it::roles::image_dir()?;
     let runs = env_u64("IT_PARTITION_RUNS", 1);
     let first = seed(0x9a27);
+    let hosts: &[&str] = match store {
+        Store::Local => &["primary", "standby", "sender"],
+        Store::Hdfs => &["primary", "standby", "sender", "hdfs", "tester"],
+    };
     for r in 0..runs {
-        let net = match Net::new(&["primary", "standby", "sender", "hdfs", "tester"]) {
+        let net = match Net::new(hosts) {
             Ok(n) => n,
             Err(e) => {
                 println!("skipped: {e:#}");
                 return Ok(());
             }
         };
-        let entered = net.enter("tester")?;
+        let entered = match store {
+            Store::Hdfs => Some(net.enter("tester")?),
+            Store::Local => None,
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         let outcome = rt.block_on(async {
-            let dfs = MiniDfs::start(MiniDfsOptions {
-                host: Some((net.ns("hdfs").to_string(), net.ip("hdfs").to_string())),
-                ..MiniDfsOptions::default()
-            })?;
-            let p = Pipeline::on_net(strategy, Storage::Hdfs(&dfs), &net)?;
+            let dfs = match store {
+                Store::Hdfs => Some(MiniDfs::start(MiniDfsOptions {
+                    host: Some((net.ns("hdfs").to_string(), net.ip("hdfs").to_string())),
+                    ..MiniDfsOptions::default()
+                })?),
+                Store::Local => None,
+            };
+            let storage = dfs.as_ref().map_or(Storage::Local, Storage::Hdfs);
+            let p = Pipeline::on_net(strategy, storage, &net)?;
             p.check(one_run(&p, &net, fault, first + r).await)
         });
         drop(rt);
         drop(entered);
         let f = outcome?;
         println!(
-            "FIGURES {strategy} hdfs {fault:?} seed {}: detection {:?} ms, cut to serving {:?} ms, release pause {:?} ms, {} images",
-            first + r,
-            f.detection_ms,
-            f.cut_to_serving_ms,
-            f.release_pause_ms,
-            f.images
-        );
-    }
-    Ok(())
-}
-
-async fn run(strategy: &str, fault: Fault) -> anyhow::Result<()> {
-    let _one_at_a_time = SERIAL.lock().await;
-    let runs = env_u64("IT_PARTITION_RUNS", 1);
-    let first = seed(0x9a27);
-    for r in 0..runs {
-        let net = match Net::new(&["primary", "standby", "sender"]) {
-            Ok(n) => n,
-            Err(e) => {
-                println!("skipped: {e:#}");
-                return Ok(());
-            }
-        };
-        let p = Pipeline::on_net(strategy, Storage::Local, &net)?;
-        let f = p.check(one_run(&p, &net, fault, first + r).await)?;
-        println!(
-            "FIGURES {strategy} local {fault:?} seed {}: detection {:?} ms, cut to serving {:?} ms, release pause {:?} ms, {} images",
+            "FIGURES {strategy} {store:?} {fault:?} seed {}: detection {:?} ms, cut to serving {:?} ms, release pause {:?} ms, {} images",
             first + r,
             f.detection_ms,
             f.cut_to_serving_ms,
@@ -225,110 +222,120 @@ async fn one_run(p: &Pipeline, net: &Net, fault: Fault, seed: u64) -> anyhow::Re
     Ok(figures)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_under_passive_standby(
-) -> anyhow::Result<()> {
-    run("passive-standby", Fault::FalseTakeover).await
+macro_rules! partition_test {
+    ($name:ident, $strategy:literal, $fault:ident, $store:ident) => {
+        #[test]
+        fn $name() -> anyhow::Result<()> {
+            run($strategy, Fault::$fault, Store::$store)
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_under_active_standby(
-) -> anyhow::Result<()> {
-    run("active-standby", Fault::FalseTakeover).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_under_upstream_backup(
-) -> anyhow::Result<()> {
-    run("upstream-backup", Fault::FalseTakeover).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_isolated_primary_is_replaced_and_loses_nothing_under_passive_standby(
-) -> anyhow::Result<()> {
-    run("passive-standby", Fault::IsolatedPrimary).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_isolated_primary_is_replaced_and_loses_nothing_under_active_standby(
-) -> anyhow::Result<()> {
-    run("active-standby", Fault::IsolatedPrimary).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_isolated_primary_is_replaced_and_loses_nothing_under_upstream_backup(
-) -> anyhow::Result<()> {
-    run("upstream-backup", Fault::IsolatedPrimary).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_passive_standby(
-) -> anyhow::Result<()> {
-    run("passive-standby", Fault::SenderCutFromPrimary).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_active_standby(
-) -> anyhow::Result<()> {
-    run("active-standby", Fault::SenderCutFromPrimary).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_upstream_backup(
-) -> anyhow::Result<()> {
-    run("upstream-backup", Fault::SenderCutFromPrimary).await
-}
-
-#[test]
-fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_on_hdfs_under_passive_standby(
-) -> anyhow::Result<()> {
-    run_on_hdfs("passive-standby", Fault::FalseTakeover)
-}
-
-#[test]
-fn a_primary_isolated_from_everyone_and_hdfs_is_replaced_and_loses_nothing_under_passive_standby(
-) -> anyhow::Result<()> {
-    run_on_hdfs("passive-standby", Fault::IsolatedPrimary)
-}
-
-#[test]
-fn a_sender_cut_from_the_primary_alone_loses_nothing_on_hdfs_under_passive_standby(
-) -> anyhow::Result<()> {
-    run_on_hdfs("passive-standby", Fault::SenderCutFromPrimary)
-}
-
-#[test]
-fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_on_hdfs_under_active_standby(
-) -> anyhow::Result<()> {
-    run_on_hdfs("active-standby", Fault::FalseTakeover)
-}
-
-#[test]
-fn a_primary_isolated_from_everyone_and_hdfs_is_replaced_and_loses_nothing_under_active_standby(
-) -> anyhow::Result<()> {
-    run_on_hdfs("active-standby", Fault::IsolatedPrimary)
-}
-
-#[test]
-fn a_sender_cut_from_the_primary_alone_loses_nothing_on_hdfs_under_active_standby(
-) -> anyhow::Result<()> {
-    run_on_hdfs("active-standby", Fault::SenderCutFromPrimary)
-}
-
-#[test]
-fn a_false_takeover_fences_the_live_old_primary_and_loses_nothing_on_hdfs_under_upstream_backup(
-) -> anyhow::Result<()> {
-    run_on_hdfs("upstream-backup", Fault::FalseTakeover)
-}
-
-#[test]
-fn a_primary_isolated_from_everyone_and_hdfs_is_replaced_and_loses_nothing_under_upstream_backup(
-) -> anyhow::Result<()> {
-    run_on_hdfs("upstream-backup", Fault::IsolatedPrimary)
-}
-
-#[test]
-fn a_sender_cut_from_the_primary_alone_loses_nothing_on_hdfs_under_upstream_backup(
-) -> anyhow::Result<()> {
-    run_on_hdfs("upstream-backup", Fault::SenderCutFromPrimary)
-}
+partition_test!(
+    a_false_takeover_fences_the_live_old_primary_and_loses_nothing_under_passive_standby,
+    "passive-standby",
+    FalseTakeover,
+    Local
+);
+partition_test!(
+    an_isolated_primary_is_replaced_and_loses_nothing_under_passive_standby,
+    "passive-standby",
+    IsolatedPrimary,
+    Local
+);
+partition_test!(
+    a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_passive_standby,
+    "passive-standby",
+    SenderCutFromPrimary,
+    Local
+);
+partition_test!(
+    a_false_takeover_fences_the_live_old_primary_and_loses_nothing_on_hdfs_under_passive_standby,
+    "passive-standby",
+    FalseTakeover,
+    Hdfs
+);
+partition_test!(
+    a_primary_isolated_from_everyone_and_hdfs_is_replaced_and_loses_nothing_under_passive_standby,
+    "passive-standby",
+    IsolatedPrimary,
+    Hdfs
+);
+partition_test!(
+    a_sender_cut_from_the_primary_alone_loses_nothing_on_hdfs_under_passive_standby,
+    "passive-standby",
+    SenderCutFromPrimary,
+    Hdfs
+);
+partition_test!(
+    a_false_takeover_fences_the_live_old_primary_and_loses_nothing_under_active_standby,
+    "active-standby",
+    FalseTakeover,
+    Local
+);
+partition_test!(
+    an_isolated_primary_is_replaced_and_loses_nothing_under_active_standby,
+    "active-standby",
+    IsolatedPrimary,
+    Local
+);
+partition_test!(
+    a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_active_standby,
+    "active-standby",
+    SenderCutFromPrimary,
+    Local
+);
+partition_test!(
+    a_false_takeover_fences_the_live_old_primary_and_loses_nothing_on_hdfs_under_active_standby,
+    "active-standby",
+    FalseTakeover,
+    Hdfs
+);
+partition_test!(
+    a_primary_isolated_from_everyone_and_hdfs_is_replaced_and_loses_nothing_under_active_standby,
+    "active-standby",
+    IsolatedPrimary,
+    Hdfs
+);
+partition_test!(
+    a_sender_cut_from_the_primary_alone_loses_nothing_on_hdfs_under_active_standby,
+    "active-standby",
+    SenderCutFromPrimary,
+    Hdfs
+);
+partition_test!(
+    a_false_takeover_fences_the_live_old_primary_and_loses_nothing_under_upstream_backup,
+    "upstream-backup",
+    FalseTakeover,
+    Local
+);
+partition_test!(
+    an_isolated_primary_is_replaced_and_loses_nothing_under_upstream_backup,
+    "upstream-backup",
+    IsolatedPrimary,
+    Local
+);
+partition_test!(
+    a_sender_cut_from_the_primary_alone_loses_nothing_and_causes_no_takeover_under_upstream_backup,
+    "upstream-backup",
+    SenderCutFromPrimary,
+    Local
+);
+partition_test!(
+    a_false_takeover_fences_the_live_old_primary_and_loses_nothing_on_hdfs_under_upstream_backup,
+    "upstream-backup",
+    FalseTakeover,
+    Hdfs
+);
+partition_test!(
+    a_primary_isolated_from_everyone_and_hdfs_is_replaced_and_loses_nothing_under_upstream_backup,
+    "upstream-backup",
+    IsolatedPrimary,
+    Hdfs
+);
+partition_test!(
+    a_sender_cut_from_the_primary_alone_loses_nothing_on_hdfs_under_upstream_backup,
+    "upstream-backup",
+    SenderCutFromPrimary,
+    Hdfs
+);
