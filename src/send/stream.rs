@@ -618,8 +618,9 @@ impl Stream {
 
     fn on_ack(&mut self, target: usize, level: AckLevel, seq: u64) -> Result<(), PushError> {
         let now = Instant::now();
-        if level.covers(AckLevel::Committed) {
-            if let Some(t) = &self.shared.opts.timeline {
+        if let Some(t) = &self.shared.opts.timeline {
+            t.acked(&self.targets[target].address, now);
+            if level.covers(AckLevel::Committed) {
                 t.committed(&self.source, seq, now);
             }
         }

@@ -5,7 +5,8 @@
 //! sender let it go: the release condition of its mode held) and first acknowledged *committed* by any
 //! node (committed acks often arrive after the release, and are recorded then too). Per target address
 //! it counts the bytes written to that node's socket: hellos and block frames, re-sends included, so
-//! mirror mode's 2x network cost shows up as such.
+//! mirror mode's 2x network cost shows up as such; and it keeps when that node acknowledged anything
+//! (any level), so a failover's first ack from the new primary can be timed.
 //!
 //! Recording takes a lock per block; a push only records when it was given a timeline.
 
@@ -39,6 +40,8 @@ struct Times {
 pub struct Timeline {
     blocks: Mutex<HashMap<String, BTreeMap<u64, Times>>>,
     bytes: Mutex<BTreeMap<String, u64>>,
+    /// Every ack instant per target address, in arrival order.
+    acks: Mutex<BTreeMap<String, Vec<Instant>>>,
 }
 
 impl Timeline {
@@ -68,6 +71,24 @@ impl Timeline {
         {
             t.released.get_or_insert(at);
         }
+    }
+
+    /// Records an ack of any level from `target`.
+    pub fn acked(&self, target: &str, at: Instant) {
+        let mut a = lock(&self.acks);
+        match a.get_mut(target) {
+            Some(v) => v.push(at),
+            None => {
+                a.insert(target.to_string(), vec![at]);
+            }
+        }
+    }
+
+    /// The first ack from `target` at or after `from`.
+    pub fn first_ack_from(&self, target: &str, from: Instant) -> Option<Instant> {
+        lock(&self.acks)
+            .get(target)
+            .and_then(|v| v.iter().copied().filter(|t| *t >= from).min())
     }
 
     /// Records the first committed ack of a block that was recorded as sent.

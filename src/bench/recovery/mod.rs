@@ -35,6 +35,8 @@
 //! - **detection**: the standby's `takeover.detected_unix_ms` − kill (`none`: 0, nothing detects; a
 //!   supervisor restarts it).
 //! - **serving**: `takeover.serving_unix_ms` − kill (`none`: until the restarted node printed `ready`).
+//! - **first ack**: the first acknowledgement of any level (durable first) from the node that serves
+//!   after the kill — how soon the sender talks to the new primary; the same 5 ms rule as below.
 //! - **new ack**: the first release after the kill. Releases before the recovered node served (minus
 //!   5 ms for clock rounding) can only be acks the dead node sent before it died that were still in the
 //!   sender's socket buffer; they do not count.

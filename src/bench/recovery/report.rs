@@ -30,6 +30,7 @@ pub struct Summary {
     pub steady_false_takeovers: usize,
     pub detection_ms: Option<Spread>,
     pub serving_ms: Option<Spread>,
+    pub first_ack_ms: Option<Spread>,
     pub new_ack_ms: Option<Spread>,
     pub all_committed_ms: Option<Spread>,
     pub all_sent_committed_ms: Option<Spread>,
@@ -75,6 +76,7 @@ pub(super) fn summarize(results: &[RunResult], strategies: &[Strategy]) -> Vec<S
                 steady_false_takeovers: rs.iter().filter(|r| r.steady_false_takeover).count(),
                 detection_ms: t(&|r| Some(r.detection_ms)),
                 serving_ms: t(&|r| Some(r.serving_ms)),
+                first_ack_ms: t(&|r| r.first_ack_ms),
                 new_ack_ms: t(&|r| r.new_ack_ms),
                 all_committed_ms: t(&|r| Some(r.all_committed_ms)),
                 all_sent_committed_ms: t(&|r| Some(r.all_sent_committed_ms)),
@@ -141,7 +143,8 @@ fn markdown_table(rows: &[Summary], variant: bool) -> String {
         columns.push(("load ms", |r| spread_cell(r.load_ms, 0)));
         columns.push(("replay MB/s", |r| spread_cell(r.replay_mb_s, 0)));
     }
-    columns.extend::<[Column; 3]>([
+    columns.extend::<[Column; 4]>([
+        ("first ack ms", |r| spread_cell(r.first_ack_ms, 0)),
         ("new ack ms", |r| spread_cell(r.new_ack_ms, 0)),
         ("all committed ms", |r| spread_cell(r.all_committed_ms, 0)),
         ("all sent committed ms", |r| {
@@ -354,10 +357,11 @@ pub(super) fn print_plan(plan: &Plan, m: &Machine) {
 /// The line of a run as it ends.
 pub(super) fn print_run(s: Strategy, r: &RunResult) {
     println!(
-        "  {s} run {}: detection {:.0} ms, serving {:.0} ms, new ack {}, all committed {:.0} ms, all sent committed {:.0} ms, {}, network {:.2} MB/MB, storage {:.2} MB/MB, store peak {:.1} MB{}; {}",
+        "  {s} run {}: detection {:.0} ms, serving {:.0} ms, first ack {}, new ack {}, all committed {:.0} ms, all sent committed {:.0} ms, {}, network {:.2} MB/MB, storage {:.2} MB/MB, store peak {:.1} MB{}; {}",
         r.run,
         r.detection_ms,
         r.serving_ms,
+        r.first_ack_ms.map_or("-".into(), |v| format!("{v:.0} ms")),
         r.new_ack_ms.map_or("-".into(), |v| format!("{v:.0} ms")),
         r.all_committed_ms,
         r.all_sent_committed_ms,

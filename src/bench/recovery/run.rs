@@ -30,7 +30,8 @@ use tokio::sync::mpsc;
 
 use super::plan::{push_options, write_config, Fault, OutputAt, Plan, RunPaths, StoreAt};
 use super::watch::{
-    commit_times, landing_rate, new_ack_ms, replay_rate, takeover_times, RunResult, Watcher,
+    commit_times, first_ack_ms, landing_rate, new_ack_ms, replay_rate, takeover_times, RunResult,
+    Watcher,
 };
 use crate::bench::child::{proc_write_bytes, terminate};
 use crate::bench::net::Net;
@@ -614,6 +615,10 @@ pub(super) async fn run_one(plan: &Plan, s: Strategy, run: usize) -> anyhow::Res
 
     // Figures.
     let new_ack_ms = new_ack_ms(&t2e, kill, serving);
+    // The node serving after the fault: the standby, or the same address (none).
+    let survivor_address =
+        &paths.targets[usize::from(s.has_standby()).min(paths.targets.len() - 1)];
+    let first_ack_ms = first_ack_ms(&t2, survivor_address, kill, serving);
     let commits = commit_times(&before_kill, &seen, kill)?;
     let steady_images = steady.as_ref().map_or(0, |st| st.images);
     let steady_bytes = steady.as_ref().map_or(0, |st| st.network_bytes);
@@ -643,6 +648,7 @@ pub(super) async fn run_one(plan: &Plan, s: Strategy, run: usize) -> anyhow::Res
         took_over_before_kill_ms,
         detection_ms,
         serving_ms,
+        first_ack_ms,
         new_ack_ms,
         all_committed_ms: commits.all_committed_ms,
         all_sent_committed_ms: commits.all_sent_committed_ms,

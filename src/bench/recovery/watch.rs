@@ -41,6 +41,8 @@ pub struct RunResult {
     pub steady_false_takeover: bool,
     pub detection_ms: f64,
     pub serving_ms: f64,
+    /// The first ack (any level) from the node serving after the fault.
+    pub first_ack_ms: Option<f64>,
     pub new_ack_ms: Option<f64>,
     pub all_committed_ms: f64,
     pub all_sent_committed_ms: f64,
@@ -401,17 +403,35 @@ pub(super) fn takeover_times(ev: &TakeoverEvent, kill: Instant, kill_wall: Syste
     }
 }
 
-/// The first release after the kill that the recovered node sent: releases before it served (minus
-/// 5 ms for clock rounding) can only be acks of the dead node still in the sender's socket buffer.
+/// From when a release or an ack can be the recovered node's: before it served (minus 5 ms for clock
+/// rounding) they can only be the dead node's, still in the sender's socket buffer.
+fn recovered_from(kill: Instant, serving: Instant) -> Instant {
+    serving
+        .checked_sub(Duration::from_millis(5))
+        .unwrap_or(kill)
+        .max(kill)
+}
+
+/// The first ack of any level from the node that serves after the fault (`survivor`, its address),
+/// in ms after the fault: how soon the sender talks to the new primary.
+pub(super) fn first_ack_ms(
+    timeline: &crate::send::push::Timeline,
+    survivor: &str,
+    kill: Instant,
+    serving: Instant,
+) -> Option<f64> {
+    timeline
+        .first_ack_from(survivor, recovered_from(kill, serving))
+        .map(|t| ms_between(kill, t))
+}
+
+/// The first release after the kill that the recovered node sent.
 pub(super) fn new_ack_ms(
     entries: &[TimelineEntry],
     kill: Instant,
     serving: Instant,
 ) -> Option<f64> {
-    let not_before = serving
-        .checked_sub(Duration::from_millis(5))
-        .unwrap_or(kill)
-        .max(kill);
+    let not_before = recovered_from(kill, serving);
     entries
         .iter()
         .filter_map(|e| e.released)
