@@ -10,9 +10,11 @@
 //! it has not acknowledged at all on its current connection (`unacked`). Two timers of `stall_timeout`
 //! leave a node:
 //!
-//! - **Silence** (version 2 connections): nothing at all heard on the connection — no ack, no ROLE,
-//!   no keepalive (a node repeats its ROLE on an idle connection) — while the stream keeps any block
-//!   not yet released, whatever its ack level. A node cut off by a partition, or a half-open
+//! - **Silence** (version 2 connections that have sent a keepalive — a node repeats its ROLE on an
+//!   idle connection; one that never did, an older node say, is not judged by its silence): nothing
+//!   at all heard on the connection — no ack, no ROLE, no keepalive — for `stall_timeout` since the
+//!   last frame or since the stream began to keep a block, while it keeps any block not yet
+//!   released, whatever its ack level. A node cut off by a partition, or a half-open
 //!   connection that never errors, is left after `stall_timeout` even when every kept block was
 //!   acknowledged durable and only waits for a commit, and even while the kernel's send buffer still
 //!   takes bytes.
@@ -92,6 +94,9 @@ struct Target {
     /// version: the silence timer's start, and whether the node sends keepalives (version 2).
     heard_at: Instant,
     version: u8,
+    /// The current connection repeated its ROLE unchanged at least once: the node sends keepalives
+    /// (an older node, or one that announces no role, does not), so its silence means something.
+    keeps_alive: bool,
     /// Mirror: since when it has not been connected as a standby (the stream's start if it never was);
     /// `None` while it is. Updated once per turn of the loop, so a target that just went away counts
     /// as present until then (holding blocks back: the safe side).
@@ -131,9 +136,12 @@ impl Target {
         matches!(self.link, Link::Up { .. })
     }
 
-    /// A version 2 connection that has said nothing for `stall` (it sends keepalives when idle).
-    fn silent_since(&self, stall: Duration) -> Option<Instant> {
-        (self.is_connected() && self.version >= VERSION_2).then_some(self.heard_at + stall)
+    /// When a connection that sends keepalives has been silent for `stall`: counted from the last
+    /// frame it sent, or from when the stream last began to keep a block (`kept_since`), whichever is
+    /// later — before that, its silence cost nothing.
+    fn silent_since(&self, stall: Duration, kept_since: Instant) -> Option<Instant> {
+        (self.is_connected() && self.version >= VERSION_2 && self.keeps_alive)
+            .then_some(self.heard_at.max(kept_since) + stall)
     }
 
     fn says(&self, role: Role) -> bool {
@@ -198,6 +206,8 @@ struct Stream {
     /// Failover: the backoff before the next target is tried.
     backoff: Duration,
     last_progress: Instant,
+    /// When `kept` last went from empty to not empty.
+    kept_since: Instant,
     /// Why the last connection was given up on (address and reason), if one was.
     last_error: Option<String>,
 }
@@ -269,6 +279,7 @@ impl Stream {
                 written_at_quiet: 0,
                 heard_at: now,
                 version: 0,
+                keeps_alive: false,
                 absent_since: Some(now),
                 failed_primary: false,
             })
@@ -287,6 +298,7 @@ impl Stream {
             active: 0,
             backoff: FIRST_BACKOFF,
             last_progress: now,
+            kept_since: now,
             last_error: None,
         }
     }
@@ -389,7 +401,7 @@ impl Stream {
                 _ => {}
             }
             if !self.kept.is_empty() {
-                if let Some(at) = t.silent_since(stall) {
+                if let Some(at) = t.silent_since(stall, self.kept_since) {
                     d = d.min(at);
                 }
             }
@@ -436,6 +448,9 @@ impl Stream {
             return Ok(());
         };
         let now = Instant::now();
+        if self.kept.is_empty() {
+            self.kept_since = now;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.report.sent += 1;
@@ -537,6 +552,7 @@ impl Stream {
         debug!(source = %self.source, target = %t.address, version, "connected");
         t.heard_at = now;
         t.version = version;
+        t.keeps_alive = false;
         t.link = Link::Up {
             generation,
             handle: link,
@@ -656,6 +672,9 @@ impl Stream {
         let t = &mut self.targets[target];
         if t.role != Some(role) {
             info!(source = %self.source, target = %t.address, role = %role.role, epoch = role.epoch, "node role");
+        } else {
+            // The same ROLE again on this connection: a keepalive.
+            t.keeps_alive = true;
         }
         t.role = Some(role);
         match self.mode() {
@@ -825,7 +844,7 @@ impl Stream {
             }
             if !self.kept.is_empty()
                 && self.targets[t]
-                    .silent_since(stall)
+                    .silent_since(stall, self.kept_since)
                     .is_some_and(|at| now >= at)
             {
                 let why = format!(

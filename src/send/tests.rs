@@ -38,6 +38,9 @@ struct Behaviour {
     /// Reads the hello and then nothing more, keeping the connection (and its keepalives) open: a
     /// node whose data path is stuck, or an old primary cut off behind a full socket.
     never_reads: bool,
+    /// This long after a connection starts, the node says nothing more on it (no ack, no keepalive)
+    /// and keeps reading: a primary cut off by a partition, its connection half-open.
+    mute_after: Option<Duration>,
 }
 
 impl Behaviour {
@@ -54,6 +57,7 @@ impl Behaviour {
             die_after: None,
             keepalive: Some(Duration::from_millis(50)),
             never_reads: false,
+            mute_after: None,
         }
     }
 
@@ -174,6 +178,7 @@ async fn serve(
         .role
         .and_then(|_| announce_roles(hello.version, roles, &tx));
     let keepalive = b.keepalive.filter(|_| b.role.is_some());
+    let mute_at = b.mute_after.map(|d| tokio::time::Instant::now() + d);
     let writer = tokio::spawn(async move {
         loop {
             let f = match keepalive {
@@ -190,6 +195,9 @@ async fn serve(
                 None => rx.recv().await,
             };
             let Some(f) = f else { return };
+            if mute_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                continue;
+            }
             if f.visible_to(hello.version) && f.write(&mut wr).await.is_err() {
                 return;
             }
@@ -398,7 +406,7 @@ async fn a_node_that_reads_everything_but_acknowledges_late_is_busy_not_stalled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_that_goes_silent_is_left_even_when_every_kept_block_is_acknowledged_durable() {
     let cut_off = FakeNode::start(Behaviour {
-        keepalive: None,
+        mute_after: Some(Duration::from_millis(400)),
         ..Behaviour::primary(1)
     })
     .await;
@@ -424,6 +432,28 @@ async fn a_primary_that_goes_silent_is_left_even_when_every_kept_block_is_acknow
     );
     let on_second: BTreeSet<_> = took_over.received().into_iter().collect();
     assert!(released.iter().all(|k| on_second.contains(k)));
+}
+
+/// A node that never repeats its ROLE (one from before keepalives, or one that announces no role) is
+/// never left for being quiet: its silence says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_sends_no_keepalives_is_not_left_for_being_quiet_while_a_commit_is_due() {
+    let node = FakeNode::start(Behaviour {
+        keepalive: None,
+        commit_after: Some(Duration::from_millis(900)),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        count: 20,
+        release: AckLevel::Committed,
+        stall_timeout: Duration::from_millis(300),
+        ..opts(&[&node])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 20);
+    assert_eq!(r.reconnects, 0, "{} reconnects", r.reconnects);
 }
 
 /// The other side of the same rule: a node that has nothing to acknowledge but keeps its connection
