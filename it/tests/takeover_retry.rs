@@ -30,7 +30,7 @@ async fn a_takeover_that_fails_after_its_claim_is_tried_again(
         );
         let log = std::fs::read_to_string(&standby.log)?;
         ensure!(
-            log.contains("the takeover failed; trying again"),
+            log.contains("the takeover failed after its claim; trying again"),
             "{}",
             standby.log_tail(20)
         );

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::heartbeat::unix_ms;
 use super::watch::{WatchEvent, Watcher};
 use crate::config::Config;
-use crate::node::{start_node, Node, NodeError, RunningNode};
+use crate::node::{open_store, start_node, Node, NodeError, RunningNode};
 
 /// The `takeover` line a standby prints when it takes over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,16 +25,21 @@ pub struct TakeoverEvent {
 
 /// Becomes the primary: the mirror node promotes itself, or a node is opened as primary. A takeover
 /// that fails after it claimed its epoch has fenced the old primary already, so giving up would leave
-/// the pipeline with no primary at all: it is tried again (a new epoch each time) every
-/// `failure_timeout` until it works, the role is shut down (`None`), or this node was fenced or
-/// failed for good.
+/// the pipeline with no primary at all: it is tried again, with a backoff from `failure_timeout`
+/// doubling to eight times that, until it works or the role is shut down (`None`). What it does not
+/// retry: a failure before its claim (nothing was fenced: the error stands, as at any start), and a
+/// newer epoch claimed by another node (someone else took over: this node is fenced).
 async fn take_over(
     cfg: &Config,
     mut mirror: Option<RunningNode>,
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
 ) -> anyhow::Result<Option<RunningNode>> {
+    let store = open_store(cfg).await?;
+    let me = &cfg.node.name;
     let mut attempt = 1u32;
+    let mut retry_in = cfg.strategy.failure_timeout;
     loop {
+        let before = strategies::epoch::latest(&*store).await?;
         let failed = match mirror.take() {
             Some(m) => match m.node.become_primary().await {
                 Ok(()) => return Ok(Some(m)),
@@ -58,9 +63,25 @@ async fn take_over(
                 Err(e) => anyhow::Error::from(e),
             },
         };
-        let retry_in = cfg.strategy.failure_timeout;
+        let after = strategies::epoch::latest(&*store).await?;
+        if after == before {
+            return Err(failed.context("the takeover failed before it claimed an epoch"));
+        }
+        let claimant = match after {
+            Some(e) => strategies::epoch::claim_of(&*store, e)
+                .await?
+                .map(|c| c.node),
+            None => None,
+        };
+        if claimant.as_deref() != Some(me.as_str()) {
+            return Err(failed.context(format!(
+                "the takeover failed and epoch {} belongs to {}: another node took over",
+                after.unwrap_or(0),
+                claimant.unwrap_or_else(|| "nobody".into())
+            )));
+        }
         warn!(attempt, error = %format!("{failed:#}"), retry_in_ms = retry_in.as_millis() as u64,
-              "the takeover failed; trying again (the old primary is fenced already)");
+              "the takeover failed after its claim; trying again (the old primary is fenced already)");
         attempt += 1;
         tokio::select! {
             _ = tokio::time::sleep(retry_in) => {}
@@ -71,6 +92,7 @@ async fn take_over(
                 return Ok(None);
             }
         }
+        retry_in = (retry_in * 2).min(cfg.strategy.failure_timeout * 8);
     }
 }
 
