@@ -152,11 +152,7 @@ impl MiniDfs {
         let replication = opts.replication.unwrap_or(opts.datanodes.min(3));
         let started = Instant::now();
         let mut cmd = match &opts.host {
-            Some((ns, _)) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(java());
-                c
-            }
+            Some((ns, _)) => crate::net::exec_in(ns, java()),
             None => Command::new(java()),
         };
         cmd.args(JVM_FLAGS)

@@ -320,9 +320,7 @@ impl Pipeline {
             Runner::Role(Role::Standby) => &h.standby,
             Runner::Sender => &h.sender,
         };
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).arg(bin());
-        c
+        crate::net::exec_in(ns, bin())
     }
 
     /// Sets `key` (dotted) in the configuration file, before any role starts.

@@ -85,12 +85,8 @@ fn run(strategy: &str, fault: Fault, store: Store) -> anyhow::Result<()> {
         Store::Hdfs => &["primary", "standby", "sender", "hdfs", "tester"],
     };
     for r in 0..runs {
-        let net = match Net::new(hosts) {
-            Ok(n) => n,
-            Err(e) => {
-                println!("skipped: {e:#}");
-                return Ok(());
-            }
+        let Some(net) = it::net::for_test(hosts) else {
+            return Ok(());
         };
         let entered = match store {
             Store::Hdfs => Some(net.enter("tester")?),

@@ -28,7 +28,6 @@
 mod child;
 pub mod hdfs;
 pub mod ingest;
-#[cfg(target_os = "linux")]
 pub mod net;
 pub mod recovery;
 pub mod stats;

@@ -19,7 +19,7 @@
 //!
 //! Callers (the partition tests in `it/`, `bench recovery --fault partition`) call [`Net::new`] and
 //! skip or fail, saying why, when namespaces cannot be made (not root, no `ip`, a container without
-//! the capability). Linux only.
+//! the capability, not Linux).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -62,6 +62,14 @@ fn run(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `program` run inside the network namespace `ns` (`ip netns exec`, which execs: the child's pid is
+/// the program's).
+pub fn exec_in(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(program);
+    c
+}
+
 fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     let mut all = vec!["ip", "netns", "exec", ns];
     all.extend_from_slice(args);
@@ -81,6 +89,9 @@ impl Net {
             switch: switch.clone(),
             hosts: BTreeMap::new(),
         };
+        // A namespace of this name can only be left over from a killed earlier process with the
+        // same pid: nothing runs in it any more.
+        let _ = run(&["ip", "netns", "del", &switch]);
         run(&["ip", "netns", "add", &switch]).context(
             "cannot make a network namespace (the partition tests need root and iproute2)",
         )?;
@@ -91,6 +102,7 @@ impl Net {
             let link = format!("h{tag}{i}");
             let port = format!("s{tag}{i}");
             let ip = format!("{SUBNET}.{}", i + 1);
+            let _ = run(&["ip", "netns", "del", &ns]);
             run(&["ip", "netns", "add", &ns])?;
             net.hosts.insert(
                 name.to_string(),
@@ -135,9 +147,7 @@ impl Net {
 
     /// `program` to run inside the host.
     pub fn command(&self, name: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.ns(name)]).arg(program);
-        c
+        exec_in(self.ns(name), program)
     }
 
     /// Moves the calling thread into the host's namespace until the guard is dropped: sockets it makes
@@ -150,7 +160,10 @@ impl Net {
         let home = open("/proc/thread-self/ns/net")?;
         let there = open(&format!("/run/netns/{}", self.ns(name)))?;
         setns(&there).with_context(|| format!("enter the namespace of {name}"))?;
-        Ok(Entered { home })
+        Ok(Entered {
+            home,
+            _this_thread: std::marker::PhantomData,
+        })
     }
 
     /// Drops all traffic between `a` and `b` (see the module doc).
@@ -192,6 +205,7 @@ impl Net {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn setns(ns: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: setns(2) takes a file descriptor we own for the call's duration and a flag; it only
@@ -204,14 +218,24 @@ fn setns(ns: &std::fs::File) -> std::io::Result<()> {
     }
 }
 
-/// The calling thread is inside a host's namespace (see [`Net::enter`]); dropping it goes back.
+#[cfg(not(target_os = "linux"))]
+fn setns(_: &std::fs::File) -> std::io::Result<()> {
+    Err(std::io::Error::other("network namespaces are Linux only"))
+}
+
+/// The calling thread is inside a host's namespace (see [`Net::enter`]); dropping it goes back. It
+/// stays on the thread that entered (not `Send`): dropped elsewhere it would move that thread.
 pub struct Entered {
     home: std::fs::File,
+    _this_thread: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        let _ = setns(&self.home);
+        if let Err(e) = setns(&self.home) {
+            // This thread would go on in a host's namespace: no later work on it can be trusted.
+            panic!("cannot return to the original network namespace: {e}");
+        }
     }
 }
 

@@ -71,11 +71,7 @@ impl NodeChild {
         let err = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut command = match ns {
-            Some(ns) => {
-                let mut c = tokio::process::Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&plan.exe);
-                c
-            }
+            Some(ns) => tokio::process::Command::from(crate::bench::net::exec_in(ns, &plan.exe)),
             None => tokio::process::Command::new(&plan.exe),
         };
         let mut child = command
