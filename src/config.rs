@@ -594,6 +594,19 @@ impl Config {
                 ),
             ));
         }
+        // A sender of a two-node strategy leaves a node silent for its stall timeout, 2 x
+        // failure_timeout (`send push --config`); a healthy idle node must keepalive well within it.
+        let stall = 2 * st.failure_timeout;
+        if st.kind.has_standby() && 3 * self.receiver.keepalive_interval > stall {
+            return Err(invalid(
+                "receiver.keepalive_interval",
+                format!(
+                    "must be at most a third of the senders' stall timeout, 2 x strategy.failure_timeout ({}); got {}",
+                    humantime::format_duration(stall),
+                    humantime::format_duration(self.receiver.keepalive_interval)
+                ),
+            ));
+        }
         if st.checkpoint_interval < Duration::from_millis(10) {
             return Err(invalid(
                 "strategy.checkpoint_interval",
@@ -868,6 +881,26 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("receiver.sources[0].address"), "{err}");
+    }
+
+    #[test]
+    fn a_keepalive_interval_a_sender_would_take_for_silence_is_refused_and_named() {
+        let mut c = Config::parse(include_str!("../config/passive-standby.toml")).unwrap();
+        assert_eq!(c.strategy.failure_timeout, Duration::from_millis(300));
+        c.receiver.keepalive_interval = Duration::from_millis(250);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("receiver.keepalive_interval") && err.contains("600ms"),
+            "{err}"
+        );
+        c.receiver.keepalive_interval = Duration::from_millis(200);
+        c.validate().unwrap();
+        // A single node has no sender that fails over: any keepalive in range goes.
+        Config::parse("[receiver]\nkeepalive_interval = \"5s\"\n").unwrap();
+        let err = Config::parse("[receiver]\nkeepalive_interval = \"1ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("receiver.keepalive_interval"), "{err}");
     }
 
     #[test]
