@@ -144,7 +144,8 @@ pub struct PushArgs {
     #[arg(long)]
     pub retention_max_blocks: Option<u64>,
     /// A connected node that for this long, while blocks are outstanding, acknowledges nothing and
-    /// takes no more bytes is given up on (failover: the next target). Default 10s; with --config and a standby, twice
+    /// takes no more bytes, or that sends keepalives and says nothing at all while blocks are kept, is
+    /// given up on (failover: the next target). Default 10s; with --config and a standby, twice
     /// strategy.failure_timeout.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub stall_timeout: Option<Duration>,

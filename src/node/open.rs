@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use strategies::checkpoint::Checkpointer;
 use strategies::store::CheckpointStore;
 use tokio::sync::{watch, Semaphore};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::state::State;
 use super::{Inner, Node, NodeError, Stats};
@@ -90,6 +90,18 @@ impl Node {
         let store = open_store(&cfg).await?;
         let checkpointer = Checkpointer::new(store.clone());
         let output = open_output(&cfg).await?;
+        // This node's own leftover staging (an earlier process of it crashed mid-batch): nothing of
+        // that process can still write, since this one holds its WAL. Other nodes' staging is theirs.
+        // A failure costs disk, not the start.
+        match output.clean_staging().await {
+            Ok(0) => {}
+            Ok(cleaned) => {
+                info!(output = %output.describe(), cleaned, "removed staging left by a crash")
+            }
+            Err(e) => {
+                warn!(output = %output.describe(), error = %e, "could not remove this node's leftover staging; going on")
+            }
+        }
         let (stop, _) = watch::channel(None);
         let (role, _) = watch::channel(RoleInfo {
             role: Role::Standby,

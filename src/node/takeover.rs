@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use strategies::claims::{BatchClaim, ClaimKind, ClaimOutcome};
 use strategies::plan_takeover;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::carried;
 use super::record::{decode, NodeRecord};
@@ -112,17 +112,6 @@ impl Node {
                     }
                     fence += 1;
                 }
-            }
-        }
-        // Only this node's own leftovers (an earlier process of it crashed mid-batch); a failure to
-        // remove them costs disk, not the takeover, which has claimed its epoch already.
-        match self.inner.output.clean_staging().await {
-            Ok(0) => {}
-            Ok(cleaned) => {
-                info!(output = %self.inner.output.describe(), cleaned, "removed staging left by a crash")
-            }
-            Err(e) => {
-                warn!(output = %self.inner.output.describe(), error = %e, "could not remove this node's leftover staging; going on")
             }
         }
         // Resolve every batch claimed above the checkpoint: void it, or learn it was published.

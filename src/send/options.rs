@@ -59,7 +59,9 @@ pub struct PushOptions {
     /// Blocks kept over all streams at most.
     pub retention_max_blocks: u64,
     /// A connected node that for this long, while blocks are outstanding, acknowledges nothing and takes
-    /// no more bytes is given up on (failover: the next target). Also bounds connect + hello.
+    /// no more bytes — or, one that sends keepalives, says nothing at all while blocks are kept — is
+    /// given up on (failover: the next target). Also bounds connect + hello. What one stream queues
+    /// for one node is bounded by `retention_max_bytes` (so `concurrency` times that per node).
     pub stall_timeout: Duration,
     /// Fail when nothing is released for this long.
     pub give_up_after: Duration,

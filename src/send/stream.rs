@@ -488,7 +488,7 @@ impl Stream {
         });
         for i in behind {
             let why = format!(
-                "it takes nothing of what it is sent: {} bytes are queued for it already",
+                "it takes nothing of what it is sent: this stream has its retention bound ({} bytes) queued for it",
                 self.shared.opts.retention_max_bytes
             );
             self.lose(i, why)?;

@@ -4,10 +4,11 @@
 //! # Layout and sequence
 //!
 //! The output is one absolute HDFS directory, given as a URL: `hdfs://namenode:9000/images`.
-//! A batch is staged under `<root>/_temporary/<batch dir>/` and published as `<root>/<batch dir>/`:
+//! A batch is staged under `<root>/_temporary/<owner>/<batch dir>~<random>/` (the owner is the
+//! writing node: see [`crate::sink`]) and published as `<root>/<batch dir>/`:
 //!
-//! 1. [`Output::stage`] deletes any stale staging of the batch (recursively: a crash mid-staging)
-//!    and creates the staging directory.
+//! 1. [`Output::stage`] deletes any stale staging of the batch by this owner (recursively: a crash
+//!    mid-staging) and creates the staging directory.
 //! 2. [`StagedBatch::put`] creates each file (replacing one of the same name), writes it and
 //!    closes it. On HDFS a closed file is durable: `close` returns only after every DataNode of
 //!    the pipeline acknowledged the last packet and the NameNode completed the last block. So
@@ -18,10 +19,10 @@
 //!    published the batch: the staging is deleted and the outcome is `AlreadyPublished`. A
 //!    published batch is never overwritten. The rename is in the NameNode's edit log when the
 //!    call returns, so it survives a NameNode restart.
-//! 4. `_temporary` is deleted if it is empty (a non-recursive delete, which the NameNode refuses
-//!    for a non-empty directory: another batch may be staging).
+//! 4. `_temporary/<owner>` and `_temporary` are deleted if empty (a non-recursive delete, which the
+//!    NameNode refuses for a non-empty directory: another batch, or another node, may be staging).
 //!
-//! [`Output::clean_staging`] deletes every entry of `_temporary` (start-up after a crash).
+//! [`Output::clean_staging`] deletes every entry of this owner's staging (start-up after a crash).
 //!
 //! # Why hdfs-native and not object_store
 //!

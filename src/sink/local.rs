@@ -17,7 +17,8 @@
 //! fsync the staging directory once per file. Instead `publish` does, on a blocking thread:
 //! make every staged file durable (on Linux one `syncfs(2)`, elsewhere `sync_all` per file),
 //! `sync_all` the staging directory (so the entries exist),
-//! rename, then `sync_all` the output directory and `_temporary` (so the rename itself is durable).
+//! rename, then `sync_all` the output directory and the owner's staging directory (so the rename
+//! itself is durable).
 //! Only then is the outcome `Published`, and only then may the caller write its commit record.
 //!
 //! # Never overwrite
@@ -391,7 +392,7 @@ fn sync_staged_files(output: &str, staging: &Path, files: &[String]) -> Result<(
     }
 }
 
-/// A batch staged under `<output>/_temporary/<batch dir>/`.
+/// A batch staged under `<output>/_temporary/<owner>/<batch dir>--<random>/`.
 #[derive(Debug)]
 struct LocalStagedBatch {
     store: Arc<LocalFileSystem>,

@@ -12,7 +12,7 @@
 //! # Exactly once: stage, sync, one rename
 //!
 //! A batch is written into `<output>/_temporary/<owner>/<batch dir>--<random>/` ([`STAGING_DIR`]; the
-//! owner is the writing node's name) and published with
+//! owner is the writing node's name; HDFS separates the random part with `~`) and published with
 //! **one** atomic rename of that directory to `<output>/<batch dir>`. Readers therefore see either
 //! no batch directory or a complete one, never a partial batch. The sequence is:
 //!
@@ -39,8 +39,9 @@
 //! node could fail halfway (a directory that fills while it is emptied) or empty a directory the old
 //! node renames into place at that moment. A superseded node's staging is inert — its publish either
 //! lands under a name the batch log already voided or counted, or finds the name taken — and is
-//! cleared by its owner at that owner's next start, when nothing of the old process can be in flight
-//! (one process per node name: it holds that node's WAL).
+//! cleared by its owner at that owner's next start that opens the output (as primary, or as an
+//! active standby; a passive one opens it when it takes over), when nothing of the old process can
+//! be in flight (one process per node name: it holds that node's WAL).
 //!
 //! A crash at any point leaves either nothing visible (a stale staging directory, cleaned by the next
 //! `stage` of that batch or by [`Output::clean_staging`] at start-up) or the complete batch. Re-running

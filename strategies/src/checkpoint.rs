@@ -62,7 +62,7 @@ pub enum CheckpointError {
         /// The newest checkpoint's key.
         current: String,
     },
-    /// A checkpoint or the pointer holds something that cannot be right.
+    /// A checkpoint holds something that cannot be right.
     #[error("checkpoint {key} is corrupt: {reason}")]
     Corrupt {
         /// The key of the corrupt object.

@@ -11,7 +11,7 @@
 //!   conformance.rs the one shared test suite every backend runs
 //! snapshot.rs      Snapshot and SeqSet: what a checkpoint records (serde, JSON)
 //! paths.rs         the one place that builds and parses every key in the store
-//! checkpoint.rs    Checkpointer: immutable checkpoint objects plus one moving pointer
+//! checkpoint.rs    Checkpointer: immutable checkpoint objects; the newest is the greatest
 //! epoch.rs         fencing: claim a new epoch with create-if-absent, detect a newer one
 //! claims.rs        the batch log: a batch is claimed by number before it is published
 //! takeover.rs      pure function: from a checkpoint and the batch log to what a starting node does
@@ -28,9 +28,9 @@
 //!   stops writing. Claiming relies on one primitive only — atomic create-if-absent — so
 //!   there is no home-made consensus.
 //! * A checkpoint is written as an immutable object under a key that encodes `(epoch, id)`
-//!   ([`paths::checkpoint`]); only then does the pointer [`paths::current`] move to it. A
-//!   reader that follows the pointer therefore always finds a complete checkpoint, and a
-//!   crash between the two steps leaves an orphan object, never a torn checkpoint.
+//!   ([`paths::checkpoint`]), created whole or not at all; the newest checkpoint is the greatest
+//!   `(epoch, id)` among them, so there is no pointer a superseded writer could move back, and a
+//!   late write of an older epoch is never the newest.
 //! * On start or takeover, [`takeover::plan_takeover`] combines the newest snapshot with the batch
 //!   log ([`claims`]) into what to resolve, where to fence, and where the blocks come from.
 //!

@@ -33,9 +33,9 @@
 //! * **`create_if_absent` is atomic across processes**: of any number of concurrent callers on
 //!   one key, exactly one gets `true` and its value is stored; every other gets `false` and
 //!   the stored value is never overwritten. It is durable when it returns, like `put`.
-//! * **Checkpoint objects are immutable and only a pointer key moves.** The store does not
-//!   enforce this; [`crate::checkpoint::Checkpointer`] does, by creating objects with
-//!   `create_if_absent` and moving only [`crate::paths::current`] with `put`.
+//! * **Checkpoint objects are immutable.** The store does not enforce this;
+//!   [`crate::checkpoint::Checkpointer`] does, by creating every object with `create_if_absent` and
+//!   never moving a pointer: the newest checkpoint is the greatest key.
 //!
 //! # Errors
 //!

@@ -34,6 +34,7 @@ import org.apache.hadoop.hdfs.server.datanode.DataNode;
  * shift when another DataNode stops), {@code wait-datanode-dead I} (returns once the NameNode has
  * declared the stopped DataNode I dead by heartbeat expiry, about 14 s with the settings below),
  * {@code shutdown}. EOF on stdin also shuts the cluster down,
+ * so a test process that dies never leaves a JVM behind.
  *
  * <p>{@code --ha true}: two NameNodes of the name service {@code minidfs-ns} with shared edits (no
  * automatic failover: the harness decides), nn1 active. The READY line is then
@@ -41,7 +42,9 @@ import org.apache.hadoop.hdfs.server.datanode.DataNode;
  * {@code hdfs-site.xml} a client needs for the name service. Two more commands:
  * {@code failover} (the active NameNode becomes standby and the other one active) and
  * {@code kill-active-namenode} (the active one is shut down and the other one made active).
- * so a test process that dies never leaves a JVM behind.
+ *
+ * <p>{@code --host IP}: the cluster serves other hosts (network namespaces) at IP; not combined
+ * with {@code --ha}, whose client configuration names 127.0.0.1.
  */
 public final class Main {
 
