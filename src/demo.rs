@@ -115,8 +115,8 @@ pub async fn run(images: u64, dir: &Path, failover: bool) -> anyhow::Result<Exit
         .await
         .context("the failover per strategy")?;
     println!(
-        "demo: in the table, serving = the new primary serving after the kill, new ack = the sender's first \
-         acknowledged image after it, all committed = every image acknowledged before the kill in the \
+        "demo: in the table, serving = the new primary serving after the kill, first ack = its first \
+         acknowledgement of any level, new ack = the sender's first image released after it, all committed = every image acknowledged before the kill in the \
          output; the chart is {}",
         out.join("recovery.svg").display()
     );
