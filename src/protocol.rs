@@ -15,7 +15,8 @@
 //!
 //! Version 2 only adds: the ROLE frame, right after WELCOME, again whenever the node's role or epoch
 //! changes, and again as a keepalive on a connection the node wrote nothing on for
-//! `receiver.keepalive_interval`; and the ack level 3 (*checkpointed*). Both exist so that a sender can fail over between a
+//! `receiver.keepalive_interval` (the first ROLE is written twice, which says the node does that);
+//! and the ack level 3 (*checkpointed*). Both exist so that a sender can fail over between a
 //! primary and its standby (`send push --to A --to B`). A version 1 client sees neither, byte for byte
 //! what it saw before version 2 existed: [`ServerFrame::visible_to`] is the one rule the node's writer
 //! applies.

@@ -110,11 +110,17 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
             };
             let Some(f) = next else { break };
             let mut take = |f: ServerFrame| {
-                if matches!(f, ServerFrame::Role { .. }) {
-                    last_role = Some(f.clone());
+                if !f.visible_to(version) {
+                    return;
                 }
-                if f.visible_to(version) {
-                    f.encode(&mut buf);
+                f.encode(&mut buf);
+                if matches!(f, ServerFrame::Role { .. }) {
+                    // The first ROLE goes out twice: a repeat is a keepalive, and saying one at
+                    // once tells the client this node sends them (docs/PROTOCOL.md).
+                    if last_role.is_none() {
+                        f.encode(&mut buf);
+                    }
+                    last_role = Some(f);
                 }
             };
             take(f);

@@ -180,6 +180,7 @@ async fn serve(
     let keepalive = b.keepalive.filter(|_| b.role.is_some());
     let mute_at = b.mute_after.map(|d| tokio::time::Instant::now() + d);
     let writer = tokio::spawn(async move {
+        let mut announced = false;
         loop {
             let f = match keepalive {
                 Some(every) => match tokio::time::timeout(every, rx.recv()).await {
@@ -197,6 +198,17 @@ async fn serve(
             let Some(f) = f else { return };
             if mute_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
                 continue;
+            }
+            // A node that sends keepalives repeats its first ROLE at once, as a real one does.
+            let first_role = keepalive.is_some()
+                && !announced
+                && matches!(f, ServerFrame::Role { .. })
+                && f.visible_to(hello.version);
+            if first_role {
+                announced = true;
+                if f.write(&mut wr).await.is_err() {
+                    return;
+                }
             }
             if f.visible_to(hello.version) && f.write(&mut wr).await.is_err() {
                 return;
