@@ -446,16 +446,9 @@ async fn a_primary_that_goes_silent_is_left_even_when_every_kept_block_is_acknow
     assert!(released.iter().all(|k| on_second.contains(k)));
 }
 
-/// A node that never repeats its ROLE (one from before keepalives, or one that announces no role) is
-/// never left for being quiet: its silence says nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_sends_no_keepalives_is_not_left_for_being_quiet_while_a_commit_is_due() {
-    let node = FakeNode::start(Behaviour {
-        keepalive: None,
-        commit_after: Some(Duration::from_millis(900)),
-        ..Behaviour::primary(1)
-    })
-    .await;
+/// A push of 20 images released on their commit, which `node` sends 900 ms after the durable ack,
+/// with a 300 ms stall timeout: the sender must keep waiting on that node — no reconnect, no re-send.
+async fn a_commit_is_waited_for_on(node: FakeNode) {
     let (r, released, _) = run(PushOptions {
         count: 20,
         release: AckLevel::Committed,
@@ -466,6 +459,20 @@ async fn a_node_that_sends_no_keepalives_is_not_left_for_being_quiet_while_a_com
     let r = r.unwrap();
     assert_released_exactly_once(&released, 20);
     assert_eq!(r.reconnects, 0, "{} reconnects", r.reconnects);
+    assert_eq!(node.received().len(), 20, "nothing was re-sent");
+}
+
+/// A node that never repeats its ROLE (one from before keepalives, or one that announces no role) is
+/// never left for being quiet: its silence says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_sends_no_keepalives_is_not_left_for_being_quiet_while_a_commit_is_due() {
+    let node = FakeNode::start(Behaviour {
+        keepalive: None,
+        commit_after: Some(Duration::from_millis(900)),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    a_commit_is_waited_for_on(node).await;
 }
 
 /// The other side of the same rule: a node that has nothing to acknowledge but keeps its connection
@@ -477,17 +484,7 @@ async fn a_node_that_only_keeps_its_connection_alive_while_a_commit_is_due_is_no
         ..Behaviour::primary(1)
     })
     .await;
-    let (r, released, _) = run(PushOptions {
-        count: 20,
-        release: AckLevel::Committed,
-        stall_timeout: Duration::from_millis(300),
-        ..opts(&[&node])
-    })
-    .await;
-    let r = r.unwrap();
-    assert_released_exactly_once(&released, 20);
-    assert_eq!(r.reconnects, 0, "{r:?}");
-    assert_eq!(node.received().len(), 20, "nothing was re-sent");
+    a_commit_is_waited_for_on(node).await;
 }
 
 /// Mirror mode after a takeover: the old primary is still connected, keeps its connection alive and
