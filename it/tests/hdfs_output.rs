@@ -184,7 +184,7 @@ async fn a_crash_mid_staging_shows_nothing_and_the_rerun_publishes_a_clean_batch
     let name = batch_dir_name("images", 3_000);
     // The crashed run: two files staged (one that the re-run will not write), never published.
     {
-        let mut staged = out.stage(&name).await.unwrap();
+        let mut staged = out.stage(&name, 0).await.unwrap();
         staged
             .put("cam-a-1.jpg", Bytes::from_static(b"partial"))
             .await
@@ -197,13 +197,14 @@ async fn a_crash_mid_staging_shows_nothing_and_the_rerun_publishes_a_clean_batch
     }
     assert!(!out.is_published(&name).await.unwrap());
     assert!(!exists(out.client(), &format!("{root}/{name}")).await);
-    // Each attempt stages in a directory of its own, `<owner>/<batch>~<random>`.
+    // Each attempt stages in a directory of its own, `<owner>/e<epoch>/<batch>~<random>`.
     let staged: Vec<String> = out
         .client()
         .list_status(
             &format!(
-                "{root}/{STAGING_DIR}/{}",
-                hdfs_ingest::sink::DEFAULT_STAGING_OWNER
+                "{root}/{STAGING_DIR}/{}/{}",
+                hdfs_ingest::sink::DEFAULT_STAGING_OWNER,
+                hdfs_ingest::sink::staging_epoch_dir(0)
             ),
             false,
         )
@@ -238,7 +239,7 @@ async fn a_crash_mid_staging_shows_nothing_and_the_rerun_publishes_a_clean_batch
 async fn clean_staging_removes_every_leftover_of_a_crash() {
     let (out, root) = output("out-clean").await;
     for ms in [4_000, 4_100] {
-        let mut staged = out.stage(&batch_dir_name("images", ms)).await.unwrap();
+        let mut staged = out.stage(&batch_dir_name("images", ms), 0).await.unwrap();
         staged
             .put("cam-a-1.jpg", Bytes::from(images::jpeg(8, 8, ms)))
             .await
@@ -257,10 +258,13 @@ async fn clean_staging_leaves_another_owners_staging_alone() {
     let old = out.clone().with_owner("old").unwrap();
     let new = out.with_owner("new").unwrap();
     let name = batch_dir_name("images", 4_200);
-    let mut staged = old.stage(&name).await.unwrap();
+    let mut staged = old.stage(&name, 0).await.unwrap();
     let image = Bytes::from(images::jpeg(8, 8, 42));
     staged.put("cam-a-1.jpg", image.clone()).await.unwrap();
-    let leftover = new.stage(&batch_dir_name("images", 4_100)).await.unwrap();
+    let leftover = new
+        .stage(&batch_dir_name("images", 4_100), 0)
+        .await
+        .unwrap();
     drop(leftover);
 
     assert_eq!(
@@ -284,12 +288,12 @@ async fn publishing_never_overwrites_an_existing_batch() {
     let (out, root) = output("out-never-overwrite").await;
     let name = batch_dir_name("images", 5_000);
     let first = Bytes::from(images::jpeg(20, 20, 1));
-    let mut staged = out.stage(&name).await.unwrap();
+    let mut staged = out.stage(&name, 0).await.unwrap();
     staged.put("cam-a-1.jpg", first.clone()).await.unwrap();
     assert_eq!(staged.publish().await.unwrap(), PublishOutcome::Published);
 
     // A second writer that skipped the is_published check stages and publishes the same batch.
-    let mut staged = out.stage(&name).await.unwrap();
+    let mut staged = out.stage(&name, 0).await.unwrap();
     staged
         .put("cam-a-1.jpg", Bytes::from(images::jpeg(20, 20, 2)))
         .await

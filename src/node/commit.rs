@@ -164,6 +164,7 @@ impl Node {
             &*self.inner.output,
             &cfg.batch.prefix,
             batch_ms,
+            self.epoch(),
             cfg.analysis.enabled,
             stream,
             claim,

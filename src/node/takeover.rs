@@ -123,7 +123,7 @@ impl Node {
                 "batch {n} was claimed by {} (epoch {}) and not published before {me} (epoch {epoch}) took over",
                 claim.node, claim.epoch
             );
-            let outcome = sink::void_batch(&*self.inner.output, &dir, &why).await?;
+            let outcome = sink::void_batch(&*self.inner.output, &dir, epoch, &why).await?;
             let by_claimant = outcome == PublishOutcome::AlreadyPublished
                 && !self.inner.output.is_void(&dir).await?;
             info!(batch = %dir, n, claimant = %claim.node, claimant_epoch = claim.epoch,

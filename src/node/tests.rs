@@ -346,7 +346,7 @@ async fn a_takeover_leaves_a_live_replaced_nodes_staging_alone_and_its_late_publ
     let store = open_store(&old_cfg).await.unwrap();
     claim_as_old_node(&*store, 1, 5_000, &[0]).await;
     let old_output = open_output(&old_cfg).await.unwrap();
-    let mut held = old_output.stage("images-5000").await.unwrap();
+    let mut held = old_output.stage("images-5000", 1).await.unwrap();
     held.put("cam-0.bin", Bytes::from_static(b"img0"))
         .await
         .unwrap();

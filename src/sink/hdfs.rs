@@ -4,11 +4,12 @@
 //! # Layout and sequence
 //!
 //! The output is one absolute HDFS directory, given as a URL: `hdfs://namenode:9000/images`.
-//! A batch is staged under `<root>/_temporary/<owner>/<batch dir>~<random>/` (the owner is the
-//! writing node: see [`crate::sink`]) and published as `<root>/<batch dir>/`:
+//! A batch is staged under `<root>/_temporary/<owner>/e<epoch>/<batch dir>~<random>/` (the owner is
+//! the writing node, the epoch the one it writes for: see [`crate::sink`]) and published as
+//! `<root>/<batch dir>/`:
 //!
-//! 1. [`Output::stage`] deletes any stale staging of the batch by this owner (recursively: a crash
-//!    mid-staging) and creates the staging directory.
+//! 1. [`Output::stage`] deletes any stale staging of the batch by this owner at this epoch
+//!    (recursively: a crash mid-staging) and creates the staging directory.
 //! 2. [`StagedBatch::put`] creates each file (replacing one of the same name), writes it and
 //!    closes it. On HDFS a closed file is durable: `close` returns only after every DataNode of
 //!    the pipeline acknowledged the last packet and the NameNode completed the last block. So
@@ -19,10 +20,12 @@
 //!    published the batch: the staging is deleted and the outcome is `AlreadyPublished`. A
 //!    published batch is never overwritten. The rename is in the NameNode's edit log when the
 //!    call returns, so it survives a NameNode restart.
-//! 4. `_temporary/<owner>` and `_temporary` are deleted if empty (a non-recursive delete, which the
-//!    NameNode refuses for a non-empty directory: another batch, or another node, may be staging).
+//! 4. `_temporary/<owner>/e<epoch>`, `_temporary/<owner>` and `_temporary` are deleted if empty (a
+//!    non-recursive delete, which the NameNode refuses for a non-empty directory: another batch,
+//!    epoch or node may be staging).
 //!
-//! [`Output::clean_staging`] deletes every entry of this owner's staging (start-up after a crash).
+//! [`Output::clean_staging`] deletes every entry of this owner's staging, of every epoch (start-up
+//! after a crash).
 //!
 //! # Why hdfs-native and not object_store
 //!
@@ -55,7 +58,8 @@ use strategies::store::hdfs::{build_client, is_not_found};
 pub use strategies::store::hdfs::HdfsOptions;
 
 use super::{
-    failpoint, validate_component, Output, PublishOutcome, SinkError, StagedBatch, STAGING_DIR,
+    failpoint, staging_epoch_dir, validate_component, Output, PublishOutcome, SinkError,
+    StagedBatch, STAGING_DIR,
 };
 
 /// Batches published into an HDFS directory.
@@ -65,7 +69,7 @@ pub struct HdfsOutput {
     /// Absolute, without a trailing `/`; empty for the file system's root.
     root: String,
     url: String,
-    /// Whose staging this output writes: `_temporary/<owner>/`.
+    /// Whose staging this output writes: `_temporary/<owner>/e<epoch>/`.
     owner: String,
 }
 
@@ -163,30 +167,49 @@ impl HdfsOutput {
         Ok(self)
     }
 
+    /// `_temporary/<owner>`: every epoch's staging of this owner.
     fn staging_root(&self) -> String {
         format!("{}/{STAGING_DIR}/{}", self.root, self.owner)
     }
 
-    /// Deletes the owner's staging directory, then `_temporary`, each if it is empty; anything else
-    /// (missing, not empty) is left alone.
-    async fn remove_staging_root_if_empty(&self) {
-        self.remove_dir_if_empty(self.staging_root()).await;
-        self.remove_dir_if_empty(format!("{}/{STAGING_DIR}", self.root))
-            .await;
+    /// `_temporary/<owner>/e<epoch>`: what this owner stages for `epoch`.
+    fn epoch_root(&self, epoch: u64) -> String {
+        format!("{}/{}", self.staging_root(), staging_epoch_dir(epoch))
     }
 
-    async fn remove_dir_if_empty(&self, staging_root: String) {
-        match self.client.delete(&staging_root, false).await {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
+    /// Deletes the epoch's staging directory (if `epoch` is given), the owner's, then `_temporary`,
+    /// each if it is empty; the first that is not (or fails) stops the walk.
+    async fn remove_staging_root_if_empty(&self, epoch: Option<u64>) {
+        if let Some(epoch) = epoch {
+            if !self.remove_dir_if_empty(self.epoch_root(epoch)).await {
+                return;
+            }
+        }
+        if self.remove_dir_if_empty(self.staging_root()).await {
+            self.remove_dir_if_empty(format!("{}/{STAGING_DIR}", self.root))
+                .await;
+        }
+    }
+
+    /// Whether `dir` is gone now (deleted, or missing already).
+    async fn remove_dir_if_empty(&self, dir: String) -> bool {
+        match self.client.delete(&dir, false).await {
+            Ok(_) => true,
+            Err(e) if is_not_found(&e) => true,
             Err(HdfsError::RPCError(class, _))
-                if class.ends_with("PathIsNotEmptyDirectoryException") => {}
-            Err(e) => tracing::warn!(
-                output = %self.url,
-                path = %staging_root,
-                error = %e,
-                "could not remove the empty staging directory"
-            ),
+                if class.ends_with("PathIsNotEmptyDirectoryException") =>
+            {
+                false
+            }
+            Err(e) => {
+                tracing::warn!(
+                    output = %self.url,
+                    path = %dir,
+                    error = %e,
+                    "could not remove the empty staging directory"
+                );
+                false
+            }
         }
     }
 }
@@ -221,12 +244,13 @@ impl Output for HdfsOutput {
         }
     }
 
-    /// Every attempt stages into a directory of its own, `_temporary/<owner>/<batch>~<random>`: a write of an
-    /// abandoned attempt (timed out, its `create` still queued at the NameNode) can then only ever land
-    /// in that attempt's directory, never in the retry's. Stale attempts of this batch are removed first.
-    async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError> {
+    /// Every attempt stages into a directory of its own, `_temporary/<owner>/e<epoch>/<batch>~<random>`: a
+    /// write of an abandoned attempt (timed out, its `create` still queued at the NameNode) can then only
+    /// ever land in that attempt's directory, never in the retry's. Stale attempts of this batch at this
+    /// epoch are removed first.
+    async fn stage(&self, batch_dir: &str, epoch: u64) -> Result<Box<dyn StagedBatch>, SinkError> {
         validate_component("batch directory", batch_dir)?;
-        let staging_root = self.staging_root();
+        let staging_root = self.epoch_root(epoch);
         match self.client.list_status(&staging_root, false).await {
             Ok(entries) => {
                 for entry in entries {
@@ -273,6 +297,7 @@ impl Output for HdfsOutput {
             writes: tokio::task::JoinSet::new(),
             output: self.clone(),
             batch: batch_dir.to_owned(),
+            epoch,
             staging,
         }))
     }
@@ -293,24 +318,42 @@ impl Output for HdfsOutput {
         };
         let mut removed = 0;
         for entry in entries {
+            // An epoch's directory: count the batches it held, then delete it whole.
+            let batches = if entry.isdir {
+                match self.client.list_status(&entry.path, false).await {
+                    Ok(inner) => inner.len(),
+                    Err(e) if is_not_found(&e) => continue,
+                    Err(e) => {
+                        return Err(hdfs_err(
+                            &self.url,
+                            &entry.path,
+                            "list staging directory",
+                            e,
+                        ))
+                    }
+                }
+            } else {
+                1
+            };
             match self.client.delete(&entry.path, true).await {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(hdfs_err(&self.url, &entry.path, "remove staging entry", e)),
             }
-            tracing::warn!(output = %self.url, path = %entry.path, "removed leftover staging");
-            removed += 1;
+            tracing::warn!(output = %self.url, path = %entry.path, batches, "removed leftover staging");
+            removed += batches;
         }
-        self.remove_staging_root_if_empty().await;
+        self.remove_staging_root_if_empty(None).await;
         Ok(removed)
     }
 }
 
-/// A batch staged under `<root>/_temporary/<owner>/<batch dir>~<random>/`.
+/// A batch staged under `<root>/_temporary/<owner>/e<epoch>/<batch dir>~<random>/`.
 #[derive(Debug)]
 struct HdfsStagedBatch {
     output: HdfsOutput,
     batch: String,
+    epoch: u64,
     staging: String,
     /// Files being written: each costs a create and a complete round trip to the NameNode, so up to
     /// [`FILES_IN_FLIGHT`] are written at once; publish waits for all of them.
@@ -416,6 +459,7 @@ impl StagedBatch for HdfsStagedBatch {
         let HdfsStagedBatch {
             output,
             batch,
+            epoch,
             staging,
             ..
         } = *self;
@@ -453,7 +497,7 @@ impl StagedBatch for HdfsStagedBatch {
                 ))
             }
         };
-        output.remove_staging_root_if_empty().await;
+        output.remove_staging_root_if_empty(Some(epoch)).await;
         tracing::debug!(output = %output.url, batch = %batch, outcome = ?outcome, "batch publish done");
         Ok(outcome)
     }

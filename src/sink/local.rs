@@ -47,7 +47,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 
 use super::{
-    failpoint, validate_component, Output, PublishOutcome, SinkError, StagedBatch, STAGING_DIR,
+    failpoint, staging_epoch_dir, validate_component, Output, PublishOutcome, SinkError,
+    StagedBatch, STAGING_DIR,
 };
 
 /// Batches published into a local directory.
@@ -56,7 +57,7 @@ pub struct LocalOutput {
     root: PathBuf,
     url: String,
     store: Arc<LocalFileSystem>,
-    /// Whose staging this output writes: `_temporary/<owner>/`.
+    /// Whose staging this output writes: `_temporary/<owner>/e<epoch>/`.
     owner: String,
 }
 
@@ -107,8 +108,14 @@ impl LocalOutput {
         &self.root
     }
 
+    /// `_temporary/<owner>`: every epoch's staging of this owner.
     fn staging_root(&self) -> PathBuf {
         self.root.join(STAGING_DIR).join(&self.owner)
+    }
+
+    /// `_temporary/<owner>/e<epoch>`: what this owner stages for `epoch`.
+    fn epoch_root(&self, epoch: u64) -> PathBuf {
+        self.staging_root().join(staging_epoch_dir(epoch))
     }
 }
 
@@ -157,30 +164,37 @@ fn remove_tree(output: &str, dir: &Path) -> Result<bool, SinkError> {
     }
 }
 
-/// Removes an owner's staging directory, then `_temporary`, each if it is empty; a missing or
-/// non-empty one is left alone (another batch may be staging), other failures are logged, since the
-/// caller's work is already done.
-fn remove_staging_root_if_empty(output: &str, staging_root: &Path) {
-    remove_dir_if_empty(output, staging_root);
-    if let Some(all) = staging_root.parent() {
-        remove_dir_if_empty(output, all);
+/// Removes `dir` (an epoch's or an owner's staging directory), then its parents up to and including
+/// `_temporary`, each if it is empty; a missing or non-empty one is left alone (another batch may be
+/// staging) and stops the walk, other failures are logged, since the caller's work is already done.
+fn remove_staging_root_if_empty(output: &str, dir: &Path) {
+    let mut dir = Some(dir);
+    while let Some(d) = dir {
+        if !remove_dir_if_empty(output, d) {
+            return;
+        }
+        if d.file_name().is_some_and(|n| n == STAGING_DIR) {
+            return;
+        }
+        dir = d.parent();
     }
 }
 
-fn remove_dir_if_empty(output: &str, staging_root: &Path) {
-    match std::fs::remove_dir(staging_root) {
-        Ok(()) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty
-            ) => {}
-        Err(e) => tracing::warn!(
-            output,
-            path = %staging_root.display(),
-            error = %e,
-            "could not remove the empty staging directory"
-        ),
+/// Whether `dir` is gone now (removed, or missing already).
+fn remove_dir_if_empty(output: &str, dir: &Path) -> bool {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => false,
+        Err(e) => {
+            tracing::warn!(
+                output,
+                path = %dir.display(),
+                error = %e,
+                "could not remove the empty staging directory"
+            );
+            false
+        }
     }
 }
 
@@ -274,16 +288,17 @@ impl Output for LocalOutput {
         .await
     }
 
-    async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError> {
+    async fn stage(&self, batch_dir: &str, epoch: u64) -> Result<Box<dyn StagedBatch>, SinkError> {
         validate_component("batch directory", batch_dir)?;
         // Every attempt stages in its own directory, so two writers of one batch name (a fenced node
         // and the node voiding its claim) never put files into each other's staging.
         let staging_name = format!("{batch_dir}--{:016x}", rand::random::<u64>());
-        let staging = self.staging_root().join(&staging_name);
+        let epoch_dir = staging_epoch_dir(epoch);
+        let staging = self.epoch_root(epoch).join(&staging_name);
         let output = self.url.clone();
         let dir = staging.clone();
         let batch = batch_dir.to_owned();
-        let staging_root = self.staging_root();
+        let staging_root = self.epoch_root(epoch);
         blocking(&self.url, &staging, "create staging directory", move || {
             let stale_prefix = format!("{batch}--");
             if let Ok(entries) = std::fs::read_dir(&staging_root) {
@@ -309,6 +324,7 @@ impl Output for LocalOutput {
             staging_location: ObjectPath::from_iter([
                 STAGING_DIR,
                 self.owner.as_str(),
+                epoch_dir.as_str(),
                 staging_name.as_str(),
             ]),
             staging,
@@ -341,17 +357,23 @@ impl Output for LocalOutput {
                         entry
                             .file_type()
                             .map_err(io_err(&output, &path, "stat staging entry"))?;
-                    if file_type.is_dir() {
-                        remove_tree(&output, &path)?;
-                    } else {
+                    if !file_type.is_dir() {
                         std::fs::remove_file(&path).map_err(io_err(
                             &output,
                             &path,
                             "remove staging entry",
                         ))?;
+                        tracing::warn!(output, path = %path.display(), "removed leftover staging");
+                        removed += 1;
+                        continue;
                     }
-                    tracing::warn!(output, path = %path.display(), "removed leftover staging");
-                    removed += 1;
+                    // An epoch's directory: count the batches it held, then remove it whole.
+                    let batches = std::fs::read_dir(&path)
+                        .map_err(io_err(&output, &path, "list staging directory"))?
+                        .count();
+                    remove_tree(&output, &path)?;
+                    tracing::warn!(output, path = %path.display(), batches, "removed leftover staging");
+                    removed += batches;
                 }
                 remove_staging_root_if_empty(&output, &staging_root);
                 sync_dir(&output, &root)?;
@@ -392,14 +414,14 @@ fn sync_staged_files(output: &str, staging: &Path, files: &[String]) -> Result<(
     }
 }
 
-/// A batch staged under `<output>/_temporary/<owner>/<batch dir>--<random>/`.
+/// A batch staged under `<output>/_temporary/<owner>/e<epoch>/<batch dir>--<random>/`.
 #[derive(Debug)]
 struct LocalStagedBatch {
     store: Arc<LocalFileSystem>,
     output: String,
     root: PathBuf,
     batch: String,
-    /// `_temporary/<owner>/<batch>--<random>`, relative to the output: this attempt's directory (a
+    /// `_temporary/<owner>/e<epoch>/<batch>--<random>`, relative to the output: this attempt's directory (a
     /// batch name never ends in `-`).
     staging_location: ObjectPath,
     staging: PathBuf,

@@ -11,15 +11,16 @@
 //!
 //! # Exactly once: stage, sync, one rename
 //!
-//! A batch is written into `<output>/_temporary/<owner>/<batch dir>--<random>/` ([`STAGING_DIR`]; the
-//! owner is the writing node's name; HDFS separates the random part with `~`) and published with
+//! A batch is written into `<output>/_temporary/<owner>/e<epoch>/<batch dir>--<random>/`
+//! ([`STAGING_DIR`]; the owner is the writing node's name, the epoch the one it writes for — see
+//! [`staging_epoch_dir`]; HDFS separates the random part with `~`) and published with
 //! **one** atomic rename of that directory to `<output>/<batch dir>`. Readers therefore see either
 //! no batch directory or a complete one, never a partial batch. The sequence is:
 //!
 //! 1. [`Output::is_published`]: if `<batch dir>` already exists, an earlier run published it and
 //!    [`write_batch`] returns [`PublishOutcome::AlreadyPublished`] without consuming a single block.
-//! 2. [`Output::stage`]: removes any stale staging of this batch *of its own owner* (a crash
-//!    mid-staging) and creates an empty staging directory.
+//! 2. [`Output::stage`]: removes any stale staging of this batch *of its own owner and epoch* (a
+//!    crash mid-staging) and creates an empty staging directory.
 //! 3. [`StagedBatch::put`] for every image, then `_analysis.jsonl`.
 //! 4. [`StagedBatch::publish`]: makes every staged file durable (fsync each file, then the staging
 //!    directory), renames the staging directory to its final name **without replacing** an existing
@@ -27,13 +28,17 @@
 //!    non-empty destination makes the rename fail anyway), then fsyncs the output directory so the
 //!    rename itself survives a power loss. If the destination appeared in the meantime, the staging
 //!    is discarded and the outcome is `AlreadyPublished`: a published batch is never overwritten.
-//! 5. `_temporary/<owner>` and `_temporary` are removed once empty, so a quiet output holds only batch
-//!    directories.
+//! 5. `_temporary/<owner>/e<epoch>`, `_temporary/<owner>` and `_temporary` are removed once empty,
+//!    so a quiet output holds only batch directories.
 //!
 //! # Whose staging is whose
 //!
-//! Staging is owned by the node that writes it: `_temporary/<node name>/`. A node touches only its
-//! own — `stage` and [`Output::clean_staging`] never list, delete or write another owner's directory.
+//! Staging is owned by the node that writes it *and the epoch it writes for*:
+//! `_temporary/<node name>/e<epoch>/`. A node touches only its own — `stage` and
+//! [`Output::clean_staging`] never list, delete or write another owner's directory, and `stage`
+//! only clears stale staging of its own epoch, so even the same node name, primary again at a newer
+//! epoch while a superseded writer of its older epoch may still be finishing, never deletes what
+//! that writer is about to rename.
 //! That matters because a node that was replaced may still be alive (a primary cut off from its
 //! standby, not killed) and in the middle of writing or renaming its staging: deleting it under that
 //! node could fail halfway (a directory that fills while it is emptied) or empty a directory the old
@@ -104,6 +109,12 @@ pub const STAGING_DIR: &str = "_temporary";
 pub const DEFAULT_STAGING_OWNER: &str = "default";
 /// Longest accepted source id or prefix.
 pub const MAX_NAME_LEN: usize = 128;
+
+/// `"e<epoch>"`: the directory under `_temporary/<owner>/` that holds what the owner stages for
+/// `epoch`.
+pub fn staging_epoch_dir(epoch: u64) -> String {
+    format!("e{epoch}")
+}
 
 /// `"<prefix>-<batch_ms>"`.
 pub fn batch_dir_name(prefix: &str, batch_ms: u64) -> String {
@@ -223,10 +234,13 @@ pub trait Output: Send + Sync + std::fmt::Debug {
     async fn is_published(&self, batch_dir: &str) -> Result<bool, SinkError>;
     /// Whether the published `<batch_dir>` is a void batch (holds [`VOID_FILE`]).
     async fn is_void(&self, batch_dir: &str) -> Result<bool, SinkError>;
-    /// Starts a batch: removes any stale staging of this batch first.
-    async fn stage(&self, batch_dir: &str) -> Result<Box<dyn StagedBatch>, SinkError>;
-    /// Removes every leftover staging directory of this output's owner (called at start-up, after a
-    /// crash); other owners' staging is left alone. Returns how many entries were removed.
+    /// Starts a batch written for `epoch` (0 for tools that write outside any epoch): removes any
+    /// stale staging of this batch by this owner at this epoch first, then creates
+    /// `_temporary/<owner>/e<epoch>/<batch dir><sep><random>`.
+    async fn stage(&self, batch_dir: &str, epoch: u64) -> Result<Box<dyn StagedBatch>, SinkError>;
+    /// Removes every leftover staging directory of this output's owner, of every epoch (called at
+    /// start-up, when nothing of this owner's can be in flight); other owners' staging is left
+    /// alone. Returns how many batch staging entries were removed.
     async fn clean_staging(&self) -> Result<usize, SinkError>;
 }
 
@@ -274,6 +288,9 @@ pub struct BatchSummary {
 /// `(source, seq)` was already written in this batch is skipped (logged at warn), so a block that
 /// reached the batch twice lands once. An error from the stream aborts the batch before publishing
 /// ([`SinkError::Blocks`]); the staging it leaves is removed by the next attempt.
+///
+/// Stages at epoch 0: for tools and tests that write outside any epoch; a node uses
+/// [`write_batch_claimed`] with the epoch it commits for.
 pub async fn write_batch<S, E>(
     output: &dyn Output,
     prefix: &str,
@@ -285,7 +302,7 @@ where
     S: Stream<Item = Result<BatchBlock, E>> + Send,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    write_batch_claimed(output, prefix, batch_ms, analysis, blocks, || async {
+    write_batch_claimed(output, prefix, batch_ms, 0, analysis, blocks, || async {
         Ok(())
     })
     .await
@@ -294,11 +311,12 @@ where
 /// [`write_batch`], with `claim` run after every file is staged and before the rename: the node
 /// claims the batch in the batch log there, once its members are known. An error from `claim`
 /// abandons the batch unpublished. A batch with no block stages nothing, claims nothing and
-/// publishes nothing (`outcome: None`).
+/// publishes nothing (`outcome: None`). The batch is staged under `epoch` ([`Output::stage`]).
 pub async fn write_batch_claimed<S, E, C, F>(
     output: &dyn Output,
     prefix: &str,
     batch_ms: u64,
+    epoch: u64,
     analysis: bool,
     blocks: S,
     claim: C,
@@ -355,7 +373,7 @@ where
         summary.files += 1;
         summary.bytes += block.bytes.len() as u64;
         if staged.is_none() {
-            staged = Some(output.stage(&batch).await?);
+            staged = Some(output.stage(&batch, epoch).await?);
         }
         let target = staged.as_mut().expect("staged above");
         target.put(&file, block.bytes).await?;
@@ -391,16 +409,17 @@ where
 /// Publishes a *void* batch under `batch_dir` (see [`VOID_FILE`]), never replacing anything. Returns
 /// `Published` if the void landed (the name's claimant never published) or `AlreadyPublished` if the
 /// directory exists — the claimant's batch, or an earlier void (tell them apart with
-/// [`Output::is_void`]).
+/// [`Output::is_void`]). Staged under `epoch`, the voiding node's.
 pub async fn void_batch(
     output: &dyn Output,
     batch_dir: &str,
+    epoch: u64,
     why: &str,
 ) -> Result<PublishOutcome, SinkError> {
     if output.is_published(batch_dir).await? {
         return Ok(PublishOutcome::AlreadyPublished);
     }
-    let mut staged = output.stage(batch_dir).await?;
+    let mut staged = output.stage(batch_dir, epoch).await?;
     staged
         .put(VOID_FILE, Bytes::from(format!("{why}\n")))
         .await?;

@@ -215,7 +215,7 @@ async fn a_crash_mid_staging_is_repaired_by_the_rerun_with_no_leftovers() {
     let output = LocalOutput::new(dir.path()).unwrap();
 
     // The crashed run staged a wrong version of one file and a file the batch does not contain.
-    let mut staged = output.stage("images-3000").await.unwrap();
+    let mut staged = output.stage("images-3000", 0).await.unwrap();
     staged
         .put("cam1-0.png", Bytes::from_static(b"torn"))
         .await
@@ -228,7 +228,8 @@ async fn a_crash_mid_staging_is_repaired_by_the_rerun_with_no_leftovers() {
     let staged_dirs: Vec<String> = std::fs::read_dir(
         dir.path()
             .join(STAGING_DIR)
-            .join(super::DEFAULT_STAGING_OWNER),
+            .join(super::DEFAULT_STAGING_OWNER)
+            .join(staging_epoch_dir(0)),
     )
     .unwrap()
     .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -255,7 +256,7 @@ async fn clean_staging_removes_every_leftover_staging_directory() {
     assert_eq!(output.clean_staging().await.unwrap(), 0, "nothing to clean");
 
     for batch in ["images-1", "images-2"] {
-        let mut staged = output.stage(batch).await.unwrap();
+        let mut staged = output.stage(batch, 0).await.unwrap();
         staged
             .put("cam-1.bin", Bytes::from_static(b"partial"))
             .await
@@ -281,6 +282,61 @@ async fn clean_staging_removes_every_leftover_staging_directory() {
     assert_eq!(output.clean_staging().await.unwrap(), 0);
 }
 
+/// The same owner at a newer epoch (a node primary again while a superseded writer of its older
+/// epoch may still be finishing) stages the same batch name without touching the older epoch's
+/// staging; only the owner's start-up clean-up, when nothing of it can be in flight, clears both.
+#[tokio::test]
+async fn staging_at_a_newer_epoch_leaves_the_older_epochs_staging_of_the_same_batch_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = LocalOutput::new(dir.path())
+        .unwrap()
+        .with_owner("a")
+        .unwrap();
+    let mut older = output.stage("images-8000", 1).await.unwrap();
+    older
+        .put("cam-1.bin", Bytes::from_static(b"epoch 1, mid-batch"))
+        .await
+        .unwrap();
+    let owner_dir = dir.path().join(STAGING_DIR).join("a");
+
+    let mut newer = output.stage("images-8000", 2).await.unwrap();
+    newer
+        .put("cam-2.bin", Bytes::from_static(b"epoch 2"))
+        .await
+        .unwrap();
+    let mut epochs: Vec<String> = std::fs::read_dir(&owner_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    epochs.sort();
+    assert_eq!(epochs, vec!["e1".to_owned(), "e2".to_owned()]);
+    assert_eq!(
+        std::fs::read_dir(owner_dir.join("e1")).unwrap().count(),
+        1,
+        "the older epoch's staging survived the newer epoch's stage of the same batch"
+    );
+    drop(newer);
+
+    assert_eq!(
+        older.publish().await.unwrap(),
+        PublishOutcome::Published,
+        "the older epoch's writer still finds its staging whole"
+    );
+    let files: Vec<String> = tree(output.root()).into_keys().collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].starts_with("_temporary/a/e2/images-8000--") && files[0].ends_with("/cam-2.bin"),
+        "{files:?}"
+    );
+    assert_eq!(files[1], "images-8000/cam-1.bin");
+    assert_eq!(
+        output.clean_staging().await.unwrap(),
+        1,
+        "epoch 2's leftover"
+    );
+    assert_eq!(top_level(output.root()), vec!["images-8000".to_owned()]);
+}
+
 /// A node that was replaced but is still alive (cut off, not killed) may be writing or renaming its
 /// staging while its successor starts: the successor's clean-up must not touch it.
 #[tokio::test]
@@ -294,12 +350,12 @@ async fn clean_staging_leaves_another_owners_staging_alone_and_that_owner_still_
         .unwrap()
         .with_owner("new")
         .unwrap();
-    let mut staged = old.stage("images-7000").await.unwrap();
+    let mut staged = old.stage("images-7000", 0).await.unwrap();
     staged
         .put("cam-1.bin", Bytes::from_static(b"old primary, mid-batch"))
         .await
         .unwrap();
-    let mut own_leftover = new.stage("images-6000").await.unwrap();
+    let mut own_leftover = new.stage("images-6000", 0).await.unwrap();
     own_leftover
         .put("cam-0.bin", Bytes::from_static(b"crashed"))
         .await
@@ -331,7 +387,8 @@ async fn each_block_is_on_disk_before_the_next_one_is_pulled() {
     let staging_root = dir
         .path()
         .join(STAGING_DIR)
-        .join(super::DEFAULT_STAGING_OWNER);
+        .join(super::DEFAULT_STAGING_OWNER)
+        .join(staging_epoch_dir(0));
     let staged_when_pulled = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&staged_when_pulled);
 
@@ -344,7 +401,7 @@ async fn each_block_is_on_disk_before_the_next_one_is_pulled() {
             if k == 20 {
                 return None;
             }
-            // This attempt's staging directory: `_temporary/<owner>/images-4000--<random>`.
+            // This attempt's staging directory: `_temporary/<owner>/e0/images-4000--<random>`.
             let on_disk: usize = std::fs::read_dir(&staging_root)
                 .map(|d| {
                     d.flatten()
@@ -373,7 +430,7 @@ async fn each_block_is_on_disk_before_the_next_one_is_pulled() {
 async fn publishing_never_replaces_an_existing_destination_even_an_empty_one() {
     let dir = tempfile::tempdir().unwrap();
     let output = LocalOutput::new(dir.path()).unwrap();
-    let mut staged = output.stage("images-5000").await.unwrap();
+    let mut staged = output.stage("images-5000", 0).await.unwrap();
     staged
         .put("cam-1.png", Bytes::from(img::png_1x1()))
         .await
@@ -488,6 +545,7 @@ async fn an_empty_batch_stages_claims_and_publishes_nothing() {
         &output,
         "images",
         10,
+        0,
         true,
         blocks_of(Vec::new()),
         || async {
@@ -512,14 +570,19 @@ async fn a_void_batch_takes_a_free_name_and_never_an_existing_batch() {
         .await
         .unwrap();
 
-    let taken = void_batch(&output, "images-20", "test").await.unwrap();
+    let taken = void_batch(&output, "images-20", 0, "test").await.unwrap();
     assert_eq!(taken, PublishOutcome::AlreadyPublished);
     assert!(!output.is_void("images-20").await.unwrap());
     assert_eq!(tree(output.root()), expected_images("images-20"));
 
-    let free = void_batch(&output, "images-30", "claimed by a node that was replaced")
-        .await
-        .unwrap();
+    let free = void_batch(
+        &output,
+        "images-30",
+        0,
+        "claimed by a node that was replaced",
+    )
+    .await
+    .unwrap();
     assert_eq!(free, PublishOutcome::Published);
     assert!(output.is_void("images-30").await.unwrap());
     // The claimant publishing later finds the name taken and writes nothing.
@@ -538,6 +601,7 @@ async fn a_claim_that_fails_leaves_the_batch_unpublished() {
         &output,
         "images",
         40,
+        0,
         false,
         blocks_of(sample_blocks()),
         || async {
