@@ -144,11 +144,15 @@ pub struct PushArgs {
     #[arg(long)]
     pub retention_max_blocks: Option<u64>,
     /// A connected node that for this long, while blocks are outstanding, acknowledges nothing and
-    /// takes no more bytes, or that sends keepalives and says nothing at all while blocks are kept, is
-    /// given up on (failover: the next target). Default 10s; with --config and a standby, twice
-    /// strategy.failure_timeout.
+    /// takes no more bytes is given up on (failover: the next target). Default 10s; with --config and
+    /// a standby, twice strategy.failure_timeout.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub stall_timeout: Option<Duration>,
+    /// A connected node that sends keepalives and says nothing at all (no ack, no keepalive) for this
+    /// long while blocks are kept is given up on. Default 10s; with --config and a standby,
+    /// strategy.failure_timeout + receiver.keepalive_interval.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub silence_timeout: Option<Duration>,
     /// Fail when nothing is released for this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub give_up_after: Duration,
@@ -202,6 +206,9 @@ impl PushArgs {
         }
         if let Some(t) = self.stall_timeout {
             o.stall_timeout = t;
+        }
+        if let Some(t) = self.silence_timeout {
+            o.silence_timeout = t;
         }
         o.give_up_after = self.give_up_after;
         if let Some(g) = self.standby_grace {
@@ -280,13 +287,17 @@ pub enum BenchCommand {
     Recovery(crate::bench::recovery::RecoveryArgs),
 }
 
-/// Logs go to stderr through tracing; `RUST_LOG` sets the filter (default `default`).
+/// Logs go to stderr through tracing; `RUST_LOG` sets the filter (default `default`). Colours only
+/// on a terminal (and not with `NO_COLOR`): a log redirected to a file gets plain lines.
 pub fn init_logging(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -500,6 +511,8 @@ mod tests {
             "7",
             "--stall-timeout",
             "3s",
+            "--silence-timeout",
+            "700ms",
         ])
         .options(PushOptions::default());
         assert_eq!(o.targets, ["10.0.0.1:9998", "10.0.0.2:9998"]);
@@ -508,6 +521,7 @@ mod tests {
         assert_eq!(o.retention_max_bytes, 2 << 20);
         assert_eq!(o.retention_max_blocks, 7);
         assert_eq!(o.stall_timeout, Duration::from_secs(3));
+        assert_eq!(o.silence_timeout, Duration::from_millis(700));
     }
 
     #[test]
@@ -546,6 +560,10 @@ mod tests {
             (SendMode::Mirror, AckLevel::Durable)
         );
         assert_eq!(active.stall_timeout, 2 * cfg.strategy.failure_timeout);
+        assert_eq!(
+            active.silence_timeout,
+            cfg.strategy.failure_timeout + cfg.receiver.keepalive_interval
+        );
         assert_eq!(
             active.retention_max_blocks,
             cfg.strategy.retention.max_blocks

@@ -107,7 +107,8 @@ pub struct ReceiverConfig {
     pub idle_timeout: Duration,
     /// A protocol-v2 connection the node has written nothing on for this long gets its ROLE frame
     /// again: a keepalive, so a sender tells an idle healthy node from a silent (cut off) one. Keep it
-    /// well under the senders' stall timeout.
+    /// well under the senders' silence timeout (with a standby: at most a third of
+    /// `strategy.failure_timeout`).
     #[serde(with = "humantime_serde")]
     pub keepalive_interval: Duration,
     /// The sources: listeners and outbound raw connections.
@@ -120,7 +121,7 @@ impl Default for ReceiverConfig {
             max_block_size: ByteSize::mib(32),
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
-            keepalive_interval: Duration::from_millis(200),
+            keepalive_interval: Duration::from_millis(100),
             sources: vec![
                 SourceConfig::RawListen {
                     address: "127.0.0.1:9997".into(),
@@ -594,15 +595,16 @@ impl Config {
                 ),
             ));
         }
-        // A sender of a two-node strategy leaves a node silent for its stall timeout, 2 x
-        // failure_timeout (`send push --config`); a healthy idle node must keepalive well within it.
-        let stall = 2 * st.failure_timeout;
-        if st.kind.has_standby() && 3 * self.receiver.keepalive_interval > stall {
+        // A sender of a two-node strategy leaves a node silent for failure_timeout + one keepalive
+        // interval (`send push --config`): a healthy idle node must keepalive well within that, so
+        // that keepalives lost to a busy moment do not look like a partition.
+        let silence = st.failure_timeout;
+        if st.kind.has_standby() && 3 * self.receiver.keepalive_interval > silence {
             return Err(invalid(
                 "receiver.keepalive_interval",
                 format!(
-                    "must be at most a third of the senders' stall timeout, 2 x strategy.failure_timeout ({}); got {}",
-                    humantime::format_duration(stall),
+                    "must be at most a third of strategy.failure_timeout ({}), by which a sender of a two-node strategy judges a node's silence; got {}",
+                    humantime::format_duration(silence),
                     humantime::format_duration(self.receiver.keepalive_interval)
                 ),
             ));
@@ -887,13 +889,13 @@ mod tests {
     fn a_keepalive_interval_a_sender_would_take_for_silence_is_refused_and_named() {
         let mut c = Config::parse(include_str!("../config/passive-standby.toml")).unwrap();
         assert_eq!(c.strategy.failure_timeout, Duration::from_millis(300));
-        c.receiver.keepalive_interval = Duration::from_millis(250);
+        c.receiver.keepalive_interval = Duration::from_millis(101);
         let err = c.validate().unwrap_err().to_string();
         assert!(
-            err.contains("receiver.keepalive_interval") && err.contains("600ms"),
+            err.contains("receiver.keepalive_interval") && err.contains("300ms"),
             "{err}"
         );
-        c.receiver.keepalive_interval = Duration::from_millis(200);
+        c.receiver.keepalive_interval = Duration::from_millis(100);
         c.validate().unwrap();
         // A single node has no sender that fails over: any keepalive in range goes.
         Config::parse("[receiver]\nkeepalive_interval = \"5s\"\n").unwrap();

@@ -59,10 +59,16 @@ pub struct PushOptions {
     /// Blocks kept over all streams at most.
     pub retention_max_blocks: u64,
     /// A connected node that for this long, while blocks are outstanding, acknowledges nothing and takes
-    /// no more bytes — or, one that sends keepalives, says nothing at all while blocks are kept — is
-    /// given up on (failover: the next target). Also bounds connect + hello. What one stream queues
-    /// for one node is bounded by `retention_max_bytes` (so `concurrency` times that per node).
+    /// no more bytes is given up on (failover: the next target). Also bounds connect + hello. What one
+    /// stream queues for one node is bounded by `retention_max_bytes` (so `concurrency` times that per
+    /// node).
     pub stall_timeout: Duration,
+    /// A connected node that sends keepalives (protocol v2) and says nothing at all — no ack, no ROLE,
+    /// no keepalive — for this long while blocks are kept is given up on, whatever the kernel buffers
+    /// still take. Shorter than `stall_timeout` can be, since a live node's keepalives arrive every
+    /// `receiver.keepalive_interval` however busy it is; with a standby it is the failure timeout the
+    /// standby judges the primary by.
+    pub silence_timeout: Duration,
     /// Fail when nothing is released for this long.
     pub give_up_after: Duration,
     /// Mirror: how long a standby target that is not connected as standby still holds blocks back (from
@@ -91,6 +97,7 @@ impl Default for PushOptions {
             retention_max_bytes: 1 << 30,
             retention_max_blocks: 1 << 16,
             stall_timeout: Duration::from_secs(10),
+            silence_timeout: Duration::from_secs(10),
             give_up_after: Duration::from_secs(60),
             standby_grace: DEFAULT_STANDBY_GRACE,
             progress: None,
@@ -111,9 +118,12 @@ impl PushOptions {
     /// The defaults for the nodes and strategy a configuration describes (`send push --config`):
     /// its framed addresses (primary first), mirror mode for a strategy that sends to the standby,
     /// the strategy's release level, `[strategy.retention]`, and — for strategies with a standby —
-    /// a stall timeout of twice `strategy.failure_timeout`, so a hung primary is left about when its
-    /// standby takes over. (With `none` there is no one to fail over to, so the stall timeout stays
-    /// the default: a node slowed by backpressure is not reconnected to over and over.)
+    /// a stall timeout of twice `strategy.failure_timeout` and a silence timeout of
+    /// `strategy.failure_timeout + receiver.keepalive_interval`: a primary that says nothing, not even
+    /// a keepalive, for as long as its standby waits for its heartbeats (and one keepalive period
+    /// more, so that a node slowed for a moment is not left before its standby would take over) is
+    /// left about when the standby takes over, and one that talks but makes no progress later. (With `none` there is no one to fail over to, so both
+    /// stay at the defaults: a node slowed by backpressure is not reconnected to over and over.)
     pub fn for_config(cfg: &Config) -> PushOptions {
         let st = &cfg.strategy;
         let mut o = PushOptions {
@@ -130,6 +140,7 @@ impl PushOptions {
         };
         if st.kind.has_standby() {
             o.stall_timeout = 2 * st.failure_timeout;
+            o.silence_timeout = st.failure_timeout + cfg.receiver.keepalive_interval;
         }
         o
     }

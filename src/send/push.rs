@@ -25,7 +25,7 @@
 //!   node at a time, starting with the first target. It moves on to the next target (round-robin,
 //!   backoff 10 ms doubling to 500 ms, reset by an ack) when the connection fails, when the node says
 //!   ROLE standby, when a version 2 node has said nothing at all (no ack, no ROLE, no keepalive) for
-//!   `stall_timeout` while the stream keeps any block not yet released — a node cut off by a partition
+//!   `silence_timeout` while the stream keeps any block not yet released — a node cut off by a partition
 //!   or a half-open connection, even if every kept block was acknowledged durable and only waits for a
 //!   commit — or when it is connected but for `stall_timeout`, while blocks are outstanding, neither
 //!   acknowledges anything nor takes any more bytes (a node that still reads what it is sent is busy —

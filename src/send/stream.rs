@@ -7,15 +7,14 @@
 //! giving up). Connections never block the loop, so a slow standby cannot stall the primary's flow.
 //!
 //! Per target the stream knows the latest ROLE it said, its connection state, and how many kept blocks
-//! it has not acknowledged at all on its current connection (`unacked`). Two timers of `stall_timeout`
-//! leave a node:
+//! it has not acknowledged at all on its current connection (`unacked`). Two timers leave a node:
 //!
 //! - **Silence** (version 2 connections that have sent a keepalive — a node repeats its ROLE on an
 //!   idle connection; one that never did, an older node say, is not judged by its silence): nothing
-//!   at all heard on the connection — no ack, no ROLE, no keepalive — for `stall_timeout` since the
+//!   at all heard on the connection — no ack, no ROLE, no keepalive — for `silence_timeout` since the
 //!   last frame or since the stream began to keep a block, while it keeps any block not yet
 //!   released, whatever its ack level. A node cut off by a partition, or a half-open
-//!   connection that never errors, is left after `stall_timeout` even when every kept block was
+//!   connection that never errors, is left after `silence_timeout` even when every kept block was
 //!   acknowledged durable and only waits for a commit, and even while the kernel's send buffer still
 //!   takes bytes.
 //! - **No progress**: kept blocks it has not acknowledged at all, no ack for `stall_timeout`, and it
@@ -136,12 +135,12 @@ impl Target {
         matches!(self.link, Link::Up { .. })
     }
 
-    /// When a connection that sends keepalives has been silent for `stall`: counted from the last
+    /// When a connection that sends keepalives has been silent for `silence`: counted from the last
     /// frame it sent, or from when the stream last began to keep a block (`kept_since`), whichever is
     /// later — before that, its silence cost nothing.
-    fn silent_since(&self, stall: Duration, kept_since: Instant) -> Option<Instant> {
+    fn silent_since(&self, silence: Duration, kept_since: Instant) -> Option<Instant> {
         (self.is_connected() && self.version >= VERSION_2 && self.keeps_alive)
-            .then_some(self.heard_at.max(kept_since) + stall)
+            .then_some(self.heard_at.max(kept_since) + silence)
     }
 
     fn says(&self, role: Role) -> bool {
@@ -388,6 +387,7 @@ impl Stream {
 
     fn next_deadline(&self) -> Instant {
         let stall = self.shared.opts.stall_timeout;
+        let silence = self.shared.opts.silence_timeout;
         let mut d = self.last_progress + self.shared.opts.give_up_after;
         for t in &self.targets {
             match t.link {
@@ -401,7 +401,7 @@ impl Stream {
                 _ => {}
             }
             if !self.kept.is_empty() {
-                if let Some(at) = t.silent_since(stall, self.kept_since) {
+                if let Some(at) = t.silent_since(silence, self.kept_since) {
                     d = d.min(at);
                 }
             }
@@ -837,6 +837,7 @@ impl Stream {
 
     fn on_timers(&mut self, now: Instant) -> Result<(), PushError> {
         let stall = self.shared.opts.stall_timeout;
+        let silence = self.shared.opts.silence_timeout;
         for t in 0..self.targets.len() {
             if matches!(self.targets[t].link, Link::Up { ready: false, ready_by, .. } if ready_by <= now)
             {
@@ -844,11 +845,11 @@ impl Stream {
             }
             if !self.kept.is_empty()
                 && self.targets[t]
-                    .silent_since(stall, self.kept_since)
+                    .silent_since(silence, self.kept_since)
                     .is_some_and(|at| now >= at)
             {
                 let why = format!(
-                    "connected, but silent for {stall:?} (no ack, no keepalive) with {} blocks kept",
+                    "connected, but silent for {silence:?} (no ack, no keepalive) with {} blocks kept",
                     self.kept.len()
                 );
                 self.lose(t, why)?;

@@ -430,7 +430,10 @@ async fn a_primary_that_goes_silent_is_left_even_when_every_kept_block_is_acknow
     let (r, released, _) = run(PushOptions {
         count: 30,
         release: AckLevel::Committed,
-        stall_timeout: Duration::from_millis(300),
+        // Only the silence timer can leave it before the push gives up: the no-progress timer has
+        // nothing to wait for (every block is acknowledged) and is set far beyond give_up_after.
+        stall_timeout: Duration::from_secs(60),
+        silence_timeout: Duration::from_millis(300),
         give_up_after: Duration::from_secs(5),
         ..opts(&[&cut_off, &took_over])
     })
@@ -447,12 +450,14 @@ async fn a_primary_that_goes_silent_is_left_even_when_every_kept_block_is_acknow
 }
 
 /// A push of 20 images released on their commit, which `node` sends 900 ms after the durable ack,
-/// with a 300 ms stall timeout: the sender must keep waiting on that node — no reconnect, no re-send.
+/// with 300 ms stall and silence timeouts: the sender must keep waiting on that node — no reconnect,
+/// no re-send.
 async fn a_commit_is_waited_for_on(node: FakeNode) {
     let (r, released, _) = run(PushOptions {
         count: 20,
         release: AckLevel::Committed,
         stall_timeout: Duration::from_millis(300),
+        silence_timeout: Duration::from_millis(300),
         ..opts(&[&node])
     })
     .await;
