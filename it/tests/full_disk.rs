@@ -110,7 +110,10 @@ async fn a_filling_disk_applies_backpressure_keeps_the_node_running_and_commits_
         root.path(),
         &data,
         port,
-        &format!("[checkpoint.store]\nkind = \"local\"\npath = {:?}\n", store.display().to_string()),
+        &format!(
+            "[checkpoint.store]\nkind = \"local\"\npath = {:?}\n",
+            store.display().to_string()
+        ),
     )?;
     let mut node = LoggedNode::spawn(&cfg, &[])?;
     assert!(node.wait_ready(Duration::from_secs(60)), "{}", node.log());

@@ -119,7 +119,12 @@ fn refused(cfg: &Path) -> anyhow::Result<String> {
 
 /// Starts with `--salvage-wal`: it must start and log at ERROR what it dropped; then `count` new images
 /// pushed and a clean stop must commit every one of them.
-async fn salvaged_then_serves(dir: &Path, cfg: &Path, port: u16, count: u64) -> anyhow::Result<String> {
+async fn salvaged_then_serves(
+    dir: &Path,
+    cfg: &Path,
+    port: u16,
+    count: u64,
+) -> anyhow::Result<String> {
     let mut node = LoggedNode::spawn(cfg, &["--salvage-wal"])?;
     assert!(
         node.wait_ready(Duration::from_secs(60)),
@@ -156,7 +161,10 @@ async fn a_deleted_last_segment_stops_the_start_naming_it_until_salvage_accepts_
     std::fs::remove_file(&last)?;
 
     let log = refused(&cfg)?;
-    assert!(log.contains(&name(&last)), "the refusal names the missing segment: {log}");
+    assert!(
+        log.contains(&name(&last)),
+        "the refusal names the missing segment: {log}"
+    );
 
     salvaged_then_serves(dir.path(), &cfg, port, 30).await?;
     let v = verify(dir.path(), &dir.path().join("m.jsonl"))?;
@@ -184,7 +192,10 @@ async fn a_deleted_first_segment_stops_the_start_naming_it_until_salvage_accepts
     std::fs::remove_file(&segs[0])?;
 
     let log = refused(&cfg)?;
-    assert!(log.contains(&name(&segs[0])), "the refusal names the missing segment: {log}");
+    assert!(
+        log.contains(&name(&segs[0])),
+        "the refusal names the missing segment: {log}"
+    );
 
     salvaged_then_serves(dir.path(), &cfg, port, 30).await?;
     let v = verify(dir.path(), &dir.path().join("m.jsonl"))?;
@@ -207,11 +218,18 @@ async fn every_segment_deleted_while_checkpoints_exist_stops_the_start_until_sal
     }
 
     let log = refused(&cfg)?;
-    assert!(log.contains("missing"), "the refusal says what is missing: {log}");
+    assert!(
+        log.contains("missing"),
+        "the refusal says what is missing: {log}"
+    );
 
     salvaged_then_serves(dir.path(), &cfg, port, 30).await?;
     let v = verify(dir.path(), &dir.path().join("committed.jsonl"))?;
-    assert!(v.ok(), "what was committed stays committed: {}", v.summary());
+    assert!(
+        v.ok(),
+        "what was committed stays committed: {}",
+        v.summary()
+    );
     Ok(())
 }
 
@@ -224,7 +242,10 @@ async fn a_lost_wal_directory_with_its_checkpoints_kept_stops_the_start_and_salv
     std::fs::remove_dir_all(dir.path().join("data/wal"))?;
 
     let log = refused(&cfg)?;
-    assert!(log.contains("missing"), "the refusal says what is missing: {log}");
+    assert!(
+        log.contains("missing"),
+        "the refusal says what is missing: {log}"
+    );
 
     // Before, every new block got an LSN below the checkpoint's low-water mark and none was committed.
     salvaged_then_serves(dir.path(), &cfg, port, 40).await?;
