@@ -70,12 +70,18 @@ impl Drop for Tmpfs {
     }
 }
 
-fn write_config(root: &Path, data: &Path, port: u16, extra: &str) -> anyhow::Result<PathBuf> {
+fn write_config(
+    root: &Path,
+    data: &Path,
+    port: u16,
+    min_free: &str,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
     let path = root.join("node.toml");
     std::fs::write(
         &path,
         format!(
-            "[node]\ndata_dir = {:?}\n[wal]\nsegment_size = \"1 MiB\"\ndisk_budget = \"4 MiB\"\nmin_free = \"2 MiB\"\n[batch]\ninterval = \"200ms\"\n[analysis]\nenabled = false\n[[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:{port}\"\n{extra}",
+            "[node]\ndata_dir = {:?}\n[wal]\nsegment_size = \"1 MiB\"\ndisk_budget = \"4 MiB\"\nmin_free = \"{min_free}\"\n[batch]\ninterval = \"200ms\"\n[analysis]\nenabled = false\n[[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:{port}\"\n{extra}",
             data.display().to_string()
         ),
     )?;
@@ -110,6 +116,7 @@ async fn a_filling_disk_applies_backpressure_keeps_the_node_running_and_commits_
         root.path(),
         &data,
         port,
+        "2 MiB",
         &format!(
             "[checkpoint.store]\nkind = \"local\"\npath = {:?}\n",
             store.display().to_string()
@@ -171,7 +178,7 @@ async fn a_node_started_on_a_full_disk_waits_with_a_clear_message_and_serves_onc
     let data = disk.dir.join("data");
     let port = free_port();
     // Everything on the small disk, the sled checkpoint store too.
-    let cfg = write_config(root.path(), &data, port, "")?;
+    let cfg = write_config(root.path(), &data, port, "2 MiB", "")?;
     let mut node = LoggedNode::spawn(&cfg, &[])?;
     assert!(node.wait_ready(Duration::from_secs(60)), "{}", node.log());
     let before = root.path().join("before.jsonl");
@@ -229,5 +236,73 @@ async fn a_node_started_on_a_full_disk_waits_with_a_clear_message_and_serves_onc
         let v = hdfs_ingest::verify::verify(&read_manifest(manifest)?, &data.join("output"), true)?;
         assert!(v.ok() && v.found == 20, "{}", v.summary());
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_reserve_a_full_disk_still_means_backpressure_and_the_failed_commit_names_the_os_error(
+) -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let Some(disk) = Tmpfs::mount(&root.path().join("disk"), "16m")? else {
+        return Ok(());
+    };
+    let data = disk.dir.join("data");
+    let port = free_port();
+    let store = root.path().join("store");
+    // No reserve: the WAL's own writes and the output's hit ENOSPC.
+    let cfg = write_config(
+        root.path(),
+        &data,
+        port,
+        "0",
+        &format!(
+            "[checkpoint.store]\nkind = \"local\"\npath = {:?}\n",
+            store.display().to_string()
+        ),
+    )?;
+    let mut node = LoggedNode::spawn(&cfg, &[])?;
+    assert!(node.wait_ready(Duration::from_secs(60)), "{}", node.log());
+    let filler = disk.fill(3 << 20)?;
+    let mpath = root.path().join("m.jsonl");
+    let m = Arc::new(ManifestWriter::create(&mpath)?);
+    let pusher = tokio::spawn({
+        let m = m.clone();
+        async move {
+            push(
+                push_options(port, 160, "nospace"),
+                ImageSet::Generated {
+                    size: 40_000,
+                    seed: 12,
+                },
+                Some(m),
+            )
+            .await
+        }
+    });
+    assert!(
+        node.wait_log("disk full under the WAL", Duration::from_secs(60)),
+        "an append that finds the disk full is backpressure; the node logged:\n{}",
+        node.log()
+    );
+    assert!(
+        node.wait_log("os error 28", Duration::from_secs(30))
+            && node.log().contains("batch commit failed"),
+        "a commit that fails for lack of space says so; the node logged:\n{}",
+        node.log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        node.exited().is_none(),
+        "the node keeps running; it logged:\n{}",
+        node.log()
+    );
+    std::fs::remove_file(&filler)?;
+    let r = tokio::time::timeout(Duration::from_secs(120), pusher).await???;
+    assert_eq!(r.acked, 160);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.stop()?;
+    m.flush()?;
+    let v = hdfs_ingest::verify::verify(&read_manifest(&mpath)?, &data.join("output"), true)?;
+    assert!(v.ok() && v.found == 160, "{}", v.summary());
     Ok(())
 }

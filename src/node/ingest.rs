@@ -104,6 +104,12 @@ impl Node {
                     Ok((lsn, _)) => {
                         let committed = st.mark_durable(source, seq, lsn);
                         drop(st);
+                        if self.inner.low_disk.load(Ordering::Acquire)
+                            && self.low_disk().is_none()
+                            && self.inner.low_disk.swap(false, Ordering::AcqRel)
+                        {
+                            info!(min_free = %self.inner.cfg.wal.min_free, "disk space freed; taking blocks again");
+                        }
                         self.inner.last_block_lsn.fetch_max(lsn, Ordering::AcqRel);
                         self.inner.stats.blocks.fetch_add(1, Ordering::Relaxed);
                         self.inner.stats.bytes.fetch_add(len, Ordering::Relaxed);
@@ -149,9 +155,6 @@ impl Node {
                         used,
                         budget, "WAL back under its disk budget; taking blocks again"
                     );
-                }
-                if self.inner.low_disk.swap(false, Ordering::AcqRel) {
-                    info!(%min_free, "disk space back above wal.min_free; taking blocks again");
                 }
                 return;
             }
