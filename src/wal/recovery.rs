@@ -191,6 +191,8 @@ impl Recovery<'_> {
             return Ok(());
         }
         let next = self.expected.unwrap_or(1).max(self.floor);
+        // What lies below the checkpoint's low-water mark is committed: only the rest is lost.
+        let from = low_water.map_or(from, |low| from.max(low));
         let (count, lsns) = match to {
             Some(to) => (
                 to + 1 - from,
