@@ -195,6 +195,10 @@ pub struct WalConfig {
     /// this size the node stops taking new blocks — senders see backpressure, nothing is dropped — until
     /// a commit frees segments.
     pub disk_budget: ByteSize,
+    /// Free space kept on the file systems of the WAL and of a local output: below it the node takes
+    /// no new blocks (backpressure, like the budget) until space is freed, so commits still have room
+    /// to write the output and free WAL segments. `0` turns the check off.
+    pub min_free: ByteSize,
 }
 
 impl Default for WalConfig {
@@ -204,6 +208,7 @@ impl Default for WalConfig {
             segment_size: ByteSize::mib(64),
             salvage: false,
             disk_budget: ByteSize::gib(8),
+            min_free: ByteSize::mib(256),
         }
     }
 }

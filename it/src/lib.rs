@@ -1,11 +1,13 @@
 //! The integration-test harness: runs the real `hdfs-ingest` binary as child processes, kills them with
 //! SIGKILL, and gives tests free ports and scratch configurations. The tests are in `it/tests/`.
 
+mod logged;
 pub mod minidfs;
 pub mod net;
 pub mod pair;
 pub mod roles;
 
+pub use logged::LoggedNode;
 pub use roles::{kill_pid, OutputAt, Pipeline, Role, RoleProc, SendArgs, SenderProc, Storage};
 
 use std::io::{BufRead, BufReader};

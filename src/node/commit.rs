@@ -11,6 +11,7 @@ use strategies::claims::{BatchClaim, ClaimKind, ClaimOutcome};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use super::error::chain;
 use super::record::{decode, encode_seal, NodeRecord, KIND_SEAL};
 use super::state::PendingCommit;
 use super::{now_ms, Node, NodeError};
@@ -334,22 +335,22 @@ impl Node {
             tokio::select! {
                 _ = tick.tick() => match self.seal_and_commit().await {
                     Ok(_) => {}
-                    Err(e @ (NodeError::Wal(_) | NodeError::Fenced(_))) => {
-                        self.fail(format!("batch commit failed: {e}"));
+                    Err(e) if is_fatal(&e) => {
+                        self.fail(format!("batch commit failed: {}", chain(&e)));
                         return Err(e);
                     }
                     Err(e) => {
                         let pending = self.state().pending_commit.map(|p| p.batch_ms);
-                        error!(error = %e, batch_ms = ?pending, "batch commit failed; retrying at the next interval (ingest goes on into the WAL)");
+                        error!(error = %chain(&e), batch_ms = ?pending, "batch commit failed; retrying at the next interval (ingest goes on into the WAL)");
                     }
                 },
                 _ = carry_tick.tick(), if carry => match self.checkpoint_blocks().await {
                     Ok(_) => {}
-                    Err(e @ (NodeError::Wal(_) | NodeError::Fenced(_))) => {
-                        self.fail(format!("checkpoint failed: {e}"));
+                    Err(e) if is_fatal(&e) => {
+                        self.fail(format!("checkpoint failed: {}", chain(&e)));
                         return Err(e);
                     }
-                    Err(e) => error!(error = %e, "checkpointing uncommitted blocks failed; retrying at the next interval"),
+                    Err(e) => error!(error = %chain(&e), "checkpointing uncommitted blocks failed; retrying at the next interval"),
                 },
                 _ = &mut stopped => break,
             }
@@ -369,13 +370,13 @@ impl Node {
         loop {
             match self.seal_and_commit().await {
                 Ok(_) => break,
-                Err(e @ (NodeError::Wal(_) | NodeError::Fenced(_))) => return Err(e),
+                Err(e) if is_fatal(&e) => return Err(e),
                 Err(e) if started.elapsed() >= self.inner.cfg.node.shutdown_grace => {
-                    warn!(error = %e, "could not commit the last batch before stopping; it stays in the WAL and is committed at the next start");
+                    warn!(error = %chain(&e), "could not commit the last batch before stopping; it stays in the WAL and is committed at the next start");
                     break;
                 }
                 Err(e) => {
-                    debug!(error = %e, "commit at shutdown failed; retrying");
+                    debug!(error = %chain(&e), "commit at shutdown failed; retrying");
                     tokio::time::sleep(
                         self.inner
                             .cfg
@@ -390,6 +391,16 @@ impl Node {
         self.inner.wal.close().await?;
         debug!("node closed");
         Ok(())
+    }
+}
+
+/// Errors that stop the node: a WAL that failed (not one that only found the disk full: the seal is
+/// appended again at the next interval) and a newer epoch.
+fn is_fatal(e: &NodeError) -> bool {
+    match e {
+        NodeError::Wal(w) => !w.is_no_space(),
+        NodeError::Fenced(_) => true,
+        _ => false,
     }
 }
 

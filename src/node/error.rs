@@ -31,3 +31,38 @@ pub enum NodeError {
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
+
+/// An error and every source under it, `outer: inner: …`, skipping a source whose text the outer
+/// message already carries: what a log line needs to say *why* (an ENOSPC under a sink error).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(src) = next {
+        let text = src.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = src.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_names_the_os_error_under_a_wrapping_error_once() {
+        let io = std::io::Error::from_raw_os_error(28);
+        let wrapped = crate::sink::SinkError::Io {
+            output: "file:///o".into(),
+            path: "x".into(),
+            op: "write",
+            source: io,
+        };
+        let text = chain(&wrapped);
+        assert!(text.contains("os error 28"), "{text}");
+        assert_eq!(text.matches("os error 28").count(), 1, "{text}");
+    }
+}

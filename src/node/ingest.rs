@@ -2,6 +2,7 @@
 //! it durable, and the WAL's disk budget — ingest waits for room, and releasing committed segments
 //! makes it.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use super::record::{encode_block, KIND_BLOCK};
 use super::state::Outcome;
 use super::{Inner, Node, NodeError};
 use crate::receiver::Ingested;
-use crate::wal::Lsn;
+use crate::size::ByteSize;
+use crate::wal::{free_space, Lsn, WalError};
 
 impl Node {
     /// Makes a block durable, once. `seq: None` gives it the source's next sequence number (raw sources).
@@ -79,13 +81,20 @@ impl Node {
                 }
             }
             Step::Append(seq, tx, floor) => {
-                self.wait_for_wal_room().await;
                 let len = data.len() as u64;
-                let res = self
-                    .inner
-                    .wal
-                    .append(KIND_BLOCK, encode_block(source, seq, &data))
-                    .await;
+                let record = encode_block(source, seq, &data);
+                let res = loop {
+                    self.wait_for_wal_room().await;
+                    match self.inner.wal.append(KIND_BLOCK, record.clone()).await {
+                        // The disk filled between the check and the write: nothing was kept, so wait
+                        // for room and write it again (the sender sees backpressure, not an error).
+                        Err(e) if e.is_no_space() && self.stop_reason().is_none() => {
+                            self.disk_full(&e);
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                        r => break r,
+                    }
+                };
                 // Tests hold an append here, durable and not yet marked, while a standby trims.
                 fail::fail_point!("node::ingest::before_mark");
                 let mut st = self.state();
@@ -95,6 +104,12 @@ impl Node {
                     Ok((lsn, _)) => {
                         let committed = st.mark_durable(source, seq, lsn);
                         drop(st);
+                        if self.inner.low_disk.load(Ordering::Acquire)
+                            && self.low_disk().is_none()
+                            && self.inner.low_disk.swap(false, Ordering::AcqRel)
+                        {
+                            info!(min_free = %self.inner.cfg.wal.min_free, "disk space freed; taking blocks again");
+                        }
                         self.inner.last_block_lsn.fetch_max(lsn, Ordering::AcqRel);
                         self.inner.stats.blocks.fetch_add(1, Ordering::Relaxed);
                         self.inner.stats.bytes.fetch_add(len, Ordering::Relaxed);
@@ -109,8 +124,12 @@ impl Node {
                         drop(st);
                         let msg = e.to_string();
                         let _ = tx.send(Some(Err(msg.clone())));
-                        // A record too large is that block's problem; any other WAL error is the node's.
-                        if !matches!(e, crate::wal::WalError::RecordTooLarge { .. }) {
+                        // A record too large is that block's problem, no space (at a stop) is not a
+                        // failure; any other WAL error is the node's.
+                        if !matches!(
+                            e,
+                            WalError::RecordTooLarge { .. } | WalError::NoSpace { .. }
+                        ) {
                             self.fail(format!("WAL append failed: {msg}"));
                         }
                         Err(e.into())
@@ -120,14 +139,17 @@ impl Node {
         }
     }
 
-    /// Waits while the WAL is at its disk budget: the caller's block is not read further, so senders
-    /// feel backpressure instead of losing anything.
+    /// Waits while the WAL is at its disk budget, or a disk of the WAL or the local output has less
+    /// than `wal.min_free` free: the caller's block is not read further, so senders feel backpressure
+    /// instead of losing anything. Returns at once when the node stops.
     async fn wait_for_wal_room(&self) {
         let budget = self.inner.cfg.wal.disk_budget.as_u64();
+        let min_free = self.inner.cfg.wal.min_free;
         loop {
             let notified = self.inner.wal_freed.notified();
             let used = self.inner.wal.disk_bytes();
-            if used < budget {
+            let low = self.low_disk();
+            if used < budget && low.is_none() {
                 if self.inner.over_budget.swap(false, Ordering::AcqRel) {
                     info!(
                         used,
@@ -136,15 +158,47 @@ impl Node {
                 }
                 return;
             }
-            if !self.inner.over_budget.swap(true, Ordering::AcqRel) {
+            if used >= budget && !self.inner.over_budget.swap(true, Ordering::AcqRel) {
                 warn!(used, budget, dir = %self.inner.wal.dir().display(),
                       "WAL disk budget reached: applying backpressure to senders until a batch commits and frees segments");
+            }
+            if let Some((path, free)) = low {
+                if !self.inner.low_disk.swap(true, Ordering::AcqRel) {
+                    warn!(path = %path.display(), free = %ByteSize(free), %min_free,
+                          "disk space under wal.min_free: applying backpressure to senders until space is freed");
+                }
             }
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = self.stopped() => return,
             }
+        }
+    }
+
+    /// The first of the WAL's and the local output's directories whose file system has less than
+    /// `wal.min_free` free, with what it has.
+    fn low_disk(&self) -> Option<(PathBuf, u64)> {
+        let cfg = &self.inner.cfg;
+        let min_free = cfg.wal.min_free.as_u64();
+        if min_free == 0 {
+            return None;
+        }
+        let mut dirs = vec![self.inner.wal.dir().to_path_buf()];
+        if cfg.hdfs_output().is_none() {
+            dirs.push(cfg.output_dir());
+        }
+        dirs.into_iter().find_map(|d| match free_space(&d) {
+            Ok(free) if free < min_free => Some((d, free)),
+            _ => None,
+        })
+    }
+
+    /// A WAL append found the disk full: logged once per episode, as backpressure.
+    fn disk_full(&self, e: &WalError) {
+        if !self.inner.low_disk.swap(true, Ordering::AcqRel) {
+            warn!(dir = %self.inner.wal.dir().display(), error = %e, min_free = %self.inner.cfg.wal.min_free,
+                  "disk full under the WAL: applying backpressure to senders until space is freed");
         }
     }
 }

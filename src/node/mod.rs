@@ -118,6 +118,8 @@ struct Inner {
     /// Signalled when WAL segments are released (room under the disk budget).
     wal_freed: tokio::sync::Notify,
     over_budget: std::sync::atomic::AtomicBool,
+    /// Set while a disk of the WAL or the local output is under `wal.min_free` (backpressure).
+    low_disk: std::sync::atomic::AtomicBool,
     /// Serializes checkpoint writes (batch commits and carried-block checkpoints); holds the previous
     /// carried-block checkpoint's instant and WAL position (`strategy.carry = "lagging"`).
     ckpt_lock: tokio::sync::Mutex<Option<(Instant, Lsn)>>,

@@ -22,6 +22,49 @@
 //! the *segment id* in [`RecordPos::segment`] is that LSN. Other files in the directory are
 //! ignored.
 //!
+//! Beside the directory, *outside* it, lives the log's manifest ([`WalOptions::manifest`]; the
+//! node puts it at `<wal dir>.manifest`, by default `<data_dir>/wal.manifest`), so that losing
+//! the directory, or any of its segments, never loses the record of what the log held.
+//!
+//! ## Manifest and durable mark (192 bytes, little-endian)
+//!
+//! ```text
+//! 0..64    extent slot A ┐ magic b"HIWALMAN" | version u32 = 1 | reserved u32 | generation u64 |
+//! 64..128  extent slot B ┘ wal id u64 | first segment u64 | last segment u64 | reserved (12) | crc32 u32
+//! 128..192 durable mark:   magic b"HIWALDUR" | version u32 = 1 | reserved u32 | wal id u64 |
+//!                          durable LSN u64 | segment u64 | end offset u64 | reserved (12) | crc32 u32
+//! ```
+//!
+//! Each CRC covers the 60 bytes before it. The *wal id* is random, chosen when the manifest is
+//! created, and names the log in messages.
+//!
+//! The **extent** says which segments the log consists of: the id of the oldest segment it keeps
+//! and of the newest one it created. It is updated in place, always over the older of the two
+//! slots and then fdatasync'd (a torn write leaves the other slot intact; readers take the valid
+//! slot with the higher generation), so an update needs no free disk space. The order makes it a
+//! bound that is never wrong in the dangerous direction: the writer records a new segment only
+//! after creating it (a crash in between leaves a segment newer than the extent says), and
+//! [`Wal::release_below`] records the new first segment before deleting the old ones (a crash in
+//! between leaves segments older than it says). So recovery may find *more* than the extent, never
+//! less, unless segments were lost.
+//!
+//! The **durable mark** is the highest LSN a completed group fdatasync covers, with its segment
+//! and the offset where that group ends. The syncer writes it after each fdatasync and *before*
+//! answering the group's appends, so every acknowledged record lies at or below the mark. The mark
+//! is written with `pwrite` and not synced by itself (that would double the syncs): after a
+//! process crash the page cache still has it; after a power loss it may be older than the last
+//! acknowledgement, which only makes recovery as lenient as it was before there was a mark (a
+//! damaged last record then reads as a torn tail). Opening the log writes a fresh mark at the
+//! recovered end, after syncing it, and fdatasyncs it.
+//!
+//! The mark is what tells a **torn tail** from **damage**: a torn tail is the unsynced end of the
+//! group the process died writing, so it lies *above* the mark (its LSN was never acknowledged).
+//! A bad record whose LSN is at or below the mark was synced and acknowledged: that is damage,
+//! refused like damage anywhere else, however it looks (short, CRC mismatch, cut off).
+//!
+//! Without a manifest (`manifest: None`, a bare log as in unit tests) none of these checks is
+//! made and recovery behaves as if every log were new to it.
+//!
 //! ## Segment header (32 bytes, little-endian)
 //!
 //! ```text
@@ -80,6 +123,15 @@
 //! already be marked clean and a retry would falsely succeed. Restarting the process runs
 //! recovery, which trusts only what the checksums confirm.
 //!
+//! One failure is not fatal: a **full disk** (ENOSPC or EDQUOT) on a *write* or on creating a
+//! segment. Then nothing of the group is kept — a partly written group is cut off again with
+//! `ftruncate`, a half-created segment deleted — its LSNs are handed out again, every append the
+//! writer holds fails with [`WalError::NoSpace`], and the log goes on working: the caller waits
+//! for room and appends again (the node does, as backpressure). Nothing of such a group was
+//! synced or acknowledged, and the next LSN is published only after a write succeeded, so an
+//! append's LSN is never below a [`Wal::next_lsn`] anyone read. An fdatasync that fails, for
+//! whatever reason, stays fatal. [`free_space`] is what callers check their reserve against.
+//!
 //! ## Recovery ([`Wal::open`])
 //!
 //! 1. Leftover `*.wal.tmp` files are deleted (a crash during segment creation).
@@ -98,9 +150,11 @@
 //!    silently. Everything after the last completed fdatasync was never acknowledged, and
 //!    only the last segment can hold such bytes, so a torn tail is a cut-off prefix of what
 //!    the writer wrote last, with nothing valid after the cut.
+//!    With a manifest, a bad record whose LSN is at or below the durable mark is never a torn
+//!    tail (see above): it is damage, step 5.
 //! 5. Anything else (a bad record in a sealed segment, a bad record in the last segment
-//!    followed by valid ones, a bad header, an LSN gap or overlap) fails with
-//!    [`WalError::Corrupt`] naming the segment and the byte offset — unless
+//!    followed by valid ones or covered by the durable mark, a bad header, an LSN gap or
+//!    overlap) fails with [`WalError::Corrupt`] naming the segment and the byte offset — unless
 //!    [`WalOptions::salvage`] is set. Salvage drops the bad record and everything after it in
 //!    that segment (truncates the file and sets `GAP_AFTER`), or sets aside a segment with a
 //!    bad header or an overlapping LSN range (renamed to `*.wal.corrupt`), or accepts a gap;
@@ -110,7 +164,31 @@
 //!    that may have been acknowledged is never given to a different record. A salvaged log
 //!    opens again without `salvage`.
 //!
-//! A cleanly empty directory starts a log at LSN 1.
+//! 6. **Missing records** ([`WalError::Missing`]). What was found is compared with what the
+//!    log should hold: the extent's first segment must be there (else the oldest segments were
+//!    deleted); every LSN up to the durable mark must be there (else the newest segments were
+//!    deleted, or synced records cut off at a record boundary); with no mark, the extent's last
+//!    segment must be there; and the log must reach [`WalOptions::checkpoint_low_water`], the
+//!    low-water mark of the newest checkpoint made from it (else the log is younger than its
+//!    checkpoint: the directory was lost — the manifest with it, or not — or replaced). Records
+//!    missing wholly *below* the checkpoint's low-water mark are committed: that is logged at
+//!    `warn` and listed in [`RecoveryReport::missing_committed`], nothing more. Anything else
+//!    refuses to open, naming what is missing (segment files, LSN range, the manifest or
+//!    checkpoint that says so) and what salvage would do. With `salvage`, the loss is accepted,
+//!    logged at `error` with the LSN count, and counted in [`RecoveryReport::salvaged_lsns`].
+//!    Either way the next LSN is above everything the missing part, the durable mark, the extent
+//!    and the checkpoint's low-water mark account for, so a new record never gets an LSN the
+//!    checkpoint already counts as committed (a new segment starts there; the last kept one is
+//!    flagged `GAP_AFTER`).
+//! 7. The tail of the last segment is fdatasync'd: a killed process leaves its last writes in
+//!    the page cache, synced or not, and recovery must not count them as durable (and the node
+//!    acknowledge re-sends of them) before they are. Then the manifest is written: its extent
+//!    and a durable mark at the recovered end (created, by temporary file and rename, if there
+//!    was none — a log from before manifests, or a new one).
+//!
+//! A damaged manifest (neither extent slot intact) is refused with [`WalError::Manifest`];
+//! salvage rebuilds it from the segments found. A cleanly empty directory with no manifest starts
+//! a log at LSN 1 (or at the checkpoint's low-water mark, with salvage).
 //!
 //! ## Reading
 //!
@@ -137,6 +215,7 @@
 //! | `wal::sync::before`  | syncer thread, before a group's fdatasync                    |
 //! | `wal::sync::after`   | syncer thread, after the fdatasync, before the group's appends are answered |
 //! | `wal::rotate::before`| writer thread, before it creates the next segment            |
+//! | `wal::open::sync`    | recovery, before it fdatasyncs the recovered tail            |
 //!
 //! Action `return` makes the operation fail with an injected I/O error (with the fsyncgate
 //! consequences above); `return(<dir>)` does so only for the WAL whose directory is exactly
@@ -150,14 +229,20 @@
 //! corrupt it. After power loss (not a process crash), a file system that writes back the
 //! pages of an unsynced group out of order could leave a hole followed by valid records of
 //! that same, unacknowledged group; recovery then refuses to guess and reports
-//! [`WalError::Corrupt`], which `salvage` resolves without losing acknowledged records.
+//! [`WalError::Corrupt`], which `salvage` resolves without losing acknowledged records. The wal
+//! id is kept in the manifest only, not in the segments: a directory swapped for a complete copy
+//! of another log that happens to cover the manifest's extent and mark is not detected.
 
+mod manifest;
 mod record;
 mod recovery;
 mod replay;
 mod segment;
+mod space;
 mod writer;
 
+#[cfg(test)]
+mod loss_tests;
 #[cfg(test)]
 mod tests;
 
@@ -173,6 +258,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use record::{MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN};
+pub use space::{free_space, is_no_space};
 
 use record::RecordHeader;
 use segment::{io_err, segment_path, sync_dir};
@@ -206,8 +292,44 @@ pub struct WalOptions {
     pub dir: PathBuf,
     /// Size (header included) past which the active segment is rotated.
     pub segment_size: u64,
-    /// Drop corrupt records (and the rest of their segment) instead of refusing to open.
+    /// Drop corrupt records (and the rest of their segment) instead of refusing to open, and
+    /// accept the loss of missing segments or synced records instead of refusing.
     pub salvage: bool,
+    /// The manifest file (see "Manifest" above); outside `dir`, so that it survives the loss of
+    /// the directory. `None`: no manifest, and no check of missing segments or synced records
+    /// (a bare log, as in tests). [`WalOptions::manifest_beside`] gives the usual place.
+    pub manifest: Option<PathBuf>,
+    /// The low-water mark of the newest checkpoint made from this log, if any: every record
+    /// below it is committed elsewhere (it may be missing), and the log reached it (its next LSN
+    /// is at least this). A log that ends below it lost records; see "Missing records" above.
+    pub checkpoint_low_water: Option<Lsn>,
+}
+
+impl WalOptions {
+    /// Options for the log in `dir` with its manifest beside it (`<dir>.manifest`), no salvage and
+    /// no checkpoint.
+    pub fn new(dir: impl Into<PathBuf>, segment_size: u64) -> WalOptions {
+        let dir = dir.into();
+        WalOptions {
+            manifest: Some(WalOptions::manifest_beside(&dir)),
+            dir,
+            segment_size,
+            salvage: false,
+            checkpoint_low_water: None,
+        }
+    }
+
+    /// `<dir>.manifest`: the manifest of the log in `dir`, in the same parent directory.
+    pub fn manifest_beside(dir: &Path) -> PathBuf {
+        match dir.file_name() {
+            Some(name) => {
+                let mut name = name.to_owned();
+                name.push(".manifest");
+                dir.with_file_name(name)
+            }
+            None => dir.join("wal.manifest"),
+        }
+    }
 }
 
 /// What recovery found and did.
@@ -223,6 +345,11 @@ pub struct RecoveryReport {
     pub last_lsn: Lsn,
     /// What salvage dropped, human readable (empty unless `salvage` was set and needed).
     pub salvaged: Vec<String>,
+    /// LSNs salvage gave up on (dropped records, or records of missing segments; an upper bound
+    /// where the end of what is missing is unknown).
+    pub salvaged_lsns: u64,
+    /// Missing records below the checkpoint's low-water mark: committed, so accepted with a warning.
+    pub missing_committed: Vec<String>,
 }
 
 /// Everything that can go wrong in the WAL.
@@ -235,20 +362,56 @@ pub enum WalError {
         #[source]
         source: std::io::Error,
     },
+    /// The disk (or quota) is full: nothing of the append was kept, and the log still works; the
+    /// caller retries once there is room.
+    #[error("no space left for the WAL: {op} {path}: {source}")]
+    NoSpace {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
-        "corrupt WAL record in {segment} at offset {offset}: {reason} (start with salvage to drop it and everything after it in that segment)"
+        "corrupt WAL record in {segment} at offset {offset}: {reason} (start with --salvage-wal, or wal.salvage = true, to drop it and everything after it in that segment)"
     )]
     Corrupt {
         segment: PathBuf,
         offset: u64,
         reason: String,
     },
+    /// Records that may have been acknowledged are gone: segments deleted, the directory lost or
+    /// replaced, synced records cut off.
+    #[error("the WAL in {dir} lost records that may have been acknowledged: {missing}. Start with --salvage-wal (or wal.salvage = true) to {salvage}")]
+    Missing {
+        dir: PathBuf,
+        missing: String,
+        salvage: String,
+    },
+    #[error("the WAL manifest {path} is damaged: {reason} (start with --salvage-wal, or wal.salvage = true, to rebuild it from the segments found)")]
+    Manifest { path: PathBuf, reason: String },
     #[error("WAL record of {len} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge { len: usize, max: usize },
     #[error("the WAL is closed")]
     Closed,
     #[error("the WAL writer failed earlier and accepts no more appends: {0}")]
     Failed(String),
+}
+
+impl WalError {
+    /// An I/O error; [`WalError::NoSpace`] if it says the disk or quota is full.
+    pub(crate) fn io(path: &Path, op: &'static str, source: std::io::Error) -> WalError {
+        let path = path.to_path_buf();
+        if is_no_space(&source) {
+            WalError::NoSpace { path, op, source }
+        } else {
+            WalError::Io { path, op, source }
+        }
+    }
+
+    /// Whether this is [`WalError::NoSpace`]: the append may be retried once there is room.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, WalError::NoSpace { .. })
+    }
 }
 
 /// A segment the log currently consists of.
@@ -278,6 +441,9 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// Read-only handles for [`Wal::read`], by segment id.
     pub readers: Mutex<HashMap<u64, Arc<File>>>,
+    /// The manifest, if the log has one: the writer records each new segment in it, release
+    /// each new first segment, the syncer the durable mark.
+    pub manifest: Mutex<Option<manifest::Manifest>>,
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves the data consistent.
@@ -336,6 +502,7 @@ impl Wal {
             synced: Condvar::new(),
             closed: AtomicBool::new(false),
             readers: Mutex::new(HashMap::new()),
+            manifest: Mutex::new(recovered.manifest),
         });
         let (tx, rx) = mpsc::channel();
         let writer = writer::Writer::new(
@@ -357,6 +524,7 @@ impl Wal {
             truncated_bytes = report.truncated_bytes,
             last_lsn = report.last_lsn,
             salvaged = report.salvaged.len(),
+            salvaged_lsns = report.salvaged_lsns,
             "WAL opened"
         );
         let inner = Inner {
@@ -497,6 +665,23 @@ impl Wal {
         let mut segments = lock(&shared.segments);
         let mut released = 0;
         // A segment's records all lie below the next segment's first LSN; the last one is active.
+        let keep_from = segments
+            .iter()
+            .skip(1)
+            .take_while(|s| s.first_lsn <= low_water)
+            .count();
+        if keep_from == 0 {
+            return Ok(0);
+        }
+        // The manifest names the new first segment before the old ones go: a crash in between leaves
+        // segments older than it says, never a missing one.
+        if let Some(m) = lock(&shared.manifest).as_mut() {
+            let extent = manifest::Extent {
+                first_segment: segments[keep_from].first_lsn,
+                ..m.extent()
+            };
+            m.set_extent(extent)?;
+        }
         while segments.len() > 1 && segments[1].first_lsn <= low_water {
             let seg = segments.remove(0);
             lock(&shared.readers).remove(&seg.first_lsn);

@@ -6,8 +6,9 @@ use std::fs::{self, File};
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::manifest::{self, Extent, Found, Manifest, Mark};
 use super::segment::{
-    create_segment, find_valid_after, io_err, is_temporary, open_rw, parse_segment_name,
+    create_segment, failpoint, find_valid_after, io_err, is_temporary, open_rw, parse_segment_name,
     read_header, rewrite_header, scan_records, segment_path, sync_dir, SegmentHeader,
     FLAG_GAP_AFTER, SEGMENT_HEADER_LEN,
 };
@@ -21,6 +22,7 @@ pub(crate) struct Recovered {
     pub active_len: u64,
     pub next_lsn: Lsn,
     pub report: RecoveryReport,
+    pub manifest: Option<Manifest>,
 }
 
 /// A segment recovery keeps.
@@ -38,6 +40,8 @@ struct Recovery<'a> {
     /// The next LSN may not be below this: salvage saw records up to `floor - 1` in dropped bytes.
     floor: Lsn,
     report: RecoveryReport,
+    /// The durable mark of the manifest: records up to its LSN were synced (acknowledged).
+    mark: Option<Mark>,
 }
 
 pub(crate) fn recover(opts: &WalOptions) -> Result<Recovered, WalError> {
@@ -48,7 +52,6 @@ pub(crate) fn recover(opts: &WalOptions) -> Result<Recovered, WalError> {
             sync_dir(parent)?;
         }
     }
-    let names = list_segments(dir)?;
     let mut r = Recovery {
         dir,
         salvage: opts.salvage,
@@ -56,7 +59,18 @@ pub(crate) fn recover(opts: &WalOptions) -> Result<Recovered, WalError> {
         expected: None,
         floor: 1,
         report: RecoveryReport::default(),
+        mark: None,
     };
+    let found = match opts.manifest.as_deref().map(manifest::read).transpose() {
+        Ok(found) => found.flatten(),
+        Err(e) if opts.salvage => {
+            r.salvaged(format!("{e}: rebuilt from the segments found"), 0);
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    r.mark = found.as_ref().and_then(|f| f.mark);
+    let names = list_segments(dir)?;
     let count = names.len();
     let mut last_file = None;
     for (i, (name_lsn, path)) in names.into_iter().enumerate() {
@@ -64,7 +78,52 @@ pub(crate) fn recover(opts: &WalOptions) -> Result<Recovered, WalError> {
             last_file = Some(file);
         }
     }
-    r.finish(last_file)
+    let extent = found.as_ref().and_then(|f| f.extent);
+    r.check_missing(extent, opts)?;
+    let mut recovered = r.finish(last_file)?;
+    recovered.manifest = record_manifest(opts, found.as_ref(), &recovered)?;
+    Ok(recovered)
+}
+
+/// Writes what the recovered log is into its manifest: its extent and, since the open made the
+/// tail durable, a durable mark at its end.
+fn record_manifest(
+    opts: &WalOptions,
+    found: Option<&Found>,
+    rec: &Recovered,
+) -> Result<Option<Manifest>, WalError> {
+    let Some(path) = opts.manifest.as_deref() else {
+        return Ok(None);
+    };
+    let wal_id = found
+        .and_then(|f| f.extent)
+        .map_or_else(rand::random::<u64>, |e| e.wal_id);
+    let extent = Extent {
+        wal_id,
+        first_segment: rec.segments.first().map_or(rec.next_lsn, |s| s.first_lsn),
+        last_segment: rec.active_first_lsn,
+    };
+    let mark = Mark {
+        wal_id,
+        lsn: rec.next_lsn - 1,
+        segment: rec.active_first_lsn,
+        offset: rec.active_len,
+    };
+    let manifest = match found.filter(|f| f.extent.is_some()) {
+        Some(f) => {
+            let mut m = Manifest::open(path, f)?;
+            m.set_extent(extent)?;
+            m.sync_mark(mark)?;
+            m
+        }
+        None => {
+            let m = Manifest::create(path, extent, mark)?;
+            tracing::info!(manifest = %path.display(), wal_id = format!("{wal_id:016x}"),
+                           first_segment = extent.first_segment, "recorded a new WAL manifest");
+            m
+        }
+    };
+    Ok(Some(manifest))
 }
 
 /// Segment files in LSN order; leftover temporaries are deleted on the way.
@@ -100,9 +159,148 @@ impl Recovery<'_> {
         }
     }
 
-    fn salvaged(&mut self, what: String) {
-        tracing::error!(dir = %self.dir.display(), dropped = %what, "WAL salvage dropped data");
+    /// Salvage gave up on `what`, `lsns` LSNs of it.
+    fn salvaged(&mut self, what: String, lsns: u64) {
+        tracing::error!(dir = %self.dir.display(), dropped = %what, lsns, "WAL salvage dropped data");
         self.report.salvaged.push(what);
+        self.report.salvaged_lsns += lsns;
+    }
+
+    fn name(&self, segment: Lsn) -> String {
+        segment_path(self.dir, segment).display().to_string()
+    }
+
+    /// Records `from..=to` are missing, as `what` says. Below the checkpoint's low-water mark
+    /// they are committed and only warned about; otherwise a refusal, or (salvage) a logged loss.
+    /// Either way the next LSN goes above them.
+    fn missing(
+        &mut self,
+        from: Lsn,
+        to: Option<Lsn>,
+        what: String,
+        low_water: Option<Lsn>,
+    ) -> Result<(), WalError> {
+        let committed = matches!((to, low_water), (Some(to), Some(low)) if to < low);
+        if let Some(to) = to {
+            self.floor = self.floor.max(to + 1);
+        }
+        if committed {
+            tracing::warn!(dir = %self.dir.display(), missing = %what,
+                           "WAL records missing below the checkpoint's low-water mark: they are committed, nothing is lost");
+            self.report.missing_committed.push(what);
+            return Ok(());
+        }
+        let next = self.expected.unwrap_or(1).max(self.floor);
+        // What lies below the checkpoint's low-water mark is committed: only the rest is lost.
+        let from = low_water.map_or(from, |low| from.max(low));
+        let (count, lsns) = match to {
+            Some(to) => (
+                to + 1 - from,
+                format!("LSNs {from} to {to} ({} records)", to + 1 - from),
+            ),
+            None => (
+                1,
+                format!("every record from LSN {from} on (how many is unknown)"),
+            ),
+        };
+        if !self.salvage {
+            return Err(WalError::Missing {
+                dir: self.dir.to_path_buf(),
+                missing: what,
+                salvage: format!("accept the loss of {lsns} and go on with LSN {next}"),
+            });
+        }
+        self.salvaged(format!("{what}: accepted the loss of {lsns}"), count);
+        Ok(())
+    }
+
+    /// Compares what recovery found with what the manifest and the checkpoint say the log held.
+    fn check_missing(&mut self, extent: Option<Extent>, opts: &WalOptions) -> Result<(), WalError> {
+        let low = opts.checkpoint_low_water.filter(|l| *l > 1);
+        let manifest = opts
+            .manifest
+            .as_deref()
+            .map_or_else(String::new, |p| p.display().to_string());
+        let first_kept = self.kept.first().map(|k| k.meta.first_lsn);
+        let mark = self.mark;
+        if let Some(ext) = extent {
+            match first_kept {
+                None => {
+                    let to = mark.map(|m| m.lsn);
+                    if to.is_some_and(|to| to < ext.first_segment) {
+                        // Nothing was ever synced into what is gone (an empty new segment).
+                        self.floor = self.floor.max(ext.last_segment);
+                    } else {
+                        let what = format!(
+                            "every segment is missing: the manifest {manifest} lists segments {} to {}{}",
+                            self.name(ext.first_segment),
+                            self.name(ext.last_segment),
+                            mark.map_or_else(String::new, |m| format!(
+                                ", and records up to LSN {} were synced",
+                                m.lsn
+                            )),
+                        );
+                        self.floor = self.floor.max(ext.last_segment);
+                        self.missing(ext.first_segment, to, what, low)?;
+                    }
+                }
+                Some(first) if first > ext.first_segment => {
+                    let what = format!(
+                        "the oldest segments are missing: the manifest {manifest} says the log starts with {}, but the first segment present is {} (LSNs {} to {} are gone)",
+                        self.name(ext.first_segment),
+                        self.name(first),
+                        ext.first_segment,
+                        first - 1
+                    );
+                    self.missing(ext.first_segment, Some(first - 1), what, low)?;
+                }
+                Some(_) => {}
+            }
+        }
+        if let (Some(m), Some(_)) = (mark, first_kept) {
+            let have = self.expected.unwrap_or(1).max(self.floor);
+            if m.lsn >= have {
+                let seg_present = self.kept.iter().any(|k| k.meta.first_lsn == m.segment);
+                let what = format!(
+                    "records up to LSN {} were synced and acknowledged (the durable mark in {manifest} says so, ending at offset {} of {}{}), but the log ends at LSN {}",
+                    m.lsn,
+                    m.offset,
+                    self.name(m.segment),
+                    if seg_present { "" } else { ", which is missing" },
+                    have - 1
+                );
+                self.missing(have, Some(m.lsn), what, low)?;
+            }
+        }
+        if let (Some(ext), None, Some(last)) = (extent, mark, self.kept.last()) {
+            if last.meta.first_lsn < ext.last_segment {
+                let from = self
+                    .expected
+                    .unwrap_or(1)
+                    .max(self.floor)
+                    .max(ext.last_segment);
+                let what = format!(
+                    "the newest segment {} the manifest {manifest} lists is missing (the last one present is {})",
+                    self.name(ext.last_segment),
+                    self.name(last.meta.first_lsn)
+                );
+                self.missing(from, None, what, low)?;
+                self.floor = self.floor.max(from);
+            }
+        }
+        if let Some(low) = low {
+            let next = self.expected.unwrap_or(1).max(self.floor);
+            if next < low {
+                let what = format!(
+                    "the newest checkpoint of this log says every record below LSN {low} is committed and the log reached LSN {}, but the log ends at LSN {}: the WAL is younger than its checkpoint (its segments were lost or replaced), and whatever it held from LSN {low} on is gone",
+                    low - 1,
+                    next - 1
+                );
+                self.floor = self.floor.max(low);
+                self.missing(low, None, what, None)?;
+            }
+        }
+        Ok(())
     }
 
     /// Recovers one segment; returns its file if it is kept.
@@ -138,7 +336,7 @@ impl Recovery<'_> {
                 return self.set_aside(file, &path, len, name_lsn, reason);
             }
             if header.first_lsn > expected {
-                self.gap(expected, header.first_lsn, &path)?;
+                self.gap(expected, header.first_lsn, &path, true)?;
             }
         }
 
@@ -150,7 +348,16 @@ impl Recovery<'_> {
                 None
             };
             let dropped = len - bad.offset;
-            if is_last && found.is_none() {
+            // A record the durable mark covers was synced and acknowledged: never a torn tail.
+            let synced = self.mark.filter(|m| m.lsn >= scan.next_lsn);
+            let mut bad = bad;
+            if let Some(m) = synced {
+                bad.reason.push_str(&format!(
+                    "; the durable mark says records up to LSN {} were synced and acknowledged, so this is damage, not a torn tail",
+                    m.lsn
+                ));
+            }
+            if is_last && found.is_none() && synced.is_none() {
                 file.set_len(bad.offset)
                     .map_err(io_err(&path, "truncate torn tail"))?;
                 file.sync_all().map_err(io_err(&path, "fsync"))?;
@@ -179,19 +386,30 @@ impl Recovery<'_> {
                 header.flags |= FLAG_GAP_AFTER;
                 rewrite_header(&file, &path, header)?;
                 file.sync_all().map_err(io_err(&path, "fsync"))?;
-                let lsns = match found {
-                    Some(f) => {
-                        self.floor = self.floor.max(f.max_lsn + 1);
-                        format!("LSNs {} to at least {}", scan.next_lsn, f.max_lsn)
+                let hi = found
+                    .map(|f| f.max_lsn)
+                    .into_iter()
+                    .chain(synced.map(|m| m.lsn))
+                    .max();
+                let (lsns, count) = match hi {
+                    Some(hi) => {
+                        self.floor = self.floor.max(hi + 1);
+                        (
+                            format!("LSNs {} to at least {hi}", scan.next_lsn),
+                            hi + 1 - scan.next_lsn,
+                        )
                     }
-                    None => format!("LSNs from {}", scan.next_lsn),
+                    None => (format!("LSNs from {}", scan.next_lsn), 1),
                 };
-                self.salvaged(format!(
-                    "{}: dropped {dropped} bytes from offset {} ({lsns}): {}",
-                    path.display(),
-                    bad.offset,
-                    bad.reason
-                ));
+                self.salvaged(
+                    format!(
+                        "{}: dropped {dropped} bytes from offset {} ({lsns}): {}",
+                        path.display(),
+                        bad.offset,
+                        bad.reason
+                    ),
+                    count,
+                );
                 len = bad.offset;
             }
         }
@@ -236,16 +454,22 @@ impl Recovery<'_> {
             Some(f) => format!("LSNs {name_lsn} to at least {}", f.max_lsn),
             None => format!("no readable records, name says LSN {name_lsn}"),
         };
-        self.salvaged(format!(
-            "{}: set aside as {} ({len} bytes, {lsns}): {reason}",
-            path.display(),
-            aside.display()
-        ));
+        let count = found.map_or(1, |f| f.max_lsn + 1 - name_lsn);
+        self.salvaged(
+            format!(
+                "{}: set aside as {} ({len} bytes, {lsns}): {reason}",
+                path.display(),
+                aside.display()
+            ),
+            count,
+        );
         Ok(None)
     }
 
-    /// LSNs `expected..first` are missing before `path`: accept it if salvage made the gap.
-    fn gap(&mut self, expected: Lsn, first: Lsn, path: &Path) -> Result<(), WalError> {
+    /// LSNs `expected..first` are missing before `path`: accept it if salvage made the gap. From
+    /// `finish` (`found: false`) the gap is one recovery decided on (records dropped or missing, or
+    /// committed ones missing), already reported and counted: only the flag is set.
+    fn gap(&mut self, expected: Lsn, first: Lsn, path: &Path, found: bool) -> Result<(), WalError> {
         let Some(prev) = self.kept.last_mut() else {
             return Ok(());
         };
@@ -258,7 +482,7 @@ impl Recovery<'_> {
             );
             return Ok(());
         }
-        if !self.salvage {
+        if !self.salvage && found {
             return Err(Self::corrupt(
                 path,
                 0,
@@ -272,11 +496,26 @@ impl Recovery<'_> {
         prev.header.flags |= FLAG_GAP_AFTER;
         let (prev_path, header) = (prev.meta.path.clone(), prev.header);
         rewrite_header(&open_rw(&prev_path)?, &prev_path, header)?;
-        self.salvaged(format!(
-            "{}: accepted an LSN gap before it, LSNs {expected} to {} are missing",
-            path.display(),
-            first - 1
-        ));
+        if !found {
+            tracing::info!(dir = %self.dir.display(), missing_from = expected, next_lsn = first,
+                           "WAL continues above records it no longer has");
+            if self.salvage {
+                self.report.salvaged.push(format!(
+                    "{}: continues above LSNs {expected} to {} it no longer has",
+                    path.display(),
+                    first - 1
+                ));
+            }
+            return Ok(());
+        }
+        self.salvaged(
+            format!(
+                "{}: accepted an LSN gap before it, LSNs {expected} to {} are missing",
+                path.display(),
+                first - 1
+            ),
+            first - expected,
+        );
         Ok(())
     }
 
@@ -285,8 +524,9 @@ impl Recovery<'_> {
         let reuse_last = match (self.expected, last_file) {
             (Some(expected), Some(file)) if expected == next_lsn => Some(file),
             (Some(expected), _) => {
-                // Salvage dropped records above `expected`: continue after them in a new segment.
-                self.gap(expected, next_lsn, &segment_path(self.dir, next_lsn))?;
+                // Records above `expected` were dropped by salvage or are missing: continue after
+                // them in a new segment, the last one flagged so the gap reads as deliberate.
+                self.gap(expected, next_lsn, &segment_path(self.dir, next_lsn), false)?;
                 None
             }
             _ => None,
@@ -297,6 +537,12 @@ impl Recovery<'_> {
                 let end = file
                     .seek(SeekFrom::End(0))
                     .map_err(io_err(&segment_path(self.dir, first), "seek"))?;
+                // Bytes a killed process wrote may still be only in the page cache: make them
+                // durable before anything recovered counts as durable (and is acknowledged again).
+                let path = segment_path(self.dir, first);
+                failpoint("wal::open::sync", self.dir)
+                    .and_then(|()| file.sync_data())
+                    .map_err(io_err(&path, "fdatasync the recovered tail"))?;
                 (file, first, end)
             }
             None => {
@@ -325,6 +571,7 @@ impl Recovery<'_> {
             active_len,
             next_lsn,
             report: self.report,
+            manifest: None,
         })
     }
 }

@@ -53,11 +53,22 @@ pub(crate) fn io_err<'a>(
     path: &'a Path,
     op: &'static str,
 ) -> impl FnOnce(io::Error) -> WalError + 'a {
-    move |source| WalError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
+    move |source| WalError::io(path, op, source)
+}
+
+/// Evaluates failpoint `name` (see the module docs of [`super`]): `return` injects an I/O
+/// error; `return(<dir>)` only for the WAL in `<dir>`.
+pub(crate) fn failpoint(name: &'static str, dir: &Path) -> io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |arg: Option<String>| match arg {
+        Some(only) if Path::new(&only) != dir => Ok(()),
+        _ => Err(io::Error::other(format!(
+            "injected fault at failpoint {name}"
+        ))),
+    });
+    #[cfg(not(feature = "failpoints"))]
+    let _ = (name, dir);
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,11 +160,20 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
 
 /// Creates segment `first_lsn`: header into `<name>.wal.tmp`, fdatasync, rename into place,
 /// fsync the directory. A crash leaves either no segment or a complete header (a leftover
-/// temporary is deleted by recovery). Returns the file opened for writing, positioned after
-/// the header.
+/// temporary is deleted by recovery; one that fails, for lack of space say, is deleted at once).
+/// Returns the file opened for writing, positioned after the header.
 pub(crate) fn create_segment(dir: &Path, first_lsn: Lsn) -> Result<File, WalError> {
-    let path = segment_path(dir, first_lsn);
     let tmp = dir.join(format!("{first_lsn:020}{TMP_SUFFIX}"));
+    let created = try_create_segment(dir, first_lsn, &tmp);
+    if created.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    created
+}
+
+fn try_create_segment(dir: &Path, first_lsn: Lsn, tmp: &Path) -> Result<File, WalError> {
+    let path = segment_path(dir, first_lsn);
+    let tmp = tmp.to_path_buf();
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

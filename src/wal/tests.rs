@@ -10,40 +10,42 @@ use super::record::{encode_header, payload_hasher, RECORD_HEADER_LEN};
 use super::segment::{segment_path, SEGMENT_HEADER_LEN};
 use super::*;
 
-fn opts(dir: &Path, segment_size: u64) -> WalOptions {
+pub(super) fn opts(dir: &Path, segment_size: u64) -> WalOptions {
     WalOptions {
         dir: dir.to_path_buf(),
         segment_size,
         salvage: false,
+        manifest: None,
+        checkpoint_low_water: None,
     }
 }
 
-fn salvage(dir: &Path, segment_size: u64) -> WalOptions {
+pub(super) fn salvage(dir: &Path, segment_size: u64) -> WalOptions {
     WalOptions {
         salvage: true,
         ..opts(dir, segment_size)
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(super) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
 }
 
-fn open(o: WalOptions) -> (Wal, RecoveryReport) {
+pub(super) fn open(o: WalOptions) -> (Wal, RecoveryReport) {
     Wal::open(o).expect("open WAL")
 }
 
-fn payload(lsn: u64, len: usize) -> Vec<u8> {
+pub(super) fn payload(lsn: u64, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (lsn as usize * 31 + i * 7) as u8)
         .collect()
 }
 
 /// Appends one record per entry, one after another; returns the positions.
-fn append_all(wal: &Wal, records: &[(u8, Vec<u8>)]) -> Vec<(Lsn, RecordPos)> {
+pub(super) fn append_all(wal: &Wal, records: &[(u8, Vec<u8>)]) -> Vec<(Lsn, RecordPos)> {
     let rt = rt();
     records
         .iter()
@@ -54,7 +56,7 @@ fn append_all(wal: &Wal, records: &[(u8, Vec<u8>)]) -> Vec<(Lsn, RecordPos)> {
         .collect()
 }
 
-fn replay_all(wal: &Wal, from: Lsn) -> Vec<(Lsn, u8, Vec<u8>)> {
+pub(super) fn replay_all(wal: &Wal, from: Lsn) -> Vec<(Lsn, u8, Vec<u8>)> {
     wal.replay(from)
         .expect("replay")
         .map(|r| {
@@ -64,7 +66,7 @@ fn replay_all(wal: &Wal, from: Lsn) -> Vec<(Lsn, u8, Vec<u8>)> {
         .collect()
 }
 
-fn numbered(records: &[(u8, Vec<u8>)], first: Lsn) -> Vec<(Lsn, u8, Vec<u8>)> {
+pub(super) fn numbered(records: &[(u8, Vec<u8>)], first: Lsn) -> Vec<(Lsn, u8, Vec<u8>)> {
     records
         .iter()
         .enumerate()
@@ -72,7 +74,7 @@ fn numbered(records: &[(u8, Vec<u8>)], first: Lsn) -> Vec<(Lsn, u8, Vec<u8>)> {
         .collect()
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .expect("list dir")
         .map(|e| e.expect("entry").path())
@@ -82,7 +84,7 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn flip_bit(path: &Path, offset: u64, bit: u8) {
+pub(super) fn flip_bit(path: &Path, offset: u64, bit: u8) {
     let mut bytes = fs::read(path).expect("read segment");
     bytes[offset as usize] ^= 1 << bit;
     fs::write(path, bytes).expect("write segment");
@@ -94,7 +96,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn expect_corrupt(result: Result<(Wal, RecoveryReport), WalError>) -> (PathBuf, u64, String) {
+pub(super) fn expect_corrupt(
+    result: Result<(Wal, RecoveryReport), WalError>,
+) -> (PathBuf, u64, String) {
     match result {
         Err(WalError::Corrupt {
             segment,
@@ -106,7 +110,7 @@ fn expect_corrupt(result: Result<(Wal, RecoveryReport), WalError>) -> (PathBuf, 
     }
 }
 
-fn sample(n: usize, len: usize) -> Vec<(u8, Vec<u8>)> {
+pub(super) fn sample(n: usize, len: usize) -> Vec<(u8, Vec<u8>)> {
     (1..=n)
         .map(|i| ((i % 5) as u8, payload(i as u64, len + i)))
         .collect()
@@ -295,7 +299,7 @@ fn a_bit_flip_in_a_sealed_segment_is_refused_with_its_segment_and_offset() {
     }
     flip_bit(&path, victim.offset + RECORD_HEADER_LEN as u64 + 3, 5);
     let err = Wal::open(opts(tmp.path(), 300)).unwrap_err().to_string();
-    assert!(err.contains("start with salvage"), "{err}");
+    assert!(err.contains("start with --salvage-wal"), "{err}");
 }
 
 #[test]
@@ -408,7 +412,8 @@ fn salvage_in_the_last_segment_never_hands_out_a_dropped_lsn_again() {
 }
 
 #[test]
-fn damage_to_the_final_record_cannot_be_told_from_a_torn_write_and_is_truncated() {
+fn without_a_manifest_damage_to_the_final_record_cannot_be_told_from_a_torn_write_and_is_truncated()
+{
     let tmp = tempfile::tempdir().unwrap();
     let records = sample(4, 40);
     let positions = {

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -30,7 +30,7 @@ use crc32fast::Hasher;
 use tokio::sync::oneshot;
 
 use super::record::{encode_header, RECORD_HEADER_LEN};
-use super::segment::{create_segment, io_err, segment_path, SEGMENT_HEADER_LEN};
+use super::segment::{create_segment, failpoint, io_err, segment_path, SEGMENT_HEADER_LEN};
 use super::{lock, Lsn, RecordPos, SegMeta, Shared, WalError};
 
 /// Most iovecs one `writev` accepts on Linux (`IOV_MAX`); more fail with `EINVAL`.
@@ -56,6 +56,9 @@ struct Batch {
     file: Arc<File>,
     path: PathBuf,
     last_lsn: Lsn,
+    /// The batch's segment and the offset its bytes end at (the durable mark once synced).
+    segment: Lsn,
+    end: u64,
     done: Vec<(AppendReply, Lsn, RecordPos)>,
 }
 
@@ -71,6 +74,8 @@ pub(crate) struct Writer {
     headers: Vec<[u8; RECORD_HEADER_LEN]>,
     to_syncer: Option<Sender<Batch>>,
     syncer: Option<JoinHandle<()>>,
+    /// A refusal for lack of space was logged and nothing was written since.
+    no_space_logged: bool,
 }
 
 /// Marks the WAL failed if a pipeline thread unwinds (e.g. a `panic` failpoint), and wakes
@@ -94,21 +99,6 @@ fn record_size(req: &AppendRequest) -> u64 {
 
 fn failed_message(shared: &Shared) -> Option<String> {
     lock(&shared.failed).clone()
-}
-
-/// Evaluates failpoint `name` (see the module docs of [`super`]): `return` injects an I/O
-/// error; `return(<dir>)` only for the WAL in `<dir>`.
-fn failpoint(name: &'static str, dir: &Path) -> io::Result<()> {
-    #[cfg(feature = "failpoints")]
-    fail::fail_point!(name, |arg: Option<String>| match arg {
-        Some(only) if Path::new(&only) != dir => Ok(()),
-        _ => Err(io::Error::other(format!(
-            "injected fault at failpoint {name}"
-        ))),
-    });
-    #[cfg(not(feature = "failpoints"))]
-    let _ = (name, dir);
-    Ok(())
 }
 
 /// `write_all` for iovecs, at most [`IOV_MAX`] per call, resuming after short writes.
@@ -147,6 +137,24 @@ fn duplicate(err: &WalError) -> WalError {
             len: *len,
             max: *max,
         },
+        WalError::NoSpace { path, op, source } => WalError::NoSpace {
+            path: path.clone(),
+            op,
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        WalError::Missing {
+            dir,
+            missing,
+            salvage,
+        } => WalError::Missing {
+            dir: dir.clone(),
+            missing: missing.clone(),
+            salvage: salvage.clone(),
+        },
+        WalError::Manifest { path, reason } => WalError::Manifest {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
         WalError::Closed => WalError::Closed,
         WalError::Failed(msg) => WalError::Failed(msg.clone()),
     }
@@ -179,6 +187,7 @@ impl Writer {
             headers: Vec::new(),
             to_syncer: Some(to_syncer),
             syncer: Some(syncer),
+            no_space_logged: false,
         })
     }
 
@@ -225,7 +234,23 @@ impl Writer {
             if let Some(msg) = failed_message(&self.shared) {
                 return Err(WalError::Failed(msg));
             }
-            self.write_group()?;
+            match self.write_group() {
+                Ok(()) => {}
+                // Nothing of it was kept and the log is intact: the appenders retry when there is room.
+                Err(err) if err.is_no_space() => self.refuse_pending(&err),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Answers every request held with `err` (no space), leaving the log usable.
+    fn refuse_pending(&mut self, err: &WalError) {
+        if !std::mem::replace(&mut self.no_space_logged, true) {
+            tracing::warn!(dir = %self.shared.dir.display(), error = %err, appends = self.pending.len(),
+                           "WAL append refused for lack of disk space; nothing of it was kept");
+        }
+        for req in self.pending.drain(..) {
+            let _ = req.reply.send(Err(duplicate(err)));
         }
     }
 
@@ -293,17 +318,30 @@ impl Writer {
                 slices.push(IoSlice::new(&req.payload));
             }
         }
+        let path = segment_path(&self.shared.dir, self.seg_first);
+        let write_err = |source| WalError::io(&path, "write", source);
+        failpoint("wal::write::before", &self.shared.dir).map_err(write_err)?;
+        if let Err(e) = write_all_vectored(&mut &*self.file, &mut slices) {
+            let err = write_err(e);
+            if err.is_no_space() {
+                // Cut off what part of the group was written; it was never acknowledged.
+                let undo = self.file.set_len(self.seg_len).and_then(|()| {
+                    (&*self.file)
+                        .seek(SeekFrom::Start(self.seg_len))
+                        .map(|_| ())
+                });
+                undo.map_err(|source| WalError::Io {
+                    path: path.clone(),
+                    op: "truncate a write that ran out of space",
+                    source,
+                })?;
+            }
+            return Err(err);
+        }
+        // Published only now: an append's LSN is never below a next LSN anyone read.
+        self.no_space_logged = false;
         self.next_lsn = first_lsn + count as u64;
         self.shared.next_lsn.store(self.next_lsn, Ordering::Release);
-
-        let path = segment_path(&self.shared.dir, self.seg_first);
-        let write_err = |source| WalError::Io {
-            path: path.clone(),
-            op: "write",
-            source,
-        };
-        failpoint("wal::write::before", &self.shared.dir).map_err(write_err)?;
-        write_all_vectored(&mut &*self.file, &mut slices).map_err(write_err)?;
 
         let mut offset = self.seg_len;
         self.seg_len += bytes;
@@ -330,6 +368,8 @@ impl Writer {
             file: Arc::clone(&self.file),
             path,
             last_lsn: self.next_lsn - 1,
+            segment: self.seg_first,
+            end: self.seg_len,
             done,
         };
         let Some(to_syncer) = self.to_syncer.as_ref() else {
@@ -373,6 +413,15 @@ impl Writer {
             source,
         })?;
         let file = create_segment(&dir, self.next_lsn)?;
+        // The manifest names the new segment only once it exists: a crash in between leaves a
+        // segment newer than the manifest says, never a missing one.
+        if let Some(m) = lock(&self.shared.manifest).as_mut() {
+            let extent = super::manifest::Extent {
+                last_segment: self.next_lsn,
+                ..m.extent()
+            };
+            m.set_extent(extent)?;
+        }
         {
             let mut segments = lock(&self.shared.segments);
             if let Some(active) = segments.last_mut() {
@@ -414,10 +463,34 @@ fn sync_file(shared: &Shared, file: &File, path: &Path) -> Result<(), WalError> 
     Ok(())
 }
 
+/// Writes the durable mark after a group's fdatasync, before its appends are answered (not synced
+/// itself: a stale mark only makes recovery take a damaged last record for a torn tail, as it did
+/// before there was a mark). A failure is logged once and costs only that check.
+fn record_mark(shared: &Shared, newest: &Batch, failed: &mut bool) {
+    let guard = lock(&shared.manifest);
+    let Some(m) = guard.as_ref() else { return };
+    let mark = super::manifest::Mark {
+        wal_id: m.extent().wal_id,
+        lsn: newest.last_lsn,
+        segment: newest.segment,
+        offset: newest.end,
+    };
+    match m.set_mark(mark) {
+        Ok(()) => *failed = false,
+        Err(e) if !*failed => {
+            *failed = true;
+            tracing::warn!(manifest = %m.path().display(), error = %e,
+                           "could not record the WAL's durable mark; recovery will treat damage to the last records as a torn tail");
+        }
+        Err(_) => {}
+    }
+}
+
 fn run_syncer(shared: Arc<Shared>, batches: Receiver<Batch>) {
     let _guard = PanicGuard(Arc::clone(&shared));
     // After its own failure the syncer never syncs again (fsyncgate), it only answers.
     let mut own_failure: Option<String> = None;
+    let mut mark_failed = false;
     while let Ok(first) = batches.recv() {
         let mut group = vec![first];
         while let Ok(more) = batches.try_recv() {
@@ -442,6 +515,9 @@ fn run_syncer(shared: Arc<Shared>, batches: Receiver<Batch>) {
         match result {
             Ok(()) => {
                 let last = group.iter().map(|b| b.last_lsn).max().unwrap_or(0);
+                if let Some(newest) = group.iter().max_by_key(|b| b.last_lsn) {
+                    record_mark(&shared, newest, &mut mark_failed);
+                }
                 shared.durable_lsn.fetch_max(last, Ordering::AcqRel);
                 {
                     let _wake = lock(&shared.sync_lock);
