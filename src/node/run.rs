@@ -15,8 +15,6 @@ pub async fn run_node(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // Descriptors first: a node that cannot serve its max_connections says so before it opens anything.
-    crate::receiver::limits::prepare(&cfg)?;
     let running = start_node(Node::open(cfg).await?).await?;
     println!("ready {}", running.addresses.join(" "));
     tokio::select! {

@@ -41,6 +41,11 @@ pub const WRITE_BUFFER: usize = 64 * 1024;
 /// The read buffer of a framed connection.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// The kernel's send buffer of a framed connection (it carries acks only, 10 bytes each): a fixed
+/// size, so a client that reads nothing is noticed after a few thousand acks, not after the
+/// megabytes an autotuned buffer would hold.
+pub const SEND_BUFFER: usize = 64 * 1024;
+
 /// Accepts framed connections until the node stops. One over the listener's share gets an ERROR
 /// (TooManyConnections) and is closed.
 pub async fn listen<I: Intake>(node: I, listener: TcpListener, token: Option<String>, gate: Gate) {
@@ -52,6 +57,7 @@ pub async fn listen<I: Intake>(node: I, listener: TcpListener, token: Option<Str
         gate,
         move |sock, peer| {
             let _ = sock.set_nodelay(true);
+            let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER);
             serve(n.clone(), sock, peer, token.clone())
         },
         refuse_over_limit,
@@ -95,9 +101,9 @@ enum Next {
     Eof,
 }
 
-/// Reads the next block: an ack slot first, then its header; then its length is reserved in the
-/// in-flight budget (waiting for room is not the client's time), then its body, into a buffer that
-/// grows as the bytes arrive. Silence or a rate under `min_rate` inside a block cuts it ([`Pace`]).
+/// Reads the next block: an ack slot first, then its header; once the body's first byte is there,
+/// its length is reserved in the in-flight budget (waiting for room is not the client's time), then
+/// the body is read into a buffer that grows as the bytes arrive. Silence or a rate under `min_rate` inside a block cuts it ([`Pace`]).
 async fn next_block<I: Intake>(
     node: &I,
     rd: &mut BufReader<OwnedReadHalf>,
@@ -134,6 +140,14 @@ async fn next_block<I: Intake>(
     }
     let header = BlockHeader::parse(&h, max)?;
     let len = header.len as usize;
+    // A header alone reserves nothing: its body's first byte comes first.
+    if !pace
+        .wait_readable(rd)
+        .await
+        .map_err(|c| ProtocolError::Timeout(format!("block {}: {c}", header.seq)))??
+    {
+        return Err(ProtocolError::UnexpectedEof);
+    }
     let permit = pace.pause(node.reserve(len)).await;
     let mut data = Vec::new();
     while data.len() < len {

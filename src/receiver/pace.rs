@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 /// Why a block in progress was cut.
@@ -120,6 +120,22 @@ impl Pace {
             Ok(Ok(n)) => {
                 self.count(n);
                 Ok(Ok(n))
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+        }
+    }
+
+    /// Waits for the next byte without taking it; `Ok(Ok(false))` on EOF.
+    pub async fn wait_readable<R: AsyncBufRead + Unpin>(&mut self, r: &mut R) -> Paced<bool> {
+        let (at, cut) = self.deadline();
+        match tokio::time::timeout_at(at, r.fill_buf()).await {
+            Err(_) => Err(cut),
+            Ok(Ok(b)) => {
+                let more = !b.is_empty();
+                if more {
+                    self.last_byte = Instant::now();
+                }
+                Ok(Ok(more))
             }
             Ok(Err(e)) => Ok(Err(e)),
         }
