@@ -7,7 +7,7 @@
 //! runtime's epoll and event descriptors, the sled store (a handful), the WAL's directory, the segment it
 //! writes and the ones a commit or a replay reads, the local output's staging files and directories or
 //! the HDFS client's connections, the checkpoint store and the heartbeat (control) connections. An
-//! idle node holds about 25; the reserve leaves room for a commit and a takeover in progress. On top of
+//! idle node holds about 15; the reserve leaves room for a commit and a takeover in progress. On top of
 //! it each listener and each outbound (`raw-connect`) source holds one.
 
 use crate::config::Config;
