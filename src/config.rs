@@ -489,7 +489,10 @@ impl Config {
         if mc < listeners.max(1) {
             return Err(invalid(
                 "receiver.max_connections",
-                format!("must be at least 1 per listener ({}); got {mc}", listeners.max(1)),
+                format!(
+                    "must be at least 1 per listener ({}); got {mc}",
+                    listeners.max(1)
+                ),
             ));
         }
         if mc > MAX_CONNECTIONS {
@@ -1056,9 +1059,10 @@ mod tests {
 
     #[test]
     fn an_inflight_budget_that_cannot_hold_one_block_is_refused_and_named() {
-        let err = Config::parse("[receiver]\nmax_block_size = \"8 MiB\"\ninflight_budget = \"4 MiB\"\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            Config::parse("[receiver]\nmax_block_size = \"8 MiB\"\ninflight_budget = \"4 MiB\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(
             err.contains("receiver.inflight_budget") && err.contains("8 MiB"),
             "{err}"

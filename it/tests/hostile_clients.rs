@@ -75,7 +75,11 @@ fn spawn(config: &Path, nofile: Option<(u64, u64)>) -> anyhow::Result<Result<Nod
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("ready ") {
-                let _ = tx.send(rest.split_whitespace().map(String::from).collect::<Vec<_>>());
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .map(String::from)
+                        .collect::<Vec<_>>(),
+                );
             }
         }
     });
@@ -435,7 +439,11 @@ async fn the_node_raises_its_open_files_soft_limit_to_the_hard_one_and_logs_both
 async fn a_max_connections_the_descriptor_limit_cannot_serve_is_refused_at_start(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let cfg = config(dir.path(), "max_connections = 1024", &format!("{}{FRAMED}", raw()))?;
+    let cfg = config(
+        dir.path(),
+        "max_connections = 1024",
+        &format!("{}{FRAMED}", raw()),
+    )?;
     let refused = match spawn(&cfg, Some((1024, 1024)))? {
         Ok(_) => bail!("the node started with 1024 connections and 1024 descriptors"),
         Err(r) => r,
@@ -545,7 +553,14 @@ async fn connections_over_a_listeners_share_are_refused_at_once_counted_and_logg
             .collect();
         let counted: u64 = mine
             .iter()
-            .filter_map(|l| l.split("refused=").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+            .filter_map(|l| {
+                l.split("refused=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
             .sum();
         assert!(
             (1..=2).contains(&mine.len()) && counted == 101,
@@ -683,7 +698,8 @@ async fn a_listener_that_cannot_bind_names_its_config_key() -> anyhow::Result<()
     };
     println!("{}", refused.log);
     assert!(
-        refused.log.contains("receiver.sources[1].address") && refused.log.contains(&addr.to_string()),
+        refused.log.contains("receiver.sources[1].address")
+            && refused.log.contains(&addr.to_string()),
         "{}",
         refused.log
     );

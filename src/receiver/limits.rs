@@ -86,8 +86,8 @@ mod imp {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let was = lim.rlim_cur as u64;
-        let hard = lim.rlim_max as u64;
+        let was: u64 = lim.rlim_cur;
+        let hard: u64 = lim.rlim_max;
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit {
                 rlim_cur: lim.rlim_max,

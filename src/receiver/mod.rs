@@ -7,6 +7,15 @@
 //! - [`framed`]: ours (docs/PROTOCOL.md): hello, CRC-checked blocks with sequence numbers, *durable*
 //!   and *committed* acknowledgements.
 //!
+//! - [`pace`]: the timeouts both share — silence, not a block's duration, and a minimum rate.
+//! - [`limits`]: descriptors — the open-files limit raised at start and `max_connections` checked
+//!   against it.
+//!
+//! Bounded by construction: a block's bytes are reserved in the in-flight budget before its body is
+//! read, each listener serves at most its share of `max_connections` (one over it is refused at once,
+//! counted and logged once per [`REFUSAL_LOG_INTERVAL`]), and a framed connection's ack queue is
+//! bounded, its writer giving up after `write_timeout`.
+//!
 //! The receivers sit below the node: they never name it. What they hand blocks to is an [`Intake`] —
 //! the few things a connection needs of whoever makes its blocks durable (the in-flight budget,
 //! `ingest`, the stop signal, the role to announce, the connection registry for committed acks). The
@@ -153,7 +162,9 @@ pub fn shares(cfg: &ReceiverConfig) -> Vec<usize> {
         return Vec::new();
     }
     let (each, extra) = (cfg.max_connections / n, cfg.max_connections % n);
-    (0..n).map(|i| (each + usize::from(i < extra)).max(1)).collect()
+    (0..n)
+        .map(|i| (each + usize::from(i < extra)).max(1))
+        .collect()
 }
 
 /// How often at most a listener logs the connections it refused for being over its share.

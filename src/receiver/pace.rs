@@ -65,7 +65,8 @@ impl Pace {
     /// The instant the next byte must come by, and the cut if it does not.
     fn deadline(&self) -> (Instant, Cut) {
         let silent = self.last_byte + self.idle;
-        let allowed = self.idle + Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+        let allowed =
+            self.idle + Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
         let slow = self.started + allowed;
         if slow < silent {
             (
@@ -231,7 +232,10 @@ mod tests {
         let mut buf = Vec::with_capacity(16);
         assert!(pace.read(&mut server, &mut buf, 16).await.is_err());
         let waited = before.elapsed();
-        assert!(waited >= idle && waited < Duration::from_millis(400), "{waited:?}");
+        assert!(
+            waited >= idle && waited < Duration::from_millis(400),
+            "{waited:?}"
+        );
     }
 
     #[test]
