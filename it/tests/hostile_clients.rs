@@ -483,18 +483,26 @@ async fn a_raw_flood_at_the_descriptor_limit_neither_kills_the_node_nor_locks_fr
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds_flooded = node.fds();
     // A framed sender is served, and its blocks go into new WAL segments (each needs a descriptor).
-    let mut s = TcpStream::connect(&framed).await?;
-    s.write_all(&hello("after-flood")).await?;
-    let data = vec![9u8; 64 * 1024];
-    for seq in 0..64 {
-        s.write_all(&block_header(seq, &data)).await?;
-        s.write_all(&data).await?;
-    }
-    let (frames, _) = frames_for(&mut s, Duration::from_secs(5)).await;
+    // Within a few seconds: the flood's connections stay for their 30 s idle timeout.
+    let started = Instant::now();
+    let framed_sender = async {
+        let mut s = TcpStream::connect(&framed).await?;
+        s.write_all(&hello("after-flood")).await?;
+        let data = vec![9u8; 64 * 1024];
+        for seq in 0..64 {
+            s.write_all(&block_header(seq, &data)).await?;
+            s.write_all(&data).await?;
+        }
+        anyhow::Ok(frames_for(&mut s, Duration::from_secs(5)).await.0)
+    };
+    let frames = tokio::time::timeout(Duration::from_secs(10), framed_sender)
+        .await
+        .unwrap_or(Ok(Vec::new()))?;
     let acked = durable(&frames).len();
     println!(
-        "{} raw connections opened, node at {fds_flooded} descriptors, framed blocks acked: {acked}, alive: {}, frames {:?}",
+        "{} raw connections opened, node at {fds_flooded} descriptors, framed blocks acked within {:?}: {acked}, alive: {}, frames {:?}",
         flood.len(),
+        started.elapsed(),
         node.alive(),
         error_code(&frames)
     );
