@@ -119,8 +119,27 @@ mod imp {
     }
 }
 
-/// At start: raises the soft limit (logging both limits) and checks `max_connections` against it.
+/// Allocations from this size up get their own mapping, given back to the system when freed.
+pub const MMAP_THRESHOLD: usize = 1 << 20;
+
+/// Makes freed block buffers leave the process: glibc's malloc otherwise raises its mmap threshold
+/// to the size of the largest buffer freed (up to 32 MiB), after which block-sized buffers come from
+/// its arenas and what a flood of large blocks freed stays in the node's RSS ("and it stays there").
+/// With a fixed threshold every buffer of a block is its own mapping, grown without copying and
+/// unmapped when the block is durable.
+pub fn return_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called at start, before the runtime's threads
+    // allocate much (and glibc serialises it anyway).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+    }
+}
+
+/// At start: fixes the allocator's mmap threshold ([`return_large_buffers`]), raises the soft
+/// open-files limit (logging both limits) and checks `max_connections` against it.
 pub fn prepare(cfg: &Config) -> Result<NoFile, TooManyConnections> {
+    return_large_buffers();
     let lim = match raise_nofile() {
         Ok(l) => l,
         Err(e) => {
