@@ -23,6 +23,10 @@ use crate::size::ByteSize;
 /// writes those records, checks at compile time that the two agree.
 pub const MAX_BLOCK_SIZE: u64 = 64 * 1024 * 1024 - 1024;
 
+/// The largest `receiver.max_connections`: the default `fs.nr_open`, the most descriptors a Linux
+/// process can have (each connection holds one).
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+
 /// A configuration that cannot be used, with the key and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -100,11 +104,28 @@ impl Default for NodeConfig {
 pub struct ReceiverConfig {
     /// The largest image (raw) or block (framed) accepted; larger ones are refused and nothing is stored.
     pub max_block_size: ByteSize,
-    /// Connections served at once, over all listeners; more wait in the accept queue.
+    /// Connections served at once. Each listener (`raw-listen`, `framed-listen`) has its own share,
+    /// an equal part of this number, so a flood on one cannot lock senders of another out; a
+    /// connection over its listener's share is refused at once (framed: an ERROR frame). The node
+    /// refuses to start if the descriptor limit cannot serve this many (README: descriptors).
     pub max_connections: usize,
-    /// A connection that sends nothing for this long is closed.
+    /// Silence: a connection that sends no byte for this long is closed (between blocks and inside
+    /// one). Also the grace before `min_rate` applies to a block in progress.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Bytes per second a block (framed) or an image (raw) must average once it has taken longer
+    /// than `idle_timeout`: a block in progress is cut when it has taken longer than
+    /// `idle_timeout + received / min_rate`, so a client trickling bytes cannot hold a slot and its
+    /// reserved budget forever.
+    pub min_rate: ByteSize,
+    /// The most bytes of blocks in flight (read or being read, not yet durable) over all
+    /// connections: a block's length is reserved before its body is read, and a connection waits
+    /// for room. Must hold one block of `max_block_size`.
+    pub inflight_budget: ByteSize,
+    /// A framed connection whose client takes none of the acks the node has for it for this long is
+    /// closed (the client does not read; its acks would pile up).
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// A protocol-v2 connection the node has written nothing on for this long gets its ROLE frame
     /// again: a keepalive, so a sender tells an idle healthy node from a silent (cut off) one. Keep it
     /// well under the senders' silence timeout (with a standby: at most a third of
@@ -121,6 +142,9 @@ impl Default for ReceiverConfig {
             max_block_size: ByteSize::mib(32),
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
+            min_rate: ByteSize::kib(16),
+            inflight_budget: ByteSize::mib(256),
+            write_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_millis(100),
             sources: vec![
                 SourceConfig::RawListen {
@@ -466,11 +490,46 @@ impl Config {
                 ),
             ));
         }
-        if self.receiver.max_connections == 0 {
-            return Err(invalid("receiver.max_connections", "must be at least 1"));
+        let listeners = self.listeners();
+        let mc = self.receiver.max_connections;
+        if mc < listeners.max(1) {
+            return Err(invalid(
+                "receiver.max_connections",
+                format!(
+                    "must be at least 1 per listener ({}); got {mc}",
+                    listeners.max(1)
+                ),
+            ));
+        }
+        if mc > MAX_CONNECTIONS {
+            return Err(invalid(
+                "receiver.max_connections",
+                format!(
+                    "must be at most {MAX_CONNECTIONS} (a Linux process has at most that many descriptors, fs.nr_open's default); got {mc}"
+                ),
+            ));
         }
         if self.receiver.idle_timeout < Duration::from_millis(100) {
             return Err(invalid("receiver.idle_timeout", "must be at least 100ms"));
+        }
+        if self.receiver.write_timeout < Duration::from_millis(100) {
+            return Err(invalid("receiver.write_timeout", "must be at least 100ms"));
+        }
+        if self.receiver.min_rate.as_u64() == 0 {
+            return Err(invalid(
+                "receiver.min_rate",
+                "must be at least 1 B (bytes per second)",
+            ));
+        }
+        let budget = self.receiver.inflight_budget;
+        if budget < self.receiver.max_block_size || budget > ByteSize::gib(1024) {
+            return Err(invalid(
+                "receiver.inflight_budget",
+                format!(
+                    "must hold one block of receiver.max_block_size ({}) and be at most 1 TiB; got {budget}",
+                    self.receiver.max_block_size
+                ),
+            ));
         }
         let ka = self.receiver.keepalive_interval;
         if ka < Duration::from_millis(10) || ka > Duration::from_secs(60) {
@@ -740,6 +799,15 @@ impl Config {
         Ok(cfg)
     }
 
+    /// How many listeners (`raw-listen`, `framed-listen` sources) share `receiver.max_connections`.
+    pub fn listeners(&self) -> usize {
+        self.receiver
+            .sources
+            .iter()
+            .filter(|s| !matches!(s, SourceConfig::RawConnect { .. }))
+            .count()
+    }
+
     /// The framed addresses a sender uses: the primary's first, then the standby's (`none`: the
     /// first `framed-listen` source).
     pub fn send_targets(&self) -> Vec<String> {
@@ -973,6 +1041,38 @@ mod tests {
                 .get("dfs.client.failover.max.attempts")
                 .map(String::as_str),
             Some("3")
+        );
+    }
+
+    #[test]
+    fn a_max_connections_no_process_could_serve_is_refused_with_the_limit_and_not_a_panic() {
+        let err = Config::parse("[receiver]\nmax_connections = 2305843009213693952\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("receiver.max_connections")
+                && err.contains("at most 1048576")
+                && err.contains("2305843009213693952"),
+            "{err}"
+        );
+        let err = Config::parse("[receiver]\nmax_connections = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("receiver.max_connections") && err.contains("1 per listener (2)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_inflight_budget_that_cannot_hold_one_block_is_refused_and_named() {
+        let err =
+            Config::parse("[receiver]\nmax_block_size = \"8 MiB\"\ninflight_budget = \"4 MiB\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("receiver.inflight_budget") && err.contains("8 MiB"),
+            "{err}"
         );
     }
 

@@ -152,6 +152,8 @@ pub enum ErrorCode {
     InvalidSource = 7,
     Internal = 8,
     ShuttingDown = 9,
+    TooManyConnections = 10,
+    Timeout = 11,
 }
 
 impl ErrorCode {
@@ -167,6 +169,8 @@ impl ErrorCode {
             7 => InvalidSource,
             8 => Internal,
             9 => ShuttingDown,
+            10 => TooManyConnections,
+            11 => Timeout,
             _ => return None,
         })
     }
@@ -193,12 +197,16 @@ pub enum ProtocolError {
     },
     #[error("malformed frame: {0}")]
     Malformed(String),
-    #[error("invalid source id `{0}` (1 to 128 of A-Z a-z 0-9 . _ -, not starting with . or _)")]
+    // Debug-quoted: the id is the client's, and its newlines or escapes must not reach a log as such.
+    #[error("invalid source id {0:?} (1 to 128 of A-Z a-z 0-9 . _ -, not starting with . or _)")]
     InvalidSource(String),
     #[error("node refused: {code:?}: {message}")]
     Refused { code: ErrorCode, message: String },
     #[error("connection closed in the middle of a frame")]
     UnexpectedEof,
+    /// A frame in progress went silent, or arrived slower than the node's minimum rate.
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -215,6 +223,7 @@ impl ProtocolError {
             ProtocolError::InvalidSource(_) => ErrorCode::InvalidSource,
             ProtocolError::Malformed(_) | ProtocolError::UnexpectedEof => ErrorCode::Malformed,
             ProtocolError::Refused { code, .. } => *code,
+            ProtocolError::Timeout(_) => ErrorCode::Timeout,
             ProtocolError::Io(_) => ErrorCode::Internal,
         }
     }
@@ -315,8 +324,57 @@ pub fn block_header(seq: u64, data: &[u8]) -> [u8; 17] {
     h
 }
 
+/// What a BLOCK frame's header says: the 16 bytes after its tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockHeader {
+    pub seq: u64,
+    pub len: u32,
+    pub crc: u32,
+}
+
+impl BlockHeader {
+    /// Parses the 16 header bytes after the tag; a length over `max` or of zero is refused here, before
+    /// any of the body is read.
+    pub fn parse(h: &[u8; 16], max: u64) -> Result<BlockHeader, ProtocolError> {
+        let seq = u64::from_be_bytes(h[0..8].try_into().expect("8 bytes"));
+        let len = u32::from_be_bytes(h[8..12].try_into().expect("4 bytes"));
+        let crc = u32::from_be_bytes(h[12..16].try_into().expect("4 bytes"));
+        if len as u64 > max {
+            return Err(ProtocolError::BlockTooLarge {
+                seq,
+                len: len as u64,
+                max,
+            });
+        }
+        if len == 0 {
+            return Err(ProtocolError::Malformed(format!("block {seq} is empty")));
+        }
+        Ok(BlockHeader { seq, len, crc })
+    }
+
+    /// The block, if `data` matches the header's CRC.
+    pub fn check(&self, data: Bytes) -> Result<Block, ProtocolError> {
+        let actual = crc32fast::hash(&data);
+        if actual != self.crc {
+            return Err(ProtocolError::CrcMismatch {
+                seq: self.seq,
+                expected: self.crc,
+                actual,
+            });
+        }
+        Ok(Block {
+            seq: self.seq,
+            data,
+        })
+    }
+}
+
+/// The first allocation for a block's body; it doubles as bytes arrive, up to the block's length.
+pub const FIRST_CHUNK: usize = 64 * 1024;
+
 /// Reads the next BLOCK frame; `Ok(None)` on a clean EOF between frames. A frame longer than `max`
-/// is refused before its body is read, so an oversized frame costs no memory.
+/// is refused before its body is read, and the body's buffer grows as its bytes arrive (never the
+/// header's length at once), so a header costs no memory of the size it announces.
 pub async fn read_block<R: AsyncRead + Unpin>(
     r: &mut R,
     max: u64,
@@ -334,29 +392,19 @@ pub async fn read_block<R: AsyncRead + Unpin>(
     }
     let mut h = [0u8; 16];
     read_exact(r, &mut h).await?;
-    let seq = u64::from_be_bytes(h[0..8].try_into().expect("8 bytes"));
-    let len = u32::from_be_bytes(h[8..12].try_into().expect("4 bytes")) as u64;
-    let expected = u32::from_be_bytes(h[12..16].try_into().expect("4 bytes"));
-    if len > max {
-        return Err(ProtocolError::BlockTooLarge { seq, len, max });
+    let header = BlockHeader::parse(&h, max)?;
+    let len = header.len as usize;
+    let mut data = Vec::with_capacity(len.min(FIRST_CHUNK));
+    while data.len() < len {
+        if data.len() == data.capacity() {
+            data.reserve_exact((data.capacity() * 2).min(len) - data.len());
+        }
+        let want = (len - data.len()) as u64;
+        if (&mut *r).take(want).read_buf(&mut data).await? == 0 {
+            return Err(ProtocolError::UnexpectedEof);
+        }
     }
-    if len == 0 {
-        return Err(ProtocolError::Malformed(format!("block {seq} is empty")));
-    }
-    let mut data = BytesMut::zeroed(len as usize);
-    read_exact(r, &mut data).await?;
-    let actual = crc32fast::hash(&data);
-    if actual != expected {
-        return Err(ProtocolError::CrcMismatch {
-            seq,
-            expected,
-            actual,
-        });
-    }
-    Ok(Some(Block {
-        seq,
-        data: data.freeze(),
-    }))
+    header.check(Bytes::from(data)).map(Some)
 }
 
 /// What the node sends back.

@@ -98,6 +98,8 @@ pub async fn run_role(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let cfg = base.for_role(role)?;
+    // Descriptors first: a node that cannot serve its max_connections says so before it opens anything.
+    crate::receiver::limits::prepare(&cfg)?;
     let strategy = cfg.strategy.kind;
     if !strategy.has_standby() {
         return crate::node::run_node(cfg, shutdown).await;

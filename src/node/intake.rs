@@ -19,13 +19,12 @@ impl Intake for Node {
         &self.config().receiver
     }
 
-    /// Room for `len` bytes in flight, in KiB permits over every connection.
+    /// Room for `len` bytes in flight, in `BUDGET_UNIT` permits over every connection.
     async fn reserve(&self, len: usize) -> OwnedSemaphorePermit {
-        let kib = len.div_ceil(1024).max(1) as u32;
         self.inner
             .inflight
             .clone()
-            .acquire_many_owned(kib)
+            .acquire_many_owned(crate::receiver::budget_units(len))
             .await
             .expect("the in-flight semaphore is never closed")
     }

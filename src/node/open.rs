@@ -189,7 +189,11 @@ impl Node {
             role: Role::Standby,
             epoch: 0,
         });
-        let budget_kib = (cfg.receiver.max_block_size.as_u64().max(256 << 20) >> 10) as usize;
+        let budget_units = cfg
+            .receiver
+            .inflight_budget
+            .as_usize()
+            .div_ceil(crate::receiver::BUDGET_UNIT);
         let node = Node {
             inner: Arc::new(Inner {
                 wal,
@@ -200,7 +204,7 @@ impl Node {
                 epoch: AtomicU64::new(0),
                 role,
                 state: Mutex::new(State::default()),
-                inflight: Arc::new(Semaphore::new(budget_kib)),
+                inflight: Arc::new(Semaphore::new(budget_units)),
                 last_block_lsn: AtomicU64::new(0),
                 next_conn_id: AtomicU64::new(1),
                 stats: Stats::default(),

@@ -12,33 +12,75 @@
 //! role and epoch right after WELCOME and again on every change ([`announce_roles`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncWriteExt, BufReader};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::Intake;
+use super::pace::{grow, Pace};
+use super::{Gate, Intake};
 use crate::protocol::{
-    read_block, read_hello, AckLevel, ErrorCode, ProtocolError, RoleInfo, ServerFrame, VERSION_2,
+    read_hello, AckLevel, Block, BlockHeader, ErrorCode, ProtocolError, RoleInfo, ServerFrame,
+    TAG_BLOCK, VERSION_2,
 };
 
-/// Accepts framed connections until the node stops.
-pub async fn listen<I: Intake>(
-    node: I,
-    listener: TcpListener,
-    token: Option<String>,
-    conns: Arc<Semaphore>,
-) {
+/// Frames of a connection's own (WELCOME aside: durable acks, errors) queued and not yet written. The
+/// reader takes a slot before it reads a block and the block's ack fills it, so a client that reads
+/// none of its acks stops being read once they are all queued: its acks cannot pile up.
+pub const ACK_QUEUE: usize = 1024;
+
+/// Encoded frames the writer holds for the socket at most; past it, it takes no more from its queues.
+pub const WRITE_BUFFER: usize = 64 * 1024;
+
+/// The read buffer of a framed connection.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The kernel's send buffer of a framed connection (it carries acks only, 10 bytes each): a fixed
+/// size, so a client that reads nothing is noticed after a few thousand acks, not after the
+/// megabytes an autotuned buffer would hold.
+pub const SEND_BUFFER: usize = 64 * 1024;
+
+/// Accepts framed connections until the node stops. One over the listener's share gets an ERROR
+/// (TooManyConnections) and is closed.
+pub async fn listen<I: Intake>(node: I, listener: TcpListener, token: Option<String>, gate: Gate) {
     let token = Arc::new(token);
     let n = node.clone();
-    super::accept_loop(node, listener, conns, move |sock, peer| {
-        let _ = sock.set_nodelay(true);
-        serve(n.clone(), sock, peer, token.clone())
-    })
+    super::accept_loop(
+        node,
+        listener,
+        gate,
+        move |sock, peer| {
+            let _ = sock.set_nodelay(true);
+            let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER);
+            serve(n.clone(), sock, peer, token.clone())
+        },
+        refuse_over_limit,
+    )
     .await
+}
+
+/// Tells a connection over the limit why, without waiting (this runs on the accept loop): the frame
+/// is small enough for a fresh socket's send buffer. What the client sent already is read first, so
+/// that closing does not reset the connection before it reads the frame.
+fn refuse_over_limit(sock: TcpStream) {
+    let mut sink = [0u8; 4096];
+    while matches!(sock.try_read(&mut sink), Ok(n) if n > 0) {}
+    let mut frame = BytesMut::new();
+    ServerFrame::Error {
+        code: ErrorCode::TooManyConnections,
+        message: "over this listener's share of receiver.max_connections; retry later".into(),
+    }
+    .encode(&mut frame);
+    let _ = sock.try_write(&frame);
+    if let Ok(std) = sock.into_std() {
+        let _ = std.shutdown(std::net::Shutdown::Write);
+    }
 }
 
 fn tokens_match(expected: &str, got: &str) -> bool {
@@ -51,9 +93,81 @@ fn tokens_match(expected: &str, got: &str) -> bool {
             == 0
 }
 
+/// What the reader got next.
+enum Next {
+    Block(Block, OwnedSemaphorePermit, mpsc::OwnedPermit<ServerFrame>),
+    /// No block began within the idle timeout.
+    Idle,
+    Eof,
+}
+
+/// Reads the next block: an ack slot first, then its header; once the body's first byte is there,
+/// its length is reserved in the in-flight budget (waiting for room is not the client's time), then
+/// the body is read into a buffer that grows as the bytes arrive. Silence or a rate under `min_rate` inside a block cuts it ([`Pace`]).
+async fn next_block<I: Intake>(
+    node: &I,
+    rd: &mut BufReader<OwnedReadHalf>,
+    own: &mpsc::Sender<ServerFrame>,
+    max: u64,
+) -> Result<Next, ProtocolError> {
+    let cfg = node.receiver_config();
+    let (idle, min_rate) = (cfg.idle_timeout, cfg.min_rate.as_u64());
+    let Ok(slot) = own.clone().reserve_owned().await else {
+        return Ok(Next::Eof);
+    };
+    let mut tag = [0u8; 1];
+    match tokio::time::timeout(idle, rd.read(&mut tag)).await {
+        Err(_) => return Ok(Next::Idle),
+        Ok(Ok(0)) => return Ok(Next::Eof),
+        Ok(Ok(_)) if tag[0] != TAG_BLOCK => {
+            return Err(ProtocolError::Malformed(format!(
+                "unknown frame tag 0x{:02x}",
+                tag[0]
+            )))
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.into()),
+    }
+    let mut pace = Pace::start(idle, min_rate);
+    pace.count(1);
+    let mut h = [0u8; 16];
+    if !pace
+        .read_exact(rd, &mut h)
+        .await
+        .map_err(|c| ProtocolError::Timeout(c.to_string()))??
+    {
+        return Err(ProtocolError::UnexpectedEof);
+    }
+    let header = BlockHeader::parse(&h, max)?;
+    let len = header.len as usize;
+    // A header alone reserves nothing: its body's first byte comes first.
+    if !pace
+        .wait_readable(rd)
+        .await
+        .map_err(|c| ProtocolError::Timeout(format!("block {}: {c}", header.seq)))??
+    {
+        return Err(ProtocolError::UnexpectedEof);
+    }
+    let permit = pace.pause(node.reserve(len)).await;
+    let mut data = Vec::new();
+    while data.len() < len {
+        grow(&mut data, len);
+        let want = (len - data.len()) as u64;
+        let n = pace
+            .read(rd, &mut data, want)
+            .await
+            .map_err(|c| ProtocolError::Timeout(format!("block {}: {c}", header.seq)))??;
+        if n == 0 {
+            return Err(ProtocolError::UnexpectedEof);
+        }
+    }
+    let block = header.check(Bytes::from(data))?;
+    Ok(Next::Block(block, permit, slot))
+}
+
 async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Option<String>>) {
     let (rd, mut wr) = sock.into_split();
-    let mut rd = BufReader::with_capacity(256 * 1024, rd);
+    let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
     let idle = node.receiver_config().idle_timeout;
     let max = node.receiver_config().max_block_size.as_u64();
 
@@ -79,7 +193,10 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
     }
     let source = hello.source;
     let version = hello.version;
-    let (tx, mut rx) = mpsc::unbounded_channel::<ServerFrame>();
+    // Two queues into the writer: the node's (WELCOME, ROLE, committed and checkpointed acks; what
+    // the node registers), and the connection's own, bounded (durable acks and errors).
+    let (tx, rx) = mpsc::unbounded_channel::<ServerFrame>();
+    let (own, own_rx) = mpsc::channel::<ServerFrame>(ACK_QUEUE);
     let _ = tx.send(ServerFrame::Welcome {
         version,
         max_block_size: max as u32,
@@ -89,80 +206,48 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
     let conn_id = node.register_conn(&source, tx.clone());
     info!(peer = %peer, source = %source, version, "framed connection");
 
-    // The writer: acks in the order they are ready, flushed when the queue runs dry; only the frames
-    // the client's version can parse. On a version 2 connection it writes the last ROLE again when it
-    // has written nothing for `keepalive_interval` (docs/PROTOCOL.md: keepalives).
-    let keepalive = node.receiver_config().keepalive_interval;
-    let writer = tokio::spawn(async move {
-        let mut buf = BytesMut::with_capacity(4096);
-        let mut last_role: Option<ServerFrame> = None;
-        loop {
-            let next = if version >= VERSION_2 {
-                match tokio::time::timeout(keepalive, rx.recv()).await {
-                    Ok(f) => f,
-                    Err(_) => match &last_role {
-                        Some(role) => Some(role.clone()),
-                        None => continue,
-                    },
-                }
-            } else {
-                rx.recv().await
-            };
-            let Some(f) = next else { break };
-            let mut take = |f: ServerFrame| {
-                if !f.visible_to(version) {
-                    return;
-                }
-                f.encode(&mut buf);
-                if matches!(f, ServerFrame::Role { .. }) {
-                    // The first ROLE goes out twice: a repeat is a keepalive, and saying one at
-                    // once tells the client this node sends them (docs/PROTOCOL.md).
-                    if last_role.is_none() {
-                        f.encode(&mut buf);
-                    }
-                    last_role = Some(f);
-                }
-            };
-            take(f);
-            while let Ok(f) = rx.try_recv() {
-                take(f);
-            }
-            if buf.is_empty() {
-                continue;
-            }
-            if wr.write_all(&buf).await.is_err() {
-                return None;
-            }
-            buf.clear();
-        }
-        Some(wr)
-    });
+    let cfg = node.receiver_config();
+    let mut writer = tokio::spawn(write_frames(
+        wr,
+        version,
+        cfg.keepalive_interval,
+        cfg.write_timeout,
+        rx,
+        own_rx,
+    ));
+    let mut writer_result = None;
 
     let mut inflight = JoinSet::new();
     let outcome: Result<(), ProtocolError> = loop {
         // Reap finished blocks so the set does not grow.
         while inflight.try_join_next().is_some() {}
         let next = tokio::select! {
-            r = tokio::time::timeout(idle, read_block(&mut rd, max)) => r,
+            biased;
             _ = node.stopped() => break Err(ProtocolError::Refused { code: ErrorCode::ShuttingDown, message: "node is stopping".into() }),
+            w = &mut writer => {
+                writer_result = Some(w);
+                break Ok(());
+            }
+            r = next_block(&node, &mut rd, &own, max) => r,
         };
         match next {
-            Err(_) => {
+            Ok(Next::Idle) => {
                 debug!(peer = %peer, source = %source, "idle timeout; closed");
                 break Ok(());
             }
-            Ok(Ok(None)) => break Ok(()),
-            Ok(Err(e)) => break Err(e),
-            Ok(Ok(Some(block))) => {
-                let permit = node.reserve(block.data.len()).await;
+            Ok(Next::Eof) => break Ok(()),
+            Err(e) => break Err(e),
+            Ok(Next::Block(block, permit, slot)) => {
                 let node = node.clone();
                 let tx = tx.clone();
                 let source = source.clone();
                 inflight.spawn(async move {
                     let seq = block.seq;
-                    match node.ingest(&source, Some(seq), block.data).await {
+                    let res = node.ingest(&source, Some(seq), block.data).await;
+                    drop(permit);
+                    match res {
                         Ok(i) => {
-                            let _ = tx.send(ServerFrame::Ack {
+                            slot.send(ServerFrame::Ack {
                                 level: AckLevel::Durable,
                                 seq,
                             });
@@ -174,13 +259,12 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
                             }
                         }
                         Err(e) => {
-                            let _ = tx.send(ServerFrame::Error {
+                            slot.send(ServerFrame::Error {
                                 code: ErrorCode::Internal,
                                 message: e.to_string(),
                             });
                         }
                     }
-                    drop(permit);
                 });
             }
         }
@@ -190,17 +274,125 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
     if let Err(e) = &outcome {
         node.count_rejected();
         warn!(peer = %peer, source = %source, error = %e, "framed connection refused");
-        let _ = tx.send(ServerFrame::Error {
+        let frame = ServerFrame::Error {
             code: e.code(),
             message: e.to_string(),
-        });
+        };
+        // The writer may be gone or stuck (it gives up after write_timeout): never wait longer.
+        let _ = tokio::time::timeout(cfg.write_timeout, own.send(frame)).await;
     }
     node.unregister_conn(&source, conn_id);
     drop(tx);
-    if let Ok(Some(mut wr)) = writer.await {
-        let _ = wr.shutdown().await;
+    drop(own);
+    let written = match writer_result {
+        Some(w) => w,
+        None => writer.await,
+    };
+    match written {
+        Ok(Ok(mut wr)) => {
+            let _ = wr.shutdown().await;
+        }
+        Ok(Err(reason)) => {
+            node.count_rejected();
+            warn!(peer = %peer, source = %source, reason = %reason, "framed connection closed: the client does not take its acks");
+        }
+        Err(_) => {}
     }
     debug!(peer = %peer, source = %source, "framed connection closed");
+}
+
+/// The writer: frames in the order they are ready, only those the client's version can parse. It
+/// keeps at most [`WRITE_BUFFER`] bytes encoded (the rest waits in its queues: the connection's own is
+/// bounded, see [`ACK_QUEUE`]) and gives up — `Err` with the reason — when it has had something to
+/// write for `write_timeout` and the client took none of it. On a version 2 connection it writes the
+/// last ROLE again when it has written nothing for `keepalive` (docs/PROTOCOL.md: keepalives).
+/// Ends, handing the socket back, once both queues are closed and everything is written.
+async fn write_frames(
+    mut wr: OwnedWriteHalf,
+    version: u8,
+    keepalive: Duration,
+    write_timeout: Duration,
+    mut node_rx: mpsc::UnboundedReceiver<ServerFrame>,
+    mut own_rx: mpsc::Receiver<ServerFrame>,
+) -> Result<OwnedWriteHalf, String> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut last_role: Option<ServerFrame> = None;
+    let (mut node_open, mut own_open) = (true, true);
+    let mut last_written = Instant::now();
+    // Since when the writer has had bytes for the client and the client took none.
+    let mut stuck_since = Instant::now();
+    let take = |f: ServerFrame,
+                buf: &mut BytesMut,
+                stuck_since: &mut Instant,
+                last_role: &mut Option<ServerFrame>| {
+        if !f.visible_to(version) {
+            return;
+        }
+        if buf.is_empty() {
+            *stuck_since = Instant::now();
+        }
+        f.encode(buf);
+        if matches!(f, ServerFrame::Role { .. }) {
+            // The first ROLE goes out twice: a repeat is a keepalive, and saying one at
+            // once tells the client this node sends them (docs/PROTOCOL.md).
+            if last_role.is_none() {
+                f.encode(buf);
+            }
+            *last_role = Some(f);
+        }
+    };
+    loop {
+        if !node_open && !own_open && buf.is_empty() {
+            return Ok(wr);
+        }
+        let room = buf.len() < WRITE_BUFFER;
+        let keepalive_due = (version >= VERSION_2 && buf.is_empty())
+            .then(|| last_role.clone())
+            .flatten();
+        tokio::select! {
+            biased;
+            w = wr.write(&buf), if !buf.is_empty() => match w {
+                Ok(n) if n > 0 => {
+                    buf.advance(n);
+                    let now = Instant::now();
+                    last_written = now;
+                    stuck_since = now;
+                }
+                Ok(_) => return Err("the connection is closed".into()),
+                Err(e) => return Err(format!("write failed: {e}")),
+            },
+            f = node_rx.recv(), if node_open && room => match f {
+                Some(f) => {
+                    take(f, &mut buf, &mut stuck_since, &mut last_role);
+                    while buf.len() < WRITE_BUFFER {
+                        let Ok(f) = node_rx.try_recv() else { break };
+                        take(f, &mut buf, &mut stuck_since, &mut last_role);
+                    }
+                }
+                None => node_open = false,
+            },
+            f = own_rx.recv(), if own_open && room => match f {
+                Some(f) => {
+                    take(f, &mut buf, &mut stuck_since, &mut last_role);
+                    while buf.len() < WRITE_BUFFER {
+                        let Ok(f) = own_rx.try_recv() else { break };
+                        take(f, &mut buf, &mut stuck_since, &mut last_role);
+                    }
+                }
+                None => own_open = false,
+            },
+            _ = tokio::time::sleep_until(stuck_since + write_timeout), if !buf.is_empty() => {
+                return Err(format!(
+                    "{} bytes of acks not taken by the client for {} (receiver.write_timeout)",
+                    buf.len(),
+                    humantime::format_duration(write_timeout)
+                ));
+            }
+            _ = tokio::time::sleep_until(last_written + keepalive), if keepalive_due.is_some() => {
+                take(keepalive_due.expect("guarded"), &mut buf, &mut stuck_since, &mut last_role);
+            }
+        }
+    }
 }
 
 /// Tells a version 2 client the node's role: queues a ROLE frame for the current value of `roles` now

@@ -7,17 +7,30 @@
 //! - [`framed`]: ours (docs/PROTOCOL.md): hello, CRC-checked blocks with sequence numbers, *durable*
 //!   and *committed* acknowledgements.
 //!
+//! - [`pace`]: the timeouts both share — silence, not a block's duration, and a minimum rate.
+//! - [`limits`]: descriptors — the open-files limit raised at start and `max_connections` checked
+//!   against it.
+//!
+//! Bounded by construction: a block's bytes are reserved in the in-flight budget before its body is
+//! read, each listener serves at most its share of `max_connections` (one over it is refused at once,
+//! counted and logged once per [`REFUSAL_LOG_INTERVAL`]), and a framed connection's ack queue is
+//! bounded, its writer giving up after `write_timeout`.
+//!
 //! The receivers sit below the node: they never name it. What they hand blocks to is an [`Intake`] —
 //! the few things a connection needs of whoever makes its blocks durable (the in-flight budget,
 //! `ingest`, the stop signal, the role to announce, the connection registry for committed acks). The
 //! node implements it; tests may drive a receiver with anything else that does.
 
 pub mod framed;
+pub mod limits;
+pub mod pace;
 pub mod raw;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
@@ -38,10 +51,20 @@ pub struct Ingested {
     pub committed: bool,
 }
 
+/// The in-flight budget counts in units of this many bytes: [`Intake::reserve`] of `len` bytes takes
+/// [`budget_units`]`(len)` permits, so a receiver can give back part of a reservation (`split`).
+pub const BUDGET_UNIT: usize = 1024;
+
+/// The permits a reservation of `len` bytes takes (at least one).
+pub fn budget_units(len: usize) -> u32 {
+    len.div_ceil(BUDGET_UNIT).max(1) as u32
+}
+
 /// Whoever makes the receivers' blocks durable: the node. Its contract, as the receivers rely on it:
 ///
-/// - [`reserve`](Intake::reserve) waits for room for `len` bytes in flight; the permit is dropped once
-///   the block is durable or refused.
+/// - [`reserve`](Intake::reserve) waits for room for `len` bytes in flight ([`budget_units`] permits);
+///   the receivers call it before they read a block's body, and drop the permit once the block is
+///   durable or refused.
 /// - [`ingest`](Intake::ingest) makes a block durable exactly once and returns only after the fdatasync
 ///   that covers it; `seq: None` gives it the source's next sequence number (raw sources). Only then
 ///   may a receiver acknowledge it. An error costs that block (and its connection), nothing else.
@@ -74,29 +97,35 @@ pub trait Intake: Clone + Send + Sync + 'static {
 /// Why the receivers could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
-    #[error("cannot listen on {address}: {source}")]
+    #[error("{key}: cannot listen on {address}: {source}")]
     Bind {
+        key: String,
         address: String,
         source: std::io::Error,
     },
 }
 
 /// Binds every listener (so bind errors surface before the node reports ready) and spawns every source.
-/// Returns the addresses actually bound, in configuration order (port 0 gets a real port).
+/// Returns the addresses actually bound, in configuration order (port 0 gets a real port). Each listener
+/// gets its own share of `max_connections` ([`shares`]).
 pub async fn start<I: Intake>(
     node: &I,
     tasks: &mut JoinSet<()>,
 ) -> Result<Vec<String>, ReceiverError> {
-    let conns = Arc::new(Semaphore::new(node.receiver_config().max_connections));
+    let sources = node.receiver_config().sources.clone();
+    let mut shares = shares(node.receiver_config()).into_iter();
     let mut bound = Vec::new();
-    for src in node.receiver_config().sources.clone() {
+    for (i, src) in sources.into_iter().enumerate() {
+        let key = format!("receiver.sources[{i}].address");
         match src {
             SourceConfig::RawListen { address, source } => {
-                let l = bind(&address).await?;
+                let l = bind(&key, &address).await?;
                 let local = l.local_addr().map(|a| a.to_string()).unwrap_or(address);
-                info!(address = %local, source = %source, protocol = "raw", "listening");
+                let share = shares.next().unwrap_or(1);
+                info!(address = %local, source = %source, protocol = "raw", max_connections = share, "listening");
+                let gate = Gate::new(share, "raw", &local);
                 bound.push(local);
-                tasks.spawn(raw::listen(node.clone(), l, source, conns.clone()));
+                tasks.spawn(raw::listen(node.clone(), l, source, gate));
             }
             SourceConfig::RawConnect {
                 address,
@@ -108,29 +137,116 @@ pub async fn start<I: Intake>(
                 tasks.spawn(raw::connect(node.clone(), address, source, backoff_max));
             }
             SourceConfig::FramedListen { address, token } => {
-                let l = bind(&address).await?;
+                let l = bind(&key, &address).await?;
                 let local = l.local_addr().map(|a| a.to_string()).unwrap_or(address);
-                info!(address = %local, protocol = "framed", "listening");
+                let share = shares.next().unwrap_or(1);
+                info!(address = %local, protocol = "framed", max_connections = share, "listening");
+                let gate = Gate::new(share, "framed", &local);
                 bound.push(local);
-                tasks.spawn(framed::listen(node.clone(), l, token, conns.clone()));
+                tasks.spawn(framed::listen(node.clone(), l, token, gate));
             }
         }
     }
     Ok(bound)
 }
 
-/// Accepts connections until the node stops, each served by `serve` in its own task, at most
-/// `max_connections` at once over all listeners (more wait in the kernel's accept queue); then waits
-/// for the connections to finish.
-pub(crate) async fn accept_loop<I, F, Fut>(
+/// Each listener's share of `max_connections`, in configuration order: an equal part (the first ones
+/// get one more when it does not divide), so a flood on one listener cannot lock another's senders out.
+pub fn shares(cfg: &ReceiverConfig) -> Vec<usize> {
+    let n = cfg
+        .sources
+        .iter()
+        .filter(|s| !matches!(s, SourceConfig::RawConnect { .. }))
+        .count();
+    if n == 0 {
+        return Vec::new();
+    }
+    let (each, extra) = (cfg.max_connections / n, cfg.max_connections % n);
+    (0..n)
+        .map(|i| (each + usize::from(i < extra)).max(1))
+        .collect()
+}
+
+/// How often at most a listener logs the connections it refused for being over its share.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// One listener's share of the connections, and the count of those it refused.
+pub struct Gate {
+    slots: Arc<Semaphore>,
+    share: usize,
+    protocol: &'static str,
+    address: String,
+    refused_total: u64,
+    /// Refused since the last log line.
+    unlogged: u64,
+    last_log: Option<Instant>,
+}
+
+impl Gate {
+    pub fn new(share: usize, protocol: &'static str, address: &str) -> Gate {
+        Gate {
+            slots: Arc::new(Semaphore::new(share)),
+            share,
+            protocol,
+            address: address.to_string(),
+            refused_total: 0,
+            unlogged: 0,
+            last_log: None,
+        }
+    }
+
+    /// Counts one refused connection; logs at most once per [`REFUSAL_LOG_INTERVAL`] (the first one at
+    /// once, later ones when the interval is over: see [`Gate::flush_at`]).
+    fn refused(&mut self) {
+        self.refused_total += 1;
+        self.unlogged += 1;
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL)
+        {
+            self.log();
+        }
+    }
+
+    /// When the refusals not yet logged are due, if there are any.
+    fn flush_at(&self) -> Option<Instant> {
+        (self.unlogged > 0).then(|| {
+            self.last_log
+                .map_or_else(Instant::now, |t| t + REFUSAL_LOG_INTERVAL)
+        })
+    }
+
+    fn log(&mut self) {
+        if self.unlogged == 0 {
+            return;
+        }
+        warn!(
+            protocol = self.protocol,
+            address = %self.address,
+            max_connections = self.share,
+            refused = self.unlogged,
+            refused_total = self.refused_total,
+            "connections over this listener's share of receiver.max_connections refused"
+        );
+        self.unlogged = 0;
+        self.last_log = Some(Instant::now());
+    }
+}
+
+/// Accepts connections until the node stops, each served by `serve` in its own task, at most the
+/// gate's share at once; one over it is handed to `refuse` at once (which must not wait: it is on the
+/// accept loop) and closed. Then waits for the connections to finish.
+pub(crate) async fn accept_loop<I, F, Fut, R>(
     node: I,
     listener: TcpListener,
-    conns: Arc<Semaphore>,
+    mut gate: Gate,
     serve: F,
+    refuse: R,
 ) where
     I: Intake,
     F: Fn(TcpStream, String) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
+    R: Fn(TcpStream),
 {
     let stopped = node.stopped();
     tokio::pin!(stopped);
@@ -139,14 +255,22 @@ pub(crate) async fn accept_loop<I, F, Fut>(
     let mut connections = tokio::task::JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
+        let flush = gate.flush_at();
         let accepted = tokio::select! {
             _ = &mut stopped => break,
             a = listener.accept() => a,
+            _ = async { tokio::time::sleep_until(flush.expect("guarded")).await }, if flush.is_some() => {
+                gate.log();
+                continue;
+            }
         };
         match accepted {
             Ok((sock, peer)) => {
-                let Ok(permit) = conns.clone().acquire_owned().await else {
-                    break;
+                let Ok(permit) = gate.slots.clone().try_acquire_owned() else {
+                    node.count_rejected();
+                    gate.refused();
+                    refuse(sock);
+                    continue;
                 };
                 let task = serve(sock, peer.to_string());
                 connections.spawn(async move {
@@ -161,14 +285,39 @@ pub(crate) async fn accept_loop<I, F, Fut>(
             }
         }
     }
+    gate.log();
     while connections.join_next().await.is_some() {}
 }
 
-async fn bind(address: &str) -> Result<TcpListener, ReceiverError> {
+async fn bind(key: &str, address: &str) -> Result<TcpListener, ReceiverError> {
     TcpListener::bind(address)
         .await
         .map_err(|source| ReceiverError::Bind {
+            key: key.to_string(),
             address: address.to_string(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn each_listener_gets_an_equal_share_and_outbound_sources_none() {
+        let mut cfg = Config::default().receiver;
+        assert_eq!(shares(&cfg), vec![512, 512]);
+        cfg.max_connections = 5;
+        cfg.sources.push(SourceConfig::RawConnect {
+            address: "127.0.0.1:1".into(),
+            source: "c".into(),
+            backoff_max: Duration::from_secs(1),
+        });
+        cfg.sources.push(SourceConfig::FramedListen {
+            address: "127.0.0.1:2".into(),
+            token: None,
+        });
+        assert_eq!(shares(&cfg), vec![2, 2, 1]);
+    }
 }

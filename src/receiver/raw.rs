@@ -10,42 +10,60 @@
 //! nothing of it is stored.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
+use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
-use super::Intake;
+use super::pace::{grow, Cut, Pace};
+use super::{budget_units, Gate, Intake};
+
+/// What of a raw image the node holds without a reservation: raw has no length header, so the first
+/// bytes are read before the node knows what to reserve. An image that ends within this is reserved
+/// at its length; a longer one reserves `max_block_size` (its length is not known until EOF) and
+/// gives back the rest at EOF. This is part of the fixed per-connection memory.
+pub const UNRESERVED: usize = 256 * 1024;
 
 /// Why a raw connection yielded no image.
 #[derive(Debug, thiserror::Error)]
 pub enum RawError {
     #[error("image is over max_block_size ({max} bytes); dropped")]
     TooLarge { max: u64 },
-    #[error("no data for {0:?}; connection dropped")]
-    Idle(Duration),
+    #[error(transparent)]
+    Cut(#[from] Cut),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Reads one image: every byte up to EOF. `Ok(None)` for a connection that sent nothing.
-pub async fn read_image(
+/// Reads one image: every byte up to EOF, reserving it in the node's in-flight budget as it grows
+/// (see [`UNRESERVED`]). `Ok(None)` for a connection that sent nothing. Silence for `idle` or a rate
+/// under `min_rate` after that grace cuts it ([`Pace`]).
+pub async fn read_image<I: Intake>(
+    node: &I,
     sock: &mut TcpStream,
     max: u64,
     idle: Duration,
-) -> Result<Option<Bytes>, RawError> {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    min_rate: u64,
+) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, RawError> {
+    let mut pace = Pace::start(idle, min_rate);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    // One byte past the limit tells an oversized image from one of exactly `max` bytes.
+    let limit = max as usize + 1;
     loop {
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(buf.len().clamp(64 * 1024, 4 << 20));
+        if buf.len() >= UNRESERVED && permit.is_none() {
+            permit = Some(pace.pause(node.reserve(max as usize)).await);
         }
-        let n = tokio::time::timeout(idle, sock.read_buf(&mut buf))
-            .await
-            .map_err(|_| RawError::Idle(idle))??;
+        let cap = if permit.is_some() {
+            limit
+        } else {
+            UNRESERVED.min(limit)
+        };
+        grow(&mut buf, cap);
+        let want = (cap - buf.len()) as u64;
+        let n = pace.read(sock, &mut buf, want).await??;
         if n == 0 {
             break;
         }
@@ -53,26 +71,38 @@ pub async fn read_image(
             return Err(RawError::TooLarge { max });
         }
     }
-    Ok(if buf.is_empty() {
-        None
-    } else {
-        Some(buf.freeze())
-    })
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let len = buf.len();
+    let permit = match permit {
+        Some(mut p) => {
+            // Give back what the image did not need.
+            let keep = budget_units(len) as usize;
+            if p.num_permits() > keep {
+                drop(p.split(p.num_permits() - keep));
+            }
+            p
+        }
+        None => pace.pause(node.reserve(len)).await,
+    };
+    Ok(Some((Bytes::from(buf), permit)))
 }
 
 async fn handle<I: Intake>(node: &I, mut sock: TcpStream, peer: String, source: &str) {
-    let max = node.receiver_config().max_block_size.as_u64();
-    let idle = node.receiver_config().idle_timeout;
-    match read_image(&mut sock, max, idle).await {
-        Ok(Some(image)) => {
+    let cfg = node.receiver_config();
+    let max = cfg.max_block_size.as_u64();
+    let (idle, min_rate) = (cfg.idle_timeout, cfg.min_rate.as_u64());
+    match read_image(node, &mut sock, max, idle, min_rate).await {
+        Ok(Some((image, permit))) => {
             let len = image.len();
-            let _permit = node.reserve(len).await;
             match node.ingest(source, None, image).await {
                 Ok(i) => {
                     debug!(peer = %peer, source, seq = i.seq, bytes = len, "raw image durable")
                 }
                 Err(e) => warn!(peer = %peer, source, error = %e, "raw image not stored"),
             }
+            drop(permit);
         }
         Ok(None) => {
             debug!(peer = %peer, source, "empty connection ignored (a zero-length connection is not an image)")
@@ -84,19 +114,21 @@ async fn handle<I: Intake>(node: &I, mut sock: TcpStream, peer: String, source: 
     }
 }
 
-/// Accepts senders until the node stops; each connection is one image.
-pub async fn listen<I: Intake>(
-    node: I,
-    listener: TcpListener,
-    source: String,
-    conns: Arc<Semaphore>,
-) {
+/// Accepts senders until the node stops; each connection is one image. A connection over the
+/// listener's share is closed at once (raw has no way to say why).
+pub async fn listen<I: Intake>(node: I, listener: TcpListener, source: String, gate: Gate) {
     let n = node.clone();
-    super::accept_loop(node, listener, conns, move |sock, peer| {
-        let node = n.clone();
-        let source = source.clone();
-        async move { handle(&node, sock, peer, &source).await }
-    })
+    super::accept_loop(
+        node,
+        listener,
+        gate,
+        move |sock, peer| {
+            let node = n.clone();
+            let source = source.clone();
+            async move { handle(&node, sock, peer, &source).await }
+        },
+        drop,
+    )
     .await
 }
 
