@@ -140,7 +140,7 @@ impl Default for ReceiverConfig {
     fn default() -> Self {
         ReceiverConfig {
             max_block_size: ByteSize::mib(32),
-            max_connections: 1024,
+            max_connections: 512,
             idle_timeout: Duration::from_secs(60),
             min_rate: ByteSize::kib(16),
             inflight_budget: ByteSize::mib(256),

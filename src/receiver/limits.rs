@@ -166,6 +166,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_default_configuration_fits_the_smallest_common_hard_limit() {
+        check(&Config::default(), 1024).expect("a node on the defaults starts under a 1024 limit");
+    }
+
+    #[test]
     fn max_connections_beyond_the_limit_less_the_reserve_is_refused_naming_key_limit_and_reserve() {
         let mut cfg = Config::default();
         cfg.receiver.max_connections = 1024;

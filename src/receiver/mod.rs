@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn each_listener_gets_an_equal_share_and_outbound_sources_none() {
         let mut cfg = Config::default().receiver;
-        assert_eq!(shares(&cfg), vec![512, 512]);
+        assert_eq!(shares(&cfg), vec![256, 256]);
         cfg.max_connections = 5;
         cfg.sources.push(SourceConfig::RawConnect {
             address: "127.0.0.1:1".into(),
