@@ -196,4 +196,6 @@ impl Node {
 }
 
 #[cfg(test)]
+mod state_tests;
+#[cfg(test)]
 pub(crate) mod tests;

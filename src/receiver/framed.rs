@@ -77,6 +77,9 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
             .await;
         }
     }
+    if let Err(e) = node.admit_source(&hello.source) {
+        return refuse(&mut wr, &peer, Some(&hello.source), &e).await;
+    }
     let source = hello.source;
     let version = hello.version;
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerFrame>();
@@ -154,6 +157,9 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
             Ok(Ok(None)) => break Ok(()),
             Ok(Err(e)) => break Err(e),
             Ok(Ok(Some(block))) => {
+                if let Err(e) = node.admit_block(&source, block.seq) {
+                    break Err(e);
+                }
                 let permit = node.reserve(block.data.len()).await;
                 let node = node.clone();
                 let tx = tx.clone();
