@@ -414,10 +414,11 @@ async fn measure_checkpoint_and_commit_under_random_seqs() -> anyhow::Result<()>
     let started = Instant::now();
     it::signal(pid, "TERM")?;
     let st = node.child.wait()?;
+    let took = started.elapsed();
     println!(
-        "range {range}, {secs} s: {sent} blocks sent, {acked} acked durable; newest checkpoint {ckpt:?} bytes; \
-         {hwm}; SIGTERM to exit {:?} ({st}); {} files in the output",
-        started.elapsed(),
+        "range {range}, {secs} s: {sent} blocks sent, {acked} acked durable; newest checkpoint {ckpt:?} bytes \
+         2 s after the flood, {:?} bytes after the exit; {hwm}; SIGTERM to exit {took:?} ({st}); {} files in the output",
+        newest_checkpoint_bytes(&dir.path().join("store")),
         output_files(dir.path()).len()
     );
     Ok(())
