@@ -60,6 +60,7 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     pub strategy: StrategyConfig,
     pub hdfs: HdfsConfig,
+    pub dedup: DedupConfig,
 }
 
 /// How to reach HDFS, for an `hdfs://` output and a `kind = "hdfs"` checkpoint store.
@@ -258,6 +259,92 @@ impl Default for BatchConfig {
             prefix: "images".into(),
             commit_timeout: Duration::from_secs(120),
         }
+    }
+}
+
+/// The per-source de-duplication state's bounds (docs/PROTOCOL.md, "Sequence numbers and state"):
+/// what a framed source may send, and how long a source is remembered.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// A framed block whose seq is this far or farther past its source's first seq not yet received
+    /// is refused (ERROR Malformed, that connection only).
+    pub window: u64,
+    /// Per source, the most seqs held out of order (received above a seq that has not arrived); one
+    /// more is refused until the missing seq arrives.
+    pub max_gaps: usize,
+    /// Over all sources, the most seqs held out of order; past it an out-of-order block is refused
+    /// (ERROR Internal, "try later") whatever its source.
+    pub gap_budget: usize,
+    /// The most sources the node keeps state for; a block of a new source past it is refused.
+    pub max_sources: usize,
+    /// A source no block arrived from for this long (and with nothing uncommitted) is forgotten: dropped
+    /// from the node's state and from the next checkpoint. A sender that comes back later with old
+    /// sequence numbers gets them stored again.
+    #[serde(with = "humantime_serde")]
+    pub source_retention: Duration,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            window: 1 << 20,
+            max_gaps: 1024,
+            gap_budget: 1 << 18,
+            max_sources: 100_000,
+            source_retention: Duration::from_secs(3 * 24 * 3600),
+        }
+    }
+}
+
+impl DedupConfig {
+    /// The largest `window`: seqs of a source stay this close to its first missing one, far from
+    /// `u64::MAX`.
+    pub const MAX_WINDOW: u64 = 1 << 40;
+
+    fn validate(&self, batch_interval: Duration) -> Result<(), ConfigError> {
+        if self.window < 2 || self.window > Self::MAX_WINDOW {
+            return Err(invalid(
+                "dedup.window",
+                format!(
+                    "must be between 2 and 2^40 (got {}): it bounds how far past its first missing seq a source may send",
+                    self.window
+                ),
+            ));
+        }
+        if self.max_gaps == 0 || self.max_gaps as u64 >= self.window {
+            return Err(invalid(
+                "dedup.max_gaps",
+                format!(
+                    "must be at least 1 and below dedup.window ({}); got {}",
+                    self.window, self.max_gaps
+                ),
+            ));
+        }
+        if self.gap_budget < self.max_gaps {
+            return Err(invalid(
+                "dedup.gap_budget",
+                format!(
+                    "must be at least dedup.max_gaps ({}), or no source could use its share; got {}",
+                    self.max_gaps, self.gap_budget
+                ),
+            ));
+        }
+        if self.max_sources == 0 {
+            return Err(invalid("dedup.max_sources", "must be at least 1"));
+        }
+        let floor = (batch_interval * 2).max(Duration::from_secs(60));
+        if self.source_retention < floor {
+            return Err(invalid(
+                "dedup.source_retention",
+                format!(
+                    "must be at least {} (1 minute, and two batch intervals: a source is remembered past its commit); got {}",
+                    humantime::format_duration(floor),
+                    humantime::format_duration(self.source_retention)
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -638,6 +725,7 @@ impl Config {
         if self.checkpoint.keep == 0 {
             return Err(invalid("checkpoint.keep", "must be at least 1"));
         }
+        self.dedup.validate(self.batch.interval)?;
         self.validate_strategy()
     }
 
@@ -844,6 +932,13 @@ impl Config {
     }
 
     /// The output directory (a local output).
+    /// Whether `source` is the source id of a raw listener or raw connection of this node.
+    pub fn is_raw_source(&self, name: &str) -> bool {
+        self.receiver.sources.iter().any(|s| {
+            matches!(s, SourceConfig::RawListen { source, .. } | SourceConfig::RawConnect { source, .. } if source == name)
+        })
+    }
+
     pub fn output_dir(&self) -> PathBuf {
         match &self.output.url {
             Some(url) => PathBuf::from(url.strip_prefix("file://").unwrap_or(url)),
@@ -993,6 +1088,51 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("carrier-pigeon"), "{err}");
+    }
+
+    #[test]
+    fn dedup_bounds_parse_with_human_durations_and_impossible_ones_name_their_key() {
+        let c = Config::parse(
+            "[dedup]\nwindow = 5000\nmax_gaps = 10\ngap_budget = 100\nmax_sources = 7\nsource_retention = \"2days\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.dedup.window, 5000);
+        assert_eq!(c.dedup.source_retention, Duration::from_secs(2 * 24 * 3600));
+        assert_eq!(Config::default().dedup, DedupConfig::default());
+        for (toml, key, words) in [
+            ("window = 1", "dedup.window", "between 2 and 2^40"),
+            (
+                "window = 2000000000000",
+                "dedup.window",
+                "between 2 and 2^40",
+            ),
+            ("max_gaps = 0", "dedup.max_gaps", "at least 1"),
+            (
+                "window = 100\nmax_gaps = 100",
+                "dedup.max_gaps",
+                "below dedup.window (100)",
+            ),
+            (
+                "gap_budget = 10",
+                "dedup.gap_budget",
+                "at least dedup.max_gaps (1024)",
+            ),
+            ("max_sources = 0", "dedup.max_sources", "at least 1"),
+            (
+                "source_retention = \"30s\"",
+                "dedup.source_retention",
+                "at least 1m",
+            ),
+        ] {
+            let err = Config::parse(&format!("[dedup]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(words), "{toml}: {err}");
+        }
+        let err = Config::parse("[dedup]\nwindows = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("windows"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum NodeError {
     Record { lsn: u64, reason: String },
     #[error(transparent)]
     Receiver(#[from] crate::receiver::ReceiverError),
+    /// This block cannot be taken (it costs only its sender).
+    #[error("block refused: {0}")]
+    Refused(String),
     #[error("node failed: {0}")]
     Failed(String),
     #[error("background task failed: {0}")]

@@ -34,9 +34,17 @@ impl Node {
         let step = {
             let mut st = self.state();
             let e = st.entry(source);
+            e.last_seen_ms = e.last_seen_ms.max(super::now_ms());
             let seq = match seq {
                 Some(s) => s,
                 None => {
+                    e.raw = true;
+                    // Never wraps: a wrapped counter would take every later image for a re-send.
+                    if e.next_raw == u64::MAX {
+                        return Err(NodeError::Refused(format!(
+                            "raw source `{source}` has used every sequence number"
+                        )));
+                    }
                     e.next_raw += 1;
                     e.next_raw - 1
                 }

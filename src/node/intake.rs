@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use super::state::ConnHandle;
 use super::{Node, NodeError};
 use crate::config::ReceiverConfig;
-use crate::protocol::{RoleInfo, ServerFrame};
+use crate::protocol::{ProtocolError, RoleInfo, ServerFrame};
 use crate::receiver::{Ingested, Intake};
 
 impl Intake for Node {
@@ -40,6 +40,14 @@ impl Intake for Node {
 
     fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         Node::stopped(self)
+    }
+
+    fn admit_source(&self, source: &str) -> Result<(), ProtocolError> {
+        self.state().admit_source(source, self.config())
+    }
+
+    fn admit_block(&self, source: &str, seq: u64) -> Result<(), ProtocolError> {
+        self.state().admit_block(source, seq, &self.config().dedup)
     }
 
     fn roles(&self) -> watch::Receiver<RoleInfo> {

@@ -198,4 +198,6 @@ impl Node {
 }
 
 #[cfg(test)]
+mod state_tests;
+#[cfg(test)]
 pub(crate) mod tests;

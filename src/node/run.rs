@@ -15,10 +15,17 @@ pub async fn run_node(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Polled once first, so that a signal handler it installs on its first poll is in place before
+    // recovery and the `ready` line: a SIGTERM right after `ready` is a shutdown, not the default kill.
+    tokio::pin!(shutdown);
+    let early = futures::poll!(&mut shutdown).is_ready();
     let running = start_node(Node::open(cfg).await?).await?;
     println!("ready {}", running.addresses.join(" "));
+    if early {
+        running.node.request_stop("shutdown requested");
+    }
     tokio::select! {
-        _ = shutdown => running.node.request_stop("shutdown requested"),
+        _ = &mut shutdown, if !early => running.node.request_stop("shutdown requested"),
         _ = running.node.stopped() => {}
     }
     running.stop().await

@@ -3,14 +3,27 @@
 //! that a checkpoint writes (after a batch commit, or a `passive-standby` carried-block checkpoint).
 //!
 //! Held under one `std::sync::Mutex`; nothing awaits while holding it.
+//!
+//! # Bounds (docs/PROTOCOL.md, "Sequence numbers and state")
+//!
+//! A source's sets are a contiguous prefix plus the sparse seqs above it ([`SeqSet`]). Framed blocks
+//! are admitted ([`State::admit_block`]) only within `dedup.window` of the first seq not received yet,
+//! with at most `dedup.max_gaps` sparse seqs per source, `dedup.gap_budget` over all sources and
+//! `dedup.max_sources` sources; the bounds are checked when a block is read, so blocks already in
+//! flight at that moment may pass them by that many. A source idle past `dedup.source_retention` with
+//! nothing uncommitted, no block in flight and no connection is forgotten ([`State::forget_idle`])
+//! before each checkpoint, unless it is a configured raw source (its counter must go on). Framed
+//! clients may not use a raw source's name ([`State::admit_source`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use strategies::snapshot::{CarriedRef, SeqSet, Snapshot};
 use tokio::sync::{mpsc, watch};
 
 use super::{now_ms, Node};
-use crate::protocol::ServerFrame;
+use crate::config::{Config, DedupConfig};
+use crate::protocol::{ErrorCode, ProtocolError, ServerFrame};
 use crate::wal::Lsn;
 
 /// The outcome of an append others are waiting on: `Ok(lsn)` or the error text.
@@ -28,6 +41,12 @@ pub struct SourceEntry {
     pub uncommitted: HashMap<u64, Lsn>,
     /// The next sequence number a raw image of this source gets.
     pub next_raw: u64,
+    /// When a block of it last arrived, in milliseconds since the Unix epoch.
+    pub last_seen_ms: u64,
+    /// Its images came in over the raw protocol: framed clients may not use its name.
+    pub raw: bool,
+    /// The first missing seq when a block carrying it was last admitted (it may not be in flight yet).
+    pub filling: Option<u64>,
 }
 
 /// A framed connection that receives a source's later acks (committed, checkpointed).
@@ -68,6 +87,12 @@ pub struct State {
     /// when it started, which its record's LSN is at or above. Such a block is in no other map (not
     /// in flight any more, not yet uncommitted), so a standby trimming its WAL must stay below these.
     pub appending: BTreeMap<Lsn, usize>,
+    /// The sparse seqs of every source's durable set, summed (bounded by `dedup.gap_budget`).
+    pub gaps: usize,
+}
+
+fn refused(code: ErrorCode, message: String) -> ProtocolError {
+    ProtocolError::Refused { code, message }
 }
 
 impl State {
@@ -79,11 +104,39 @@ impl State {
         self.sources.get_mut(source).expect("inserted above")
     }
 
+    /// Adds `seq` to a source's durable set, keeping [`State::gaps`] right.
+    fn insert_durable(&mut self, source: &str, seq: u64) -> &mut SourceEntry {
+        self.entry(source);
+        let e = self.sources.get_mut(source).expect("inserted above");
+        let before = e.durable.sparse_len();
+        e.durable.insert(seq);
+        self.gaps = (self.gaps + e.durable.sparse_len()).saturating_sub(before);
+        e.next_raw = e.next_raw.max(seq.saturating_add(1));
+        e
+    }
+
+    /// Counts the sparse seqs again (after sets were replaced or sources dropped).
+    pub fn recount_gaps(&mut self) {
+        self.gaps = self.sources.values().map(|e| e.durable.sparse_len()).sum();
+    }
+
+    /// Counts `set` as committed (and durable) for `source`, which was last seen at `seen_ms` and is
+    /// raw if `raw`: what a checkpoint or the batch log says.
+    pub fn load_committed(&mut self, source: &str, set: &SeqSet, seen_ms: u64, raw: bool) {
+        let e = self.entry(source);
+        e.committed.union_with(set);
+        e.durable.union_with(set);
+        e.next_raw = e.next_raw.max(set.next_after_highest());
+        e.last_seen_ms = e.last_seen_ms.max(seen_ms);
+        e.raw |= raw;
+        let committed = &e.committed;
+        e.uncommitted.retain(|seq, _| !committed.contains(*seq));
+    }
+
     /// Records a durable block found by replay or just appended; true if it is committed already.
     pub fn mark_durable(&mut self, source: &str, seq: u64, lsn: Lsn) -> bool {
-        let e = self.entry(source);
-        e.durable.insert(seq);
-        e.next_raw = e.next_raw.max(seq + 1);
+        let e = self.insert_durable(source, seq);
+        e.last_seen_ms = e.last_seen_ms.max(now_ms());
         if e.committed.contains(seq) {
             true
         } else {
@@ -94,11 +147,120 @@ impl State {
 
     /// Counts `seq` as committed.
     pub fn mark_committed(&mut self, source: &str, seq: u64) {
-        let e = self.entry(source);
+        let e = self.insert_durable(source, seq);
         e.committed.insert(seq);
-        e.durable.insert(seq);
-        e.next_raw = e.next_raw.max(seq + 1);
         e.uncommitted.remove(&seq);
+    }
+
+    /// Whether a framed connection may call itself `source`: not if it names a raw source of this
+    /// node (configured, or one whose images this state holds). The two protocols share the output's
+    /// file names (`<source>-<seq>.<ext>`) and the node's `(source, seq)` set, so a framed client
+    /// under a raw name would have its blocks taken for raw images (or move the raw counter).
+    pub fn admit_source(&self, source: &str, cfg: &Config) -> Result<(), ProtocolError> {
+        if cfg.is_raw_source(source) || self.sources.get(source).is_some_and(|e| e.raw) {
+            return Err(refused(
+                ErrorCode::InvalidSource,
+                format!(
+                    "source `{source}` is a raw source of this node (its images are numbered by the \
+                     node); a framed client must use another name"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a framed block `(source, seq)` may be taken under the `dedup` bounds. A block already
+    /// durable or in flight always may (a re-send is acknowledged again).
+    pub fn admit_block(
+        &mut self,
+        source: &str,
+        seq: u64,
+        d: &DedupConfig,
+    ) -> Result<(), ProtocolError> {
+        // `closing`: the first missing seq was admitted or is in flight, so the gaps are about to
+        // close — a sender that fills a gap and pipelines on is not refused for the gaps it fills.
+        let count = self.sources.len();
+        let (base, sparse, closing) = match self.sources.get_mut(source) {
+            Some(e) if e.durable.contains(seq) || e.inflight.contains_key(&seq) => return Ok(()),
+            Some(e) => {
+                let base = e.durable.first_missing();
+                if seq == base {
+                    e.filling = Some(base);
+                }
+                let closing = e.filling == Some(base) || e.inflight.contains_key(&base);
+                (base, e.durable.sparse_len(), closing)
+            }
+            None if count >= d.max_sources => {
+                return Err(refused(
+                    ErrorCode::Internal,
+                    format!(
+                        "the node keeps state for {} sources (dedup.max_sources); block {seq} of the \
+                         new source `{source}` is refused until idle ones pass dedup.source_retention",
+                        count
+                    ),
+                ))
+            }
+            None => (0, 0, false),
+        };
+        // Not durable, so not below the first missing seq.
+        let ahead = seq - base;
+        if ahead >= d.window {
+            return Err(refused(
+                ErrorCode::Malformed,
+                format!(
+                    "block {seq} of source `{source}` is {ahead} past seq {base}, the first of this \
+                     source not received yet; a source's seqs must stay within dedup.window ({}) of it \
+                     (count up from 0)",
+                    d.window
+                ),
+            ));
+        }
+        if ahead > 0 && !closing && sparse >= d.max_gaps {
+            return Err(refused(
+                ErrorCode::Malformed,
+                format!(
+                    "source `{source}` has {sparse} blocks held out of order above seq {base}, which has \
+                     not arrived (dedup.max_gaps = {}); block {seq} is refused: send seq {base} first",
+                    d.max_gaps
+                ),
+            ));
+        }
+        if ahead > 0 && !closing && self.gaps >= d.gap_budget {
+            return Err(refused(
+                ErrorCode::Internal,
+                format!(
+                    "the node holds {} blocks out of order over all sources (dedup.gap_budget); block \
+                     {seq} of `{source}` is refused: send seq {base} first, or try later",
+                    self.gaps
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forgets every source no block arrived from for `retention` that has nothing uncommitted, no
+    /// block in flight and no connection, unless `keep` says otherwise. Returns how many.
+    pub fn forget_idle(
+        &mut self,
+        now_ms: u64,
+        retention: Duration,
+        keep: impl Fn(&str) -> bool,
+    ) -> usize {
+        let retention_ms = retention.as_millis() as u64;
+        let before = self.sources.len();
+        let conns = &self.conns;
+        self.sources.retain(|name, e| {
+            now_ms.saturating_sub(e.last_seen_ms) < retention_ms
+                || !e.uncommitted.is_empty()
+                || !e.inflight.is_empty()
+                || conns.contains_key(name)
+                || keep(name)
+        });
+        let forgotten = before - self.sources.len();
+        if forgotten > 0 {
+            self.recount_gaps();
+        }
+        forgotten
     }
 
     pub fn is_committed(&self, source: &str, seq: u64) -> bool {
@@ -151,9 +313,37 @@ impl State {
 }
 
 impl Node {
-    /// A snapshot of the state (under the state lock), with the next checkpoint id.
+    /// Forgets the sources idle past `dedup.source_retention` (not the configured raw ones).
+    pub(super) fn forget_idle_sources(&self, st: &mut State) {
+        let cfg = &self.inner.cfg;
+        let forgotten = st.forget_idle(now_ms(), cfg.dedup.source_retention, |s| {
+            cfg.is_raw_source(s)
+        });
+        if forgotten > 0 {
+            tracing::info!(
+                forgotten,
+                sources = st.sources.len(),
+                retention = %humantime::format_duration(cfg.dedup.source_retention),
+                "forgot sources idle past dedup.source_retention; a re-send of theirs is stored again"
+            );
+        }
+    }
+
+    /// A snapshot of the state (under the state lock), with the next checkpoint id; sources idle past
+    /// their retention are forgotten first.
     pub(super) fn snapshot_of(&self, st: &mut State, batch_ms: Option<u64>) -> Snapshot {
+        self.forget_idle_sources(st);
         st.checkpoint_id += 1;
+        let sources = st.committed_sets();
+        let last_seen_ms = sources
+            .keys()
+            .map(|k| (k.clone(), st.sources[k].last_seen_ms))
+            .collect();
+        let raw_sources = sources
+            .keys()
+            .filter(|k| st.sources[*k].raw)
+            .cloned()
+            .collect();
         Snapshot {
             format: Snapshot::FORMAT,
             epoch: self.epoch(),
@@ -163,9 +353,11 @@ impl Node {
             last_committed_batch_ms: batch_ms.or(Some(st.last_batch_ms)).filter(|ms| *ms > 0),
             last_committed_seal_lsn: st.last_committed_seal,
             wal_low_water: st.last_committed_seal + 1,
-            sources: st.committed_sets(),
+            sources,
             last_batch_n: st.last_batch_n,
             carried: st.carried.clone(),
+            last_seen_ms,
+            raw_sources,
         }
     }
 }

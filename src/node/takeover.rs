@@ -51,13 +51,12 @@ impl Node {
         let low = {
             let mut st = self.state();
             for (source, set) in &snap.sources {
-                let e = st.entry(source);
-                e.committed.union_with(set);
-                e.durable.union_with(set);
-                e.next_raw = e.next_raw.max(set.next_after_highest());
-                let committed = e.committed.clone();
-                e.uncommitted.retain(|seq, _| !committed.contains(*seq));
+                let raw = snap.raw_sources.contains(source);
+                st.load_committed(source, set, snap.last_seen_ms(source), raw);
             }
+            st.recount_gaps();
+            // A standby forgets what the primary forgot (and its own idle sources) by the same rule.
+            self.forget_idle_sources(&mut st);
             st.lowest_needed()
                 .unwrap_or_else(|| self.inner.last_block_lsn.load(Ordering::Acquire))
         };
@@ -135,13 +134,18 @@ impl Node {
         let committed = plan.committed_with(&published);
         let mut st = State::default();
         for (source, set) in &committed {
-            let e = st.entry(source);
-            e.committed = set.clone();
-            e.durable = set.clone();
-            e.next_raw = set.next_after_highest();
+            // Sources only in the batch log were seen when it was read.
+            let (seen, raw) = match &snapshot {
+                Some(s) if s.sources.contains_key(source) => {
+                    (s.last_seen_ms(source), s.raw_sources.contains(source))
+                }
+                _ => (now_ms(), false),
+            };
+            st.load_committed(source, set, seen, raw);
         }
         let replay_from = plan.replay_own_wal_from;
         let (mut st, last_block) = self.scan_wal(st, replay_from).await?;
+        st.recount_gaps();
         st.last_committed_seal = replay_from - 1;
         st.carried_hi = replay_from - 1;
         st.last_batch_ms = plan.batch_ms_floor.saturating_sub(1);

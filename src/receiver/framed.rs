@@ -191,6 +191,9 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
             .await;
         }
     }
+    if let Err(e) = node.admit_source(&hello.source) {
+        return refuse(&mut wr, &peer, Some(&hello.source), &e).await;
+    }
     let source = hello.source;
     let version = hello.version;
     // Two queues into the writer: the node's (WELCOME, ROLE, committed and checkpointed acks; what
@@ -238,6 +241,12 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
             Ok(Next::Eof) => break Ok(()),
             Err(e) => break Err(e),
             Ok(Next::Block(block, permit, slot)) => {
+                // Its body is read already (within the reserved budget); a seq outside the source's
+                // window or gap bound is refused before anything of it is stored.
+                if let Err(e) = node.admit_block(&source, block.seq) {
+                    drop(permit);
+                    break Err(e);
+                }
                 let node = node.clone();
                 let tx = tx.clone();
                 let source = source.clone();

@@ -39,7 +39,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::{ReceiverConfig, SourceConfig};
-use crate::protocol::{RoleInfo, ServerFrame};
+use crate::protocol::{ProtocolError, RoleInfo, ServerFrame};
 
 /// What an [`Intake::ingest`] did with a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +87,16 @@ pub trait Intake: Clone + Send + Sync + 'static {
         data: Bytes,
     ) -> impl Future<Output = Result<Ingested, Self::Error>> + Send;
     fn stopped(&self) -> impl Future<Output = ()> + Send + 'static;
+    /// Whether a framed connection may call itself `source` (the node refuses a raw source's name);
+    /// refused, the hello is answered with the error's ERROR frame.
+    fn admit_source(&self, _source: &str) -> Result<(), ProtocolError> {
+        Ok(())
+    }
+    /// Whether a framed block may be taken (the node bounds its per-source state); refused, the
+    /// blocks already read are finished, then the ERROR frame, then the connection is closed.
+    fn admit_block(&self, _source: &str, _seq: u64) -> Result<(), ProtocolError> {
+        Ok(())
+    }
     fn roles(&self) -> watch::Receiver<RoleInfo>;
     fn register_conn(&self, source: &str, tx: mpsc::UnboundedSender<ServerFrame>) -> u64;
     fn unregister_conn(&self, source: &str, id: u64);

@@ -140,6 +140,11 @@ impl SeqSet {
     pub fn first_missing(&self) -> u64 {
         self.below
     }
+
+    /// How many members lie above [`SeqSet::first_missing`]: the sparse ones, each stored on its own.
+    pub fn sparse_len(&self) -> usize {
+        self.above.len()
+    }
 }
 
 /// One checkpoint of a pipeline's state.
@@ -171,6 +176,16 @@ pub struct Snapshot {
     /// `passive-standby`: the checkpointed objects of uncommitted blocks still needed, oldest first.
     #[serde(default)]
     pub carried: Vec<CarriedRef>,
+    /// Per source of `sources`, when a block of it last arrived, in milliseconds since the Unix
+    /// epoch: a source idle past the node's `dedup.source_retention` is dropped from the next
+    /// checkpoint. Absent from checkpoints written before it existed (and for a source missing here):
+    /// [`Snapshot::last_seen_ms`] counts such a source as seen when the snapshot was created.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_seen_ms: BTreeMap<String, u64>,
+    /// The sources of `sources` whose blocks came in over the raw protocol (numbered by the node):
+    /// a framed client may not use these names. Absent from older checkpoints (none known).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub raw_sources: BTreeSet<String>,
 }
 
 /// One immutable object of blocks a `passive-standby` primary checkpointed before committing them.
@@ -207,7 +222,18 @@ impl Snapshot {
             sources: BTreeMap::new(),
             last_batch_n: 0,
             carried: Vec::new(),
+            last_seen_ms: BTreeMap::new(),
+            raw_sources: BTreeSet::new(),
         }
+    }
+
+    /// When a block of `source` last arrived: its entry in `last_seen_ms`, else the snapshot's
+    /// creation time (a checkpoint written before sources were timed).
+    pub fn last_seen_ms(&self, source: &str) -> u64 {
+        self.last_seen_ms
+            .get(source)
+            .copied()
+            .unwrap_or(self.created_unix_ms)
     }
 }
 
@@ -313,6 +339,24 @@ mod tests {
         let back: Snapshot = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, snap);
         assert_eq!(back.format, Snapshot::FORMAT);
+    }
+
+    #[test]
+    fn a_snapshot_written_before_sources_were_timed_still_decodes() {
+        // A format 2 checkpoint as nodes wrote it before `last_seen_ms` and `raw_sources` existed.
+        let old = r#"{"format":2,"epoch":1,"id":7,"node":"node-a","created_unix_ms":1700000000000,
+            "last_committed_batch_ms":1699999999000,"last_committed_seal_lsn":40,"wal_low_water":41,
+            "sources":{"cam-1":{"below":12,"above":[20]}},"last_batch_n":3,"carried":[]}"#;
+        let snap: Snapshot = serde_json::from_str(old).unwrap();
+        assert_eq!(snap.sources["cam-1"].first_missing(), 12);
+        assert!(snap.last_seen_ms.is_empty() && snap.raw_sources.is_empty());
+        assert_eq!(snap.last_seen_ms("cam-1"), 1_700_000_000_000);
+        // Written again, it has no new keys while they are empty: older readers read it too.
+        let json = serde_json::to_string(&snap).unwrap();
+        assert!(
+            !json.contains("last_seen_ms") && !json.contains("raw_sources"),
+            "{json}"
+        );
     }
 
     proptest! {
