@@ -83,8 +83,8 @@ for t in "${targets[@]}"; do
   secs=$(($(date +%s) - t0))
   # The last status line: "#<execs> DONE cov: <n> ft: <n> corp: <files>/<size> ... exec/s: <n> rss: <n>"
   last=$(grep -E '^#[0-9]+' "work/$t.log" | tail -1 || true)
-  execs=$(grep -oE 'stat::number_of_executed_units: [0-9]+' "work/$t.log" | grep -oE '[0-9]+$' || true)
-  rate=$(grep -oE 'stat::average_exec_per_sec: [0-9]+' "work/$t.log" | grep -oE '[0-9]+$' || true)
+  execs=$(grep -oE 'stat::number_of_executed_units:[[:space:]]+[0-9]+' "work/$t.log" | grep -oE '[0-9]+$' || true)
+  rate=$(grep -oE 'stat::average_exec_per_sec:[[:space:]]+[0-9]+' "work/$t.log" | grep -oE '[0-9]+$' || true)
   cov=$(grep -oE 'cov: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
   ft=$(grep -oE 'ft: [0-9]+' <<<"$last" | grep -oE '[0-9]+' || true)
   corp=$(grep -oE 'corp: [0-9]+/[0-9A-Za-z]+' <<<"$last" | cut -d' ' -f2 || true)

@@ -21,7 +21,13 @@ use super::{runtime, SEGMENT_HEADER_LEN};
 pub type Seed = (String, Vec<u8>);
 
 /// The targets, in the order `fuzz/run.sh` runs them.
-pub const TARGETS: [&str; 5] = ["framed", "wal_record", "wal_recovery", "checkpoint", "config"];
+pub const TARGETS: [&str; 5] = [
+    "framed",
+    "wal_record",
+    "wal_recovery",
+    "checkpoint",
+    "config",
+];
 
 /// The seeds of `target`.
 pub fn for_target(target: &str) -> Vec<Seed> {
@@ -142,11 +148,20 @@ fn real_log(segment_size: u64, records: &[(u8, Bytes)]) -> Vec<(u64, Vec<u8>)> {
 
 fn node_records() -> Vec<(u8, Bytes)> {
     vec![
-        (KIND_BLOCK, encode_block("cam-1", 0, b"\xff\xd8jpeg-0\xff\xd9")),
-        (KIND_BLOCK, encode_block("cam-1", 1, b"\xff\xd8jpeg-1\xff\xd9")),
+        (
+            KIND_BLOCK,
+            encode_block("cam-1", 0, b"\xff\xd8jpeg-0\xff\xd9"),
+        ),
+        (
+            KIND_BLOCK,
+            encode_block("cam-1", 1, b"\xff\xd8jpeg-1\xff\xd9"),
+        ),
         (KIND_BLOCK, encode_block("raw", 0, b"BM-bitmap")),
         (KIND_SEAL, encode_seal(1_700_000_000_000)),
-        (KIND_BLOCK, encode_block("cam-1", 3, b"\xff\xd8jpeg-3\xff\xd9")),
+        (
+            KIND_BLOCK,
+            encode_block("cam-1", 3, b"\xff\xd8jpeg-3\xff\xd9"),
+        ),
         (KIND_SEAL, encode_seal(1_700_000_000_500)),
     ]
 }
@@ -220,8 +235,10 @@ fn checkpoint() -> Vec<Seed> {
         busy.last_committed_seal_lsn = 41;
         busy.wal_low_water = 42;
         busy.last_batch_n = 5;
-        busy.sources.insert("cam-1".into(), set(&[0, 1, 2, 3, 9, 12]));
-        busy.sources.insert("raw".into(), set(&(0..100).collect::<Vec<_>>()));
+        busy.sources
+            .insert("cam-1".into(), set(&[0, 1, 2, 3, 9, 12]));
+        busy.sources
+            .insert("raw".into(), set(&(0..100).collect::<Vec<_>>()));
         busy.carried.push(CarriedRef {
             key: paths::carried(2, 57),
             epoch: 2,
