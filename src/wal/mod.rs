@@ -159,6 +159,8 @@ mod segment;
 mod writer;
 
 #[cfg(test)]
+mod fuzz_regressions;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
