@@ -56,6 +56,9 @@ mod run;
 mod state;
 mod takeover;
 
+/// `passive-standby`'s checkpointed-block objects, public only for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub use carried::{decode as decode_carried, CarriedBlock, Encoder as CarriedEncoder};
 pub use commit::next_batch_ms;
 pub use error::NodeError;
 pub use open::{hdfs_options, open_output, open_store};

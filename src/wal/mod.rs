@@ -242,6 +242,8 @@ mod space;
 mod writer;
 
 #[cfg(test)]
+mod fuzz_regressions;
+#[cfg(test)]
 mod loss_tests;
 #[cfg(test)]
 mod tests;
@@ -386,6 +388,14 @@ pub enum WalError {
         dir: PathBuf,
         missing: String,
         salvage: String,
+    },
+    /// Recovery would hand out LSNs at the end of their range: a segment whose name or header is not
+    /// this log's (an LSN counter does not get there in use).
+    #[error("the WAL in {dir} would number its next record {next_lsn}, past the last LSN it may give out ({max}): a segment name or header there is not this log's; move it away")]
+    LsnExhausted {
+        dir: PathBuf,
+        next_lsn: Lsn,
+        max: Lsn,
     },
     #[error("the WAL manifest {path} is damaged: {reason} (start with --salvage-wal, or wal.salvage = true, to rebuild it from the segments found)")]
     Manifest { path: PathBuf, reason: String },

@@ -14,6 +14,11 @@ use super::segment::{
 };
 use super::{Lsn, RecoveryReport, SegMeta, WalError, WalOptions};
 
+/// The largest LSN recovery lets the log go on from: 2^32 short of the end, so `first + count` for
+/// any batch of appends cannot overflow. A log numbered there did not get there by appending (a
+/// billion appends a second would take centuries); its segment names are damaged or foreign.
+pub(crate) const MAX_NEXT_LSN: Lsn = u64::MAX - (1 << 32);
+
 /// The recovered log, ready for the writer.
 pub(crate) struct Recovered {
     pub segments: Vec<SegMeta>,
@@ -521,6 +526,13 @@ impl Recovery<'_> {
 
     fn finish(mut self, last_file: Option<File>) -> Result<Recovered, WalError> {
         let next_lsn = self.expected.unwrap_or(1).max(self.floor);
+        if next_lsn > MAX_NEXT_LSN {
+            return Err(WalError::LsnExhausted {
+                dir: self.dir.to_path_buf(),
+                next_lsn,
+                max: MAX_NEXT_LSN,
+            });
+        }
         let reuse_last = match (self.expected, last_file) {
             (Some(expected), Some(file)) if expected == next_lsn => Some(file),
             (Some(expected), _) => {

@@ -137,6 +137,11 @@ fn duplicate(err: &WalError) -> WalError {
             len: *len,
             max: *max,
         },
+        WalError::LsnExhausted { dir, next_lsn, max } => WalError::LsnExhausted {
+            dir: dir.clone(),
+            next_lsn: *next_lsn,
+            max: *max,
+        },
         WalError::NoSpace { path, op, source } => WalError::NoSpace {
             path: path.clone(),
             op,

@@ -1,0 +1,4 @@
+#![no_main]
+//! See [`hdfs_ingest_fuzz::wal_recovery`] for what this target feeds and checks.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hdfs_ingest_fuzz::wal_recovery(data));
