@@ -389,9 +389,12 @@ pub enum WalError {
         missing: String,
         salvage: String,
     },
+    /// Another open log (another node process, or another handle in this one) holds the directory.
+    #[error("the WAL in {dir} is in use: {lock} is locked by another open of this log (one node process per node name and WAL directory)")]
+    InUse { dir: PathBuf, lock: PathBuf },
     /// Recovery would hand out LSNs at the end of their range: a segment whose name or header is not
     /// this log's (an LSN counter does not get there in use).
-    #[error("the WAL in {dir} would number its next record {next_lsn}, past the last LSN it may give out ({max}): a segment name or header there is not this log's; move it away")]
+    #[error("the WAL in {dir} would number records from {next_lsn}, past the last LSN it may give out ({max}): a segment there (or the checkpoint's low-water mark) is not this log's; move the segment away")]
     LsnExhausted {
         dir: PathBuf,
         next_lsn: Lsn,
@@ -465,6 +468,41 @@ struct Inner {
     shared: Arc<Shared>,
     tx: Option<mpsc::Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
+    /// The exclusive lock on the directory ([`LOCK_FILE`]); dropped after the writer is joined.
+    _lock: File,
+}
+
+/// The file in the WAL directory that an open log holds an exclusive `flock` on: a second process
+/// (or a second open) of the same log is refused, so whatever a node's start-up clears of its own
+/// (its staging, its segments) no other live process of that node can still be writing.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the exclusive lock on `dir` (created if missing), or says who holds it.
+fn lock_dir(dir: &Path) -> Result<File, WalError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path, "open lock file"))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(WalError::InUse {
+                    dir: dir.to_path_buf(),
+                    lock: path,
+                });
+            }
+            return Err(io_err(&path, "lock")(err));
+        }
+    }
+    Ok(file)
 }
 
 impl Drop for Inner {
@@ -497,6 +535,7 @@ impl std::fmt::Debug for Wal {
 impl Wal {
     /// Opens (creating the dir if needed), runs recovery, starts the group-commit writer thread.
     pub fn open(opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
+        let lock = lock_dir(&opts.dir)?;
         let recovered = recovery::recover(&opts)?;
         let report = recovered.report;
         let shared = Arc::new(Shared {
@@ -541,6 +580,7 @@ impl Wal {
             shared,
             tx: Some(tx),
             writer: Some(handle),
+            _lock: lock,
         };
         Ok((
             Wal {

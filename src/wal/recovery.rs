@@ -315,6 +315,15 @@ impl Recovery<'_> {
         path: PathBuf,
         is_last: bool,
     ) -> Result<Option<File>, WalError> {
+        // A name at the end of the LSN range is not this log's (see MAX_NEXT_LSN): refuse it before
+        // any LSN arithmetic on it can overflow, salvage or not.
+        if name_lsn > MAX_NEXT_LSN {
+            return Err(WalError::LsnExhausted {
+                dir: self.dir.to_path_buf(),
+                next_lsn: name_lsn,
+                max: MAX_NEXT_LSN,
+            });
+        }
         let file = open_rw(&path)?;
         let mut len = file
             .metadata()

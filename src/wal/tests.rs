@@ -116,6 +116,24 @@ pub(super) fn sample(n: usize, len: usize) -> Vec<(u8, Vec<u8>)> {
         .collect()
 }
 
+/// Two live opens of one log would both append and both clear what they take to be their own: the
+/// second is refused while the first holds the directory, and goes through once it is closed.
+#[test]
+fn a_second_open_of_a_log_in_use_is_refused_naming_its_lock_until_the_first_is_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let (first, _) = open(opts(&dir, 4096));
+    let err = Wal::open(opts(&dir, 4096)).expect_err("the log is in use");
+    assert!(
+        matches!(&err, WalError::InUse { lock, .. } if lock == &dir.join(LOCK_FILE)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is in use"), "{err}");
+    drop(first);
+    let (again, _) = open(opts(&dir, 4096));
+    assert_eq!(again.next_lsn(), 1);
+}
+
 #[test]
 fn a_fresh_directory_is_created_and_starts_at_lsn_one() {
     let tmp = tempfile::tempdir().unwrap();

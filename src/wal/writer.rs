@@ -137,6 +137,10 @@ fn duplicate(err: &WalError) -> WalError {
             len: *len,
             max: *max,
         },
+        WalError::InUse { dir, lock } => WalError::InUse {
+            dir: dir.clone(),
+            lock: lock.clone(),
+        },
         WalError::LsnExhausted { dir, next_lsn, max } => WalError::LsnExhausted {
             dir: dir.clone(),
             next_lsn: *next_lsn,
