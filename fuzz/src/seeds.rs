@@ -288,6 +288,11 @@ fn checkpoint() -> Vec<Seed> {
         carried.push("cam-1", 13, b"\xff\xd8jpeg-13\xff\xd9");
         carried.push("cam-2", 0, b"BM-bitmap");
         out.push(seed("carried-two-blocks", carried.finish()));
+        // The count that once reserved room for four billion blocks (src/node/carried.rs tests).
+        out.push(seed(
+            "regression-carried-count-without-blocks",
+            &b"HICB\x01\xff\xff\xff\xff\x05cam-1\0\0\0\0\0\0\0\x0d\0\0\0\0"[..],
+        ));
         out
     })
 }
@@ -304,5 +309,14 @@ fn config() -> Vec<Seed> {
         .collect();
     out.sort();
     out.push(seed("empty.toml", Vec::new()));
+    // Inputs that crashed validation once (src/config.rs tests name them).
+    out.push(seed(
+        "regression-heartbeat-too-large-to-double.toml",
+        "[strategy]\nheartbeat_interval = \"18446744073709551615s\"\n",
+    ));
+    out.push(seed(
+        "regression-segment-size-too-large-to-double.toml",
+        "[wal]\nsegment_size = \"18446744073709551615\"\n",
+    ));
     out
 }
