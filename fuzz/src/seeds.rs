@@ -253,6 +253,18 @@ fn checkpoint() -> Vec<Seed> {
             out.push(seed(name, raw.to_vec()));
         }
 
+        // Numbers that once overflowed a takeover (strategies/src/checkpoint.rs tests).
+        let mut full_n = busy.clone();
+        full_n.last_batch_n = u64::MAX;
+        let mut full_ms = busy.clone();
+        full_ms.last_committed_batch_ms = Some(u64::MAX);
+        for (name, snap) in [
+            ("regression-last-batch-n-max", full_n),
+            ("regression-last-batch-ms-max", full_ms),
+        ] {
+            out.push(seed(name, serde_json::to_vec(&snap).expect("encode")));
+        }
+
         // The busy snapshot with the batch log above it: a published batch and a takeover.
         let batch = BatchClaim {
             epoch: 2,
@@ -269,7 +281,7 @@ fn checkpoint() -> Vec<Seed> {
             claimed_unix_ms: 1_700_000_101_000,
             kind: ClaimKind::Takeover,
         };
-        let mut with_claims = out[1].1.clone();
+        let mut with_claims = out[1].1.clone(); // busy-snapshot
         for (n, claim) in [(6, &batch), (7, &takeover)] {
             strategies::claims::claim(&*store, n, claim)
                 .await
