@@ -674,7 +674,8 @@ impl Config {
                 format!("must be at least 1 MiB (got {})", self.wal.segment_size),
             ));
         }
-        if self.wal.disk_budget.as_u64() < 2 * self.wal.segment_size.as_u64() {
+        let two_segments = self.wal.segment_size.as_u64().checked_mul(2);
+        if two_segments.is_none_or(|two| self.wal.disk_budget.as_u64() < two) {
             return Err(invalid(
                 "wal.disk_budget",
                 format!(
@@ -737,7 +738,9 @@ impl Config {
                 "must be at least 10ms",
             ));
         }
-        if st.failure_timeout < 2 * st.heartbeat_interval {
+        // Checked: a duration too large to double must be a refusal, not a panic.
+        let twice_heartbeat = st.heartbeat_interval.checked_mul(2);
+        if twice_heartbeat.is_none_or(|twice| st.failure_timeout < twice) {
             return Err(invalid(
                 "strategy.failure_timeout",
                 format!(
@@ -1051,6 +1054,23 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("receiver.sources[0].address"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_sizes_too_large_to_double_are_refused_by_key_or_accepted_never_a_panic() {
+        // Found with the `config` fuzz target (fuzz/): validation doubled these with `2 *`, which
+        // panicked ("overflow when multiplying duration by scalar"; "attempt to multiply with
+        // overflow" at the wal.disk_budget check).
+        let err = Config::parse("[strategy]\nheartbeat_interval = \"18446744073709551615s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("strategy.failure_timeout"), "{err}");
+        let err = Config::parse("[wal]\nsegment_size = \"18446744073709551615\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wal.disk_budget"), "{err}");
+        // A failure timeout of 584 billion years is silly but consistent.
+        Config::parse("[strategy]\nfailure_timeout = \"18446744073709551615s\"\n").unwrap();
     }
 
     #[test]

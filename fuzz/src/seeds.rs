@@ -252,6 +252,18 @@ fn checkpoint() -> Vec<Seed> {
             out.push(seed(name, raw.to_vec()));
         }
 
+        // Numbers that once overflowed a takeover (strategies/src/checkpoint.rs tests).
+        let mut full_n = busy.clone();
+        full_n.last_batch_n = u64::MAX;
+        let mut full_ms = busy.clone();
+        full_ms.last_committed_batch_ms = Some(u64::MAX);
+        for (name, snap) in [
+            ("regression-last-batch-n-max", full_n),
+            ("regression-last-batch-ms-max", full_ms),
+        ] {
+            out.push(seed(name, serde_json::to_vec(&snap).expect("encode")));
+        }
+
         // The busy snapshot with the batch log above it: a published batch and a takeover.
         let batch = BatchClaim {
             epoch: 2,
@@ -268,7 +280,7 @@ fn checkpoint() -> Vec<Seed> {
             claimed_unix_ms: 1_700_000_101_000,
             kind: ClaimKind::Takeover,
         };
-        let mut with_claims = out[1].1.clone();
+        let mut with_claims = out[1].1.clone(); // busy-snapshot
         for (n, claim) in [(6, &batch), (7, &takeover)] {
             strategies::claims::claim(&*store, n, claim)
                 .await
@@ -287,6 +299,11 @@ fn checkpoint() -> Vec<Seed> {
         carried.push("cam-1", 13, b"\xff\xd8jpeg-13\xff\xd9");
         carried.push("cam-2", 0, b"BM-bitmap");
         out.push(seed("carried-two-blocks", carried.finish()));
+        // The count that once reserved room for four billion blocks (src/node/carried.rs tests).
+        out.push(seed(
+            "regression-carried-count-without-blocks",
+            &b"HICB\x01\xff\xff\xff\xff\x05cam-1\0\0\0\0\0\0\0\x0d\0\0\0\0"[..],
+        ));
         out
     })
 }
@@ -303,5 +320,14 @@ fn config() -> Vec<Seed> {
         .collect();
     out.sort();
     out.push(seed("empty.toml", Vec::new()));
+    // Inputs that crashed validation once (src/config.rs tests name them).
+    out.push(seed(
+        "regression-heartbeat-too-large-to-double.toml",
+        "[strategy]\nheartbeat_interval = \"18446744073709551615s\"\n",
+    ));
+    out.push(seed(
+        "regression-segment-size-too-large-to-double.toml",
+        "[wal]\nsegment_size = \"18446744073709551615\"\n",
+    ));
     out
 }

@@ -207,6 +207,18 @@ impl Checkpointer {
                     format: snap.format,
                 });
             }
+            // A node taking over numbers the next batch and times it after these: u64::MAX leaves
+            // no room, so such a checkpoint is damaged, not a state to resume from.
+            let full = [
+                ("last_batch_n", Some(snap.last_batch_n)),
+                ("last_committed_batch_ms", snap.last_committed_batch_ms),
+            ];
+            if let Some((field, _)) = full.iter().find(|(_, v)| *v == Some(u64::MAX)) {
+                return Err(CheckpointError::Corrupt {
+                    reason: format!("its {field} is {}, which leaves no next batch", u64::MAX),
+                    key,
+                });
+            }
             if (snap.epoch, snap.id) != (epoch, id) {
                 return Err(CheckpointError::Corrupt {
                     reason: format!(
@@ -262,6 +274,29 @@ mod tests {
         }
         snap.sources.insert("cam".into(), seqs);
         snap
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_whose_numbers_leave_no_room_for_the_next_batch_is_refused_as_corrupt() {
+        // Found by the `checkpoint` fuzz target (fuzz/): a node taking over adds 1 to both (the next
+        // batch number, the next batch time), which overflowed ("attempt to add with overflow" in
+        // plan_takeover) or wrapped to 0.
+        let mut last_n = snap(1, 1);
+        last_n.last_batch_n = u64::MAX;
+        let mut last_ms = snap(1, 2);
+        last_ms.last_committed_batch_ms = Some(u64::MAX);
+        for (bad, field) in [
+            (last_n, "last_batch_n"),
+            (last_ms, "last_committed_batch_ms"),
+        ] {
+            let cp = checkpointer();
+            cp.write(&bad).await.unwrap();
+            let err = cp.latest().await.unwrap_err();
+            assert!(
+                matches!(&err, CheckpointError::Corrupt { reason, .. } if reason.contains(field)),
+                "{err}"
+            );
+        }
     }
 
     #[tokio::test]
