@@ -41,6 +41,26 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
+/// The path of a `file://` URL: `file:///abs/path` or `file://localhost/abs/path` (RFC 8089); any
+/// other host, or a path that is not absolute, is refused with the reason.
+fn file_url_path(url: &str) -> Result<PathBuf, String> {
+    let rest = url.strip_prefix("file://").unwrap_or(url);
+    let (host, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if !host.is_empty() && !host.eq_ignore_ascii_case("localhost") {
+        return Err(format!(
+            "`{url}` names host `{host}`: a file URL is a local path, `file:///absolute/path` \
+             (for a relative path write the path without `file://`)"
+        ));
+    }
+    if path.is_empty() {
+        return Err(format!("`{url}` has no directory path after the host"));
+    }
+    Ok(PathBuf::from(path))
+}
+
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -628,6 +648,14 @@ impl Config {
                 ),
             ));
         }
+        // Under a standby strategy each role's view adds its framed listener (`strategy.*.framed`).
+        if self.receiver.sources.is_empty() && !self.strategy.kind.has_standby() {
+            return Err(invalid(
+                "receiver.sources",
+                "is empty: the node would take no images; add a `[[receiver.sources]]` \
+                 (kind = \"framed-listen\", \"raw-listen\" or \"raw-connect\")",
+            ));
+        }
         let mut addresses = HashSet::new();
         let mut sources = HashSet::new();
         for (i, s) in self.receiver.sources.iter().enumerate() {
@@ -701,13 +729,33 @@ impl Config {
                 format!("`{}` must be 1-128 of A-Z a-z 0-9 . _ -", self.batch.prefix),
             ));
         }
+        for (key, path) in [
+            ("node.data_dir", Some(&self.node.data_dir)),
+            ("wal.dir", self.wal.dir.as_ref()),
+            (
+                "checkpoint.store.path",
+                match &self.checkpoint.store {
+                    StoreConfig::Local { path } => Some(path),
+                    _ => None,
+                },
+            ),
+        ] {
+            if path.is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(
+                    key,
+                    "is empty: name a directory (an empty path would write into the working directory)",
+                ));
+            }
+        }
         if let Some(url) = &self.output.url {
             if url.is_empty() {
                 return Err(invalid("output.url", "is empty"));
             }
             if let Some((scheme, _)) = url.split_once("://") {
                 match scheme {
-                    "file" => {}
+                    "file" => {
+                        file_url_path(url).map_err(|reason| invalid("output.url", reason))?;
+                    }
                     "hdfs" => {
                         split_hdfs_url(url).map_err(|reason| invalid("output.url", reason))?;
                     }
@@ -944,7 +992,9 @@ impl Config {
 
     pub fn output_dir(&self) -> PathBuf {
         match &self.output.url {
-            Some(url) => PathBuf::from(url.strip_prefix("file://").unwrap_or(url)),
+            Some(url) if url.starts_with("file://") => file_url_path(url)
+                .unwrap_or_else(|_| PathBuf::from(url.trim_start_matches("file://"))),
+            Some(path) => PathBuf::from(path),
             None => self.node.data_dir.join("output"),
         }
     }
@@ -1275,5 +1325,58 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("strategy.primary.framed"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_data_directory_is_refused_instead_of_writing_into_the_working_directory() {
+        for (toml, key) in [
+            ("[node]\ndata_dir = \"\"\n", "node.data_dir"),
+            ("[wal]\ndir = \"\"\n", "wal.dir"),
+            (
+                "[checkpoint.store]\nkind = \"local\"\npath = \"\"\n",
+                "checkpoint.store.path",
+            ),
+        ] {
+            let err = Config::parse(toml).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains("is empty"),
+                "{toml}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_url_with_localhost_is_the_absolute_path_and_any_other_host_is_refused() {
+        let c = Config::parse("[output]\nurl = \"file://localhost/srv/images\"\n").unwrap();
+        assert_eq!(c.output_dir(), PathBuf::from("/srv/images"));
+        let c = Config::parse("[output]\nurl = \"file:///srv/images\"\n").unwrap();
+        assert_eq!(c.output_dir(), PathBuf::from("/srv/images"));
+        let err = Config::parse("[output]\nurl = \"file://srv/images\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("output.url") && err.contains("host `srv`"),
+            "{err}"
+        );
+        let err = Config::parse("[output]\nurl = \"file://localhost\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no directory path"), "{err}");
+    }
+
+    #[test]
+    fn a_node_with_no_sources_is_refused_unless_its_strategy_gives_each_role_a_listener() {
+        let err = Config::parse("[receiver]\nsources = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("receiver.sources") && err.contains("no images"),
+            "{err}"
+        );
+        let c = Config::parse(
+            "[receiver]\nsources = []\n[checkpoint.store]\nkind = \"local\"\npath = \"/tmp/x\"\n\
+             [strategy]\nkind = \"active-standby\"\n",
+        );
+        assert!(c.is_ok(), "{:?}", c.err());
     }
 }
