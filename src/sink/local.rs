@@ -149,7 +149,16 @@ fn io_err(output: &str, path: &Path, op: &'static str) -> impl FnOnce(io::Error)
     }
 }
 
+/// Every directory [`sync_dir`] synced, for the tests that check a publish is made durable.
+#[cfg(test)]
+pub(crate) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
 fn sync_dir(output: &str, dir: &Path) -> Result<(), SinkError> {
+    #[cfg(test)]
+    SYNCED_DIRS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(dir.to_path_buf());
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(output, dir, "fsync directory"))
@@ -259,7 +268,12 @@ impl Output for LocalOutput {
             &dest.clone(),
             "stat batch directory",
             move || match std::fs::metadata(&dest) {
-                Ok(meta) if meta.is_dir() => Ok(true),
+                // Published, and durably so: the run that renamed it may have died before it
+                // fsynced the output root, and what is found here is about to be acknowledged.
+                Ok(meta) if meta.is_dir() => {
+                    sync_dir(&output, dest.parent().unwrap_or(&dest))?;
+                    Ok(true)
+                }
                 Ok(_) => Err(SinkError::NotADirectory {
                     output,
                     path: dest.display().to_string(),

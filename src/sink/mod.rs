@@ -230,7 +230,9 @@ pub enum SinkError {
 pub trait Output: Send + Sync + std::fmt::Debug {
     /// A URL-like description for logs, e.g. `file:///abs/out`.
     fn describe(&self) -> String;
-    /// Whether `<output>/<batch_dir>` exists (an earlier run published it).
+    /// Whether `<output>/<batch_dir>` exists (an earlier run published it), durably: a `true` is
+    /// acknowledged as committed, so a backend whose rename is not durable by itself (a local file
+    /// system: the directory entry needs an fsync of its parent) makes it durable before it answers.
     async fn is_published(&self, batch_dir: &str) -> Result<bool, SinkError>;
     /// Whether the published `<batch_dir>` is a void batch (holds [`VOID_FILE`]).
     async fn is_void(&self, batch_dir: &str) -> Result<bool, SinkError>;

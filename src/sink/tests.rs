@@ -172,6 +172,36 @@ async fn without_analysis_only_the_images_are_published() {
 }
 
 #[tokio::test]
+async fn a_retry_that_finds_its_batch_published_fsyncs_the_output_root_before_it_reports_so() {
+    // The run that renamed the batch may have died before its fsync of the output root; the retry
+    // that finds the directory is what gets acknowledged, so it must make the rename durable.
+    let dir = tempfile::tempdir().unwrap();
+    let output = LocalOutput::new(dir.path()).unwrap();
+    let root = output.root().to_path_buf();
+    write_batch(&output, "images", 3000, false, blocks_of(sample_blocks()))
+        .await
+        .unwrap();
+    let synced_root = || {
+        super::local::SYNCED_DIRS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| **d == root)
+            .count()
+    };
+    let before = synced_root();
+    let summary = write_batch(&output, "images", 3000, false, blocks_of(sample_blocks()))
+        .await
+        .unwrap();
+    assert_eq!(summary.outcome, Some(PublishOutcome::AlreadyPublished));
+    assert!(
+        synced_root() > before,
+        "the output root {} was not fsynced by the retry that reported AlreadyPublished",
+        root.display()
+    );
+}
+
+#[tokio::test]
 async fn rerunning_a_published_batch_writes_nothing_and_reports_already_published() {
     let dir = tempfile::tempdir().unwrap();
     let output = LocalOutput::new(dir.path()).unwrap();
