@@ -322,7 +322,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(dispatch(cli.command)) {
+    let result = rt.block_on(dispatch(cli.command));
+    // A blocking call that never returns (a write into an output whose file system stopped
+    // answering, abandoned at `batch.commit_timeout`) must not keep the process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

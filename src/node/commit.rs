@@ -35,7 +35,7 @@ impl Node {
         }
         let pending = self.state().pending_commit;
         if let Some(p) = pending {
-            self.commit_batch(p).await?;
+            self.commit_in_time(p).await?;
             self.state().pending_commit = None;
         }
         let (prev, last_ms, n) = {
@@ -63,9 +63,24 @@ impl Node {
             st.last_batch_ms = batch_ms;
             st.pending_commit = Some(p);
         }
-        self.commit_batch(p).await?;
+        self.commit_in_time(p).await?;
         self.state().pending_commit = None;
         Ok(true)
+    }
+
+    /// [`Node::commit_batch`] within `batch.commit_timeout`: an output or store call that never
+    /// answers abandons this attempt (the batch stays pending and is retried under the same seal,
+    /// name and number) instead of holding up every later commit and the node's shutdown.
+    async fn commit_in_time(&self, p: PendingCommit) -> Result<(), NodeError> {
+        let timeout = self.inner.cfg.batch.commit_timeout;
+        match tokio::time::timeout(timeout, self.commit_batch(p)).await {
+            Ok(r) => r,
+            Err(_) => Err(NodeError::CommitTimeout {
+                batch: sink::batch_dir_name(&self.inner.cfg.batch.prefix, p.batch_ms),
+                output: self.inner.output.describe(),
+                timeout,
+            }),
+        }
     }
 
     /// Writes out the batch of blocks with `prev_seal < lsn < seal` that are not committed yet: stages
@@ -85,7 +100,13 @@ impl Node {
         let started = Instant::now();
         let cfg = &self.inner.cfg;
         let (tx, rx) = mpsc::channel::<Result<BatchBlock, NodeError>>(4);
-        let members = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+        // A retry whose earlier attempt marked its members committed before the checkpoint write
+        // failed: the scan skips them now, so they come from the state.
+        let marked = match &self.state().retry_members {
+            Some((s, m)) if *s == seal => m.clone(),
+            _ => Vec::new(),
+        };
+        let members = Arc::new(Mutex::new(marked));
         let reader = {
             let wal = self.inner.wal.clone();
             let members = members.clone();
@@ -210,9 +231,14 @@ impl Node {
                 st.last_batch_ms = st.last_batch_ms.max(batch_ms);
                 let committed_seal = st.last_committed_seal;
                 st.carried.retain(|r| r.hi > committed_seal);
+                st.retry_members = Some((seal, members.clone()));
                 self.snapshot_of(&mut st, Some(batch_ms))
             };
-            self.inner.checkpointer.write(&snapshot).await?
+            // Tests break the checkpoint store here, after the members are marked committed.
+            fail::fail_point!("node::commit::before_checkpoint");
+            let key = self.inner.checkpointer.write(&snapshot).await?;
+            self.state().retry_members = None;
+            key
         };
         fail::fail_point!("node::commit::after_checkpoint", |_| std::process::abort());
         let acks = {

@@ -47,7 +47,18 @@ pub async fn start_node(node: Node) -> anyhow::Result<RunningNode> {
     let batcher = {
         let node = node.clone();
         tokio::spawn(async move {
-            let _ = node.run_batcher().await;
+            // The batcher in a task of its own, so that a panic in it stops the node (fatal, named)
+            // instead of leaving one that heartbeats and takes blocks but never commits them.
+            let inner = tokio::spawn({
+                let node = node.clone();
+                async move { node.run_batcher().await }
+            });
+            if let Err(e) = inner.await {
+                if e.is_panic() {
+                    let what = panic_message(e.into_panic());
+                    node.fail(format!("the batcher panicked: {what}"));
+                }
+            }
         })
     };
     info!(addresses = ?addresses, "node ready");
@@ -80,5 +91,16 @@ impl RunningNode {
         }
         info!("node stopped");
         Ok(())
+    }
+}
+
+/// The text of a panic's payload (`panic!` with a message gives a `&str` or a `String`).
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "a panic without a message".into()),
     }
 }

@@ -76,6 +76,10 @@ pub struct State {
     pub last_batch_ms: u64,
     pub checkpoint_id: u64,
     pub pending_commit: Option<PendingCommit>,
+    /// The members of the batch sealed at this LSN, once they are marked committed here and until a
+    /// checkpoint that says so is written: a retry after a failed or abandoned checkpoint write finds
+    /// them committed in the scan, and takes them from here instead, for its checkpoint and its acks.
+    pub retry_members: Option<(Lsn, Vec<(String, u64)>)>,
     /// The number the next batch claims in the batch log.
     pub next_batch_n: u64,
     /// Every claim up to here is published and counted in `committed`, or resolved.

@@ -1,0 +1,292 @@
+//! Faults in the middle of a batch commit, held at named points of a node in this process: a
+//! checkpoint store that refuses the write after the batch is published, an output whose file system
+//! stops answering (a loop-mounted ext4 frozen with `fsfreeze`, so its writes block in the kernel),
+//! and a panic in the batcher. Each must end with every acknowledged block committed once, or a node
+//! that stops and says why — never a node that goes on without committing.
+//!
+//! The failpoints are process-wide, so this file is its own test process and its tests take turns.
+#![cfg(feature = "failpoints")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdfs_ingest::config::StoreConfig;
+use hdfs_ingest::node::{start_node, Node, NodeError};
+use hdfs_ingest::protocol::{AckLevel, ServerFrame};
+use hdfs_ingest::receiver::Intake;
+use strategies::Strategy;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The failpoints are global: one test at a time.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The seqs acknowledged as committed so far.
+fn committed_acks(acks: &mut UnboundedReceiver<ServerFrame>) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while let Ok(frame) = acks.try_recv() {
+        if let ServerFrame::Ack {
+            level: AckLevel::Committed,
+            seq,
+        } = frame
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort();
+    seqs
+}
+
+/// The image files in published batch directories of `output` (staging left out).
+fn published_images(output: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(output).unwrap().flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        if name.starts_with('_') || !dir.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            out.push(f.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_write_that_fails_after_the_publish_still_sends_the_committed_acks_at_the_retry(
+) {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = it::node_config(dir.path(), "p", Strategy::None);
+    let StoreConfig::Local { path: store } = cfg.checkpoint.store.clone() else {
+        unreachable!("node_config uses a local store")
+    };
+    let output = cfg.output_dir();
+    let node = Node::open(cfg).await.unwrap();
+    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+    node.register_conn("cam", tx);
+    for seq in 0..3 {
+        node.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
+            .await
+            .unwrap();
+    }
+
+    // Once the batch is published (and the fence checked), the store's checkpoint directory is
+    // replaced by a file: the checkpoint write that follows fails for real.
+    let checkpoints = store.join(strategies::paths::CHECKPOINTS);
+    let aside = dir.path().join("checkpoints.aside");
+    let broken = Arc::new(AtomicBool::new(false));
+    {
+        let (checkpoints, aside, broken) = (checkpoints.clone(), aside.clone(), broken.clone());
+        fail::cfg_callback("node::commit::before_checkpoint", move || {
+            if !broken.swap(true, Ordering::SeqCst) {
+                std::fs::create_dir_all(&checkpoints).unwrap();
+                std::fs::rename(&checkpoints, &aside).unwrap();
+                std::fs::write(&checkpoints, b"not a directory").unwrap();
+            }
+        })
+        .unwrap();
+    }
+    let first = node.seal_and_commit().await;
+    fail::remove("node::commit::before_checkpoint");
+    assert!(broken.load(Ordering::SeqCst), "the failpoint was not hit");
+    let err = first.expect_err("the checkpoint write should have failed");
+    assert!(
+        committed_acks(&mut acks).is_empty(),
+        "nothing is acknowledged as committed before a checkpoint says so ({err})"
+    );
+
+    assert!(
+        err.to_string().contains("checkpoints"),
+        "the checkpoint write is what failed: {err}"
+    );
+    std::fs::remove_file(&checkpoints).unwrap();
+    std::fs::rename(&aside, &checkpoints).unwrap();
+    node.seal_and_commit().await.unwrap();
+    assert_eq!(
+        committed_acks(&mut acks),
+        vec![0, 1, 2],
+        "the retry of the batch must acknowledge its members as committed"
+    );
+    assert_eq!(
+        published_images(&output),
+        vec!["cam-0.bin", "cam-1.bin", "cam-2.bin"],
+        "each image published once"
+    );
+}
+
+/// An ext4 image on a loop device, mounted for one test, that the test can freeze (`fsfreeze -f`:
+/// every write into it blocks in the kernel until thawed). Thawed and unmounted when dropped.
+struct Freezable {
+    dir: PathBuf,
+    image: PathBuf,
+}
+
+impl Freezable {
+    /// None, with the reason printed, where the test cannot mount (not root, no loop devices).
+    fn mount(root: &Path) -> Option<Freezable> {
+        let require = std::env::var_os("CI").is_some();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(!require, "CI runs this test as root");
+            eprintln!("SKIPPED: mounting a loop file system needs root (CI runs this as root)");
+            return None;
+        }
+        let image = root.join("output.ext4");
+        let dir = root.join("output");
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        for (ok, err) in [
+            run(Command::new("truncate").arg("-s").arg("64M").arg(&image)),
+            run(Command::new("mkfs.ext4").arg("-q").arg(&image)),
+            run(Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(&image)
+                .arg(&dir)),
+        ] {
+            if !ok {
+                assert!(!require, "cannot make a loop-mounted ext4: {err}");
+                eprintln!("SKIPPED: cannot make a loop-mounted ext4: {err}");
+                return None;
+            }
+        }
+        Some(Freezable { dir, image })
+    }
+
+    fn freeze(&self, frozen: bool) {
+        let flag = if frozen { "-f" } else { "-u" };
+        let st = Command::new("fsfreeze")
+            .arg(flag)
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "fsfreeze {flag} {} failed",
+            self.dir.display()
+        );
+    }
+}
+
+impl Drop for Freezable {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.dir).status();
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_into_an_output_that_stops_answering_is_abandoned_at_the_commit_timeout_and_retried(
+) {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Freezable::mount(dir.path()) else {
+        return;
+    };
+    let mut cfg = it::node_config(dir.path(), "p", Strategy::None);
+    cfg.batch.commit_timeout = Duration::from_secs(1);
+    // The 64 MiB output is under the default reserve, which would hold every block back.
+    cfg.wal.min_free = hdfs_ingest::size::ByteSize(1 << 20);
+    let output = cfg.output_dir();
+    assert_eq!(output, fs.dir);
+    let node = Node::open(cfg).await.unwrap();
+    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+    node.register_conn("cam", tx);
+    for seq in 0..3 {
+        node.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
+            .await
+            .unwrap();
+    }
+
+    fs.freeze(true);
+    let started = Instant::now();
+    let attempt = tokio::time::timeout(Duration::from_secs(20), node.seal_and_commit()).await;
+    let took = started.elapsed();
+    let Ok(result) = attempt else {
+        fs.freeze(false);
+        panic!("a commit into a frozen output was still running after {took:?}: batch.commit_timeout (1 s) is not applied");
+    };
+    let err = result.expect_err("a commit into a frozen output cannot succeed");
+    assert!(
+        matches!(err, NodeError::CommitTimeout { .. }),
+        "expected a commit timeout, got: {err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("batch.commit_timeout") && text.contains(&output.display().to_string()),
+        "the error names the setting and the output: {text}"
+    );
+    assert!(took < Duration::from_secs(5), "abandoned after {took:?}");
+    // Ingest goes on into the WAL meanwhile.
+    node.ingest("cam", Some(3), Bytes::from_static(b"img3"))
+        .await
+        .unwrap();
+    assert!(committed_acks(&mut acks).is_empty());
+
+    fs.freeze(false);
+    // The retried batch, then the block ingested meanwhile: a round or two.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while seen != vec![0, 1, 2, 3] {
+        assert!(
+            Instant::now() < deadline,
+            "after the thaw only {seen:?} were acknowledged as committed"
+        );
+        if let Err(e) = node.seal_and_commit().await {
+            eprintln!("commit after the thaw failed, retrying: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        seen.extend(committed_acks(&mut acks));
+        seen.sort();
+    }
+    assert_eq!(
+        published_images(&output),
+        vec!["cam-0.bin", "cam-1.bin", "cam-2.bin", "cam-3.bin"],
+        "each image published once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_batcher_stops_the_node_with_a_fatal_error_that_names_it() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = it::node_config(dir.path(), "p", Strategy::None);
+    cfg.batch.interval = Duration::from_millis(100);
+    let running = start_node(Node::open(cfg).await.unwrap()).await.unwrap();
+    fail::cfg("node::commit::before", "1*panic(injected batcher fault)").unwrap();
+    running
+        .node
+        .ingest("cam", Some(0), Bytes::from_static(b"img0"))
+        .await
+        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), running.node.stopped()).await;
+    fail::remove("node::commit::before");
+    assert!(
+        stopped.is_ok(),
+        "the batcher panicked and the node kept running without committing"
+    );
+    let reason = running.node.stop_reason().unwrap_or_default();
+    assert!(
+        reason.starts_with("fatal")
+            && reason.contains("batcher panicked")
+            && reason.contains("injected batcher fault"),
+        "{reason}"
+    );
+    let err = running
+        .stop()
+        .await
+        .expect_err("a node whose batcher panicked fails");
+    assert!(err.to_string().contains("batcher panicked"), "{err}");
+}
