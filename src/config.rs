@@ -266,8 +266,9 @@ pub struct BatchConfig {
     pub interval: Duration,
     /// Batch directories are `<prefix>-<batch time ms>`.
     pub prefix: String,
-    /// A batch commit (output and checkpoint) that takes longer is abandoned and retried under the same
-    /// name: an output or store that stops answering must not stop commits for good.
+    /// A batch commit (output and checkpoint) that makes no progress for this long is abandoned and
+    /// retried under the same name: an output or store that stops answering must not stop commits for
+    /// good, and a large batch that keeps moving must not be cut short.
     #[serde(with = "humantime_serde")]
     pub commit_timeout: Duration,
 }

@@ -259,6 +259,36 @@ async fn a_commit_into_an_output_that_stops_answering_is_abandoned_at_the_commit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_takes_longer_than_the_commit_timeout_but_keeps_moving_is_not_cut_short() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = it::node_config(dir.path(), "p", Strategy::None);
+    cfg.batch.commit_timeout = Duration::from_secs(1);
+    let output = cfg.output_dir();
+    let node = Node::open(cfg).await.unwrap();
+    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+    node.register_conn("cam", tx);
+    for seq in 0..40 {
+        node.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
+            .await
+            .unwrap();
+    }
+    // Every image file takes 100 ms to write: about 4 s for the batch, every step well inside 1 s.
+    fail::cfg("sink::put::fault", "sleep(100)").unwrap();
+    let started = Instant::now();
+    let result = node.seal_and_commit().await;
+    fail::remove("sink::put::fault");
+    let took = started.elapsed();
+    result.unwrap_or_else(|e| panic!("a moving commit was abandoned after {took:?}: {e}"));
+    assert!(
+        took > Duration::from_secs(2),
+        "the commit was meant to outlast the 1 s timeout, took {took:?}"
+    );
+    assert_eq!(committed_acks(&mut acks), (0..40).collect::<Vec<_>>());
+    assert_eq!(published_images(&output).len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_the_batcher_stops_the_node_with_a_fatal_error_that_names_it() {
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 //! log, published, checkpointed; then the WAL is trimmed, old checkpoints, claims and carried blocks
 //! are deleted, and the framed connections get committed acks. At shutdown, a last commit.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,18 +68,32 @@ impl Node {
         Ok(true)
     }
 
-    /// [`Node::commit_batch`] within `batch.commit_timeout`: an output or store call that never
-    /// answers abandons this attempt (the batch stays pending and is retried under the same seal,
-    /// name and number) instead of holding up every later commit and the node's shutdown.
+    /// [`Node::commit_batch`], abandoned once it has made no progress for `batch.commit_timeout`:
+    /// an output or store call that never answers gives up this attempt (the batch stays pending and
+    /// is retried under the same seal, name and number) instead of holding up every later commit and
+    /// the node's shutdown. Progress is a record read out of the WAL into the batch, or a step done
+    /// (claim, publish, checkpoint), so a large batch that keeps moving is never cut short.
     async fn commit_in_time(&self, p: PendingCommit) -> Result<(), NodeError> {
         let timeout = self.inner.cfg.batch.commit_timeout;
-        match tokio::time::timeout(timeout, self.commit_batch(p)).await {
-            Ok(r) => r,
-            Err(_) => Err(NodeError::CommitTimeout {
-                batch: sink::batch_dir_name(&self.inner.cfg.batch.prefix, p.batch_ms),
-                output: self.inner.output.describe(),
-                timeout,
-            }),
+        let progress = Arc::new(AtomicU64::new(0));
+        let commit = self.commit_batch(p, progress.clone());
+        tokio::pin!(commit);
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                r = &mut commit => return r,
+                _ = tokio::time::sleep(timeout) => {
+                    let now = progress.load(Ordering::Acquire);
+                    if now == seen {
+                        return Err(NodeError::CommitTimeout {
+                            batch: sink::batch_dir_name(&self.inner.cfg.batch.prefix, p.batch_ms),
+                            output: self.inner.output.describe(),
+                            timeout,
+                        });
+                    }
+                    seen = now;
+                }
+            }
         }
     }
 
@@ -87,7 +101,11 @@ impl Node {
     /// them, claims batch `n` in the batch log, publishes with one rename, checkpoints, trims the WAL and
     /// sends committed acks. A retry of the same batch finds its own claim and its own published
     /// directory and only finishes the steps after them.
-    async fn commit_batch(&self, p: PendingCommit) -> Result<(), NodeError> {
+    async fn commit_batch(
+        &self,
+        p: PendingCommit,
+        progress: Arc<AtomicU64>,
+    ) -> Result<(), NodeError> {
         fail::fail_point!("node::commit::before", |_| std::process::abort());
         let PendingCommit {
             prev_seal,
@@ -111,6 +129,7 @@ impl Node {
             let wal = self.inner.wal.clone();
             let members = members.clone();
             let node = self.clone();
+            let progress = progress.clone();
             tokio::task::spawn_blocking(move || {
                 let send = |r| tx.blocking_send(r).is_ok();
                 let mut sending = true;
@@ -122,6 +141,9 @@ impl Node {
                     }
                 };
                 for rec in iter {
+                    // A record read counts as progress; a sink that stops taking blocks stops it
+                    // (the channel fills, `send` waits).
+                    progress.fetch_add(1, Ordering::Release);
                     let rec = match rec {
                         Ok(r) => r,
                         Err(e) => {
@@ -199,6 +221,7 @@ impl Node {
             return Err(NodeError::Fenced(reason));
         }
         let summary = summary?;
+        progress.fetch_add(1, Ordering::Release);
         let dir = sink::batch_dir_name(&cfg.batch.prefix, batch_ms);
         if summary.outcome == Some(PublishOutcome::AlreadyPublished)
             && self.inner.output.is_void(&dir).await?
@@ -237,6 +260,7 @@ impl Node {
             // Tests break the checkpoint store here, after the members are marked committed.
             fail::fail_point!("node::commit::before_checkpoint");
             let key = self.inner.checkpointer.write(&snapshot).await?;
+            progress.fetch_add(1, Ordering::Release);
             self.state().retry_members = None;
             key
         };

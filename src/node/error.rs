@@ -29,8 +29,8 @@ pub enum NodeError {
     /// This block cannot be taken (it costs only its sender).
     #[error("block refused: {0}")]
     Refused(String),
-    /// A batch commit that did not finish within `batch.commit_timeout`; retried at the next interval.
-    #[error("batch {batch} did not commit within batch.commit_timeout ({}): the output {output} or the checkpoint store is not answering; the attempt is abandoned and the batch retried under the same name", humantime::format_duration(*timeout))]
+    /// A batch commit that made no progress for `batch.commit_timeout`; retried at the next interval.
+    #[error("batch {batch} made no progress for batch.commit_timeout ({}): the output {output} or the checkpoint store is not answering; the attempt is abandoned and the batch retried under the same name", humantime::format_duration(*timeout))]
     CommitTimeout {
         batch: String,
         output: String,
