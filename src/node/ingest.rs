@@ -91,6 +91,9 @@ impl Node {
             Step::Append(seq, tx, floor) => {
                 let len = data.len() as u64;
                 let record = encode_block(source, seq, &data);
+                // The record is the block from here on: one copy held while it waits for its
+                // fsync, not two (the receiver's reservation counts one).
+                drop(data);
                 let res = loop {
                     self.wait_for_wal_room().await;
                     match self.inner.wal.append(KIND_BLOCK, record.clone()).await {
