@@ -26,6 +26,18 @@ pub enum SendMode {
     Mirror,
 }
 
+/// How far a push has been told to stop (`send push` on SIGINT or SIGTERM); the levels only go up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Taking images until `count` are released.
+    #[default]
+    Running,
+    /// Take no new image; finish releasing what was sent (every kept block), then end.
+    Drain,
+    /// End now: what is sent and not released yet goes into the manifest as not acknowledged.
+    Now,
+}
+
 /// Mirror: how long a standby that is not connected holds blocks back by default — long enough for a
 /// connection to be made or re-made (backoff at most 500 ms, then connect, hello and ROLE), short
 /// enough that a dead standby stalls the push only briefly.

@@ -306,9 +306,11 @@ async fn run_with(
     let r = tokio::time::timeout(Duration::from_secs(60), push(o, images, Some(m)))
         .await
         .expect("a push must end on its own");
+    // The manifest also has a line, not acknowledged, for each block sent and not released.
     let released = read_manifest(&path)
         .unwrap()
         .into_iter()
+        .filter(|e| e.acked)
         .map(|e| (e.source.unwrap(), e.seq.unwrap()))
         .collect();
     (r, released, timeline)
@@ -950,4 +952,36 @@ async fn a_wrong_token_fails_the_push_instead_of_retrying_forever() {
         "{r:?}"
     );
     node.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_gives_up_still_writes_a_line_not_acked_for_every_block_it_sent() {
+    let silent = FakeNode::start(Behaviour {
+        acks: vec![],
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.jsonl");
+    let m = Arc::new(ManifestWriter::create(&path).unwrap());
+    let r = push(
+        PushOptions {
+            count: 6,
+            concurrency: 2,
+            give_up_after: Duration::from_millis(500),
+            ..opts(&[&silent])
+        },
+        small_images(),
+        Some(m.clone()),
+    )
+    .await;
+    assert!(matches!(r, Err(PushError::GaveUp { .. })), "{r:?}");
+    m.flush().unwrap();
+    let lines = read_manifest(&path).unwrap();
+    let sent: BTreeSet<_> = lines
+        .iter()
+        .map(|e| (e.source.clone().unwrap(), e.seq.unwrap()))
+        .collect();
+    assert_eq!(sent.len(), 6, "one line per block sent: {lines:?}");
+    assert!(lines.iter().all(|e| !e.acked), "none was acknowledged");
 }
