@@ -178,6 +178,11 @@ pub struct PushArgs {
     /// Framed streams are named `<prefix>-<n>` (default `send-<unix ms>`: new streams every run).
     #[arg(long)]
     pub source_prefix: Option<String>,
+    /// Continue an earlier run with the same --source-prefix and images (a sender killed and
+    /// started again): blocks a node already holds are re-sends, not an error. Without it, a node
+    /// that held a block before this run sent it fails the push (the prefix was used before).
+    #[arg(long, requires = "source_prefix")]
+    pub resume: bool,
     #[arg(long)]
     pub token: Option<String>,
     /// Blocks a stream has in flight (sent, not yet acknowledged at any level); then it waits. Blocks
@@ -230,6 +235,7 @@ impl PushArgs {
             .source_prefix
             .clone()
             .unwrap_or_else(push::default_source_prefix);
+        o.resume = self.resume;
         o.token = self.token.clone();
         o.window = self.window.max(1);
         o

@@ -166,13 +166,14 @@ fn a_sender_stopped_by_sigterm_leaves_a_line_for_every_image_it_sent_and_exits_1
 }
 
 #[test]
-fn a_second_push_with_the_same_source_prefix_fails_naming_the_source_and_a_fresh_one_succeeds(
+fn a_second_push_with_the_same_source_prefix_fails_naming_the_source_and_a_fresh_one_or_resume_succeeds(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (node, to, output) = start_node(dir.path())?;
-    let run = |prefix: &str, name: &str| -> anyhow::Result<Output> {
+    let run_with = |prefix: &str, name: &str, extra: &[&str]| -> anyhow::Result<Output> {
         let out = push_command(&to, prefix, 50, &dir.path().join(name))
             .args(["--concurrency", "1"])
+            .args(extra)
             .output()?;
         println!(
             "{prefix} ({name}): {}\nstdout: {}\nstderr: {}",
@@ -182,6 +183,7 @@ fn a_second_push_with_the_same_source_prefix_fails_naming_the_source_and_a_fresh
         );
         Ok(out)
     };
+    let run = |prefix: &str, name: &str| run_with(prefix, name, &[]);
     let first = run("cam", "first.jsonl")?;
     assert!(first.status.success(), "the first run succeeds");
 
@@ -198,6 +200,13 @@ fn a_second_push_with_the_same_source_prefix_fails_naming_the_source_and_a_fresh
     assert!(
         stderr.contains("seq 0") || stderr.contains("seqs 0"),
         "the error names the seqs the node already held: {stderr}"
+    );
+
+    // A run that says it continues the first one (a sender killed and started again) re-sends.
+    let resumed = run_with("cam", "resumed.jsonl", &["--resume"])?;
+    assert!(
+        resumed.status.success(),
+        "--resume takes held blocks as re-sends"
     );
 
     let fresh = run("cam2", "fresh.jsonl")?;

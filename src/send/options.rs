@@ -60,6 +60,11 @@ pub struct PushOptions {
     pub rate: Option<f64>,
     /// Streams are named `<source_prefix>-<worker>`.
     pub source_prefix: String,
+    /// This run continues an earlier one with the same `source_prefix` and images (a sender killed
+    /// and started again re-sends from the first image): a node that already holds a block is not
+    /// an error. Without it, a node answering a block's first send with HELD fails the push
+    /// ([`super::report::PushError::SourceReused`]).
+    pub resume: bool,
     pub token: Option<String>,
     /// Blocks a framed stream may have in flight (sent, not yet acknowledged at any level). What it
     /// keeps beyond that (acknowledged, not yet released) is bounded by the retention limits.
@@ -103,6 +108,7 @@ impl Default for PushOptions {
             concurrency: 4,
             rate: None,
             source_prefix: default_source_prefix(),
+            resume: false,
             token: None,
             window: 256,
             release: AckLevel::Durable,

@@ -18,7 +18,7 @@ pub enum PushError {
         "source {source_id} was used before: {address} already held {seqs} when this run first sent \
          them, so it stored nothing new of them (a node takes (source, seq) for the identity of an \
          image). Run again with another --source-prefix (without one, every run gets a fresh \
-         send-<unix ms>)"
+         send-<unix ms>), or with --resume if this run continues that one with the same images"
     )]
     SourceReused {
         source_id: String,

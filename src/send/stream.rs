@@ -797,6 +797,7 @@ impl Stream {
             // Released on a commit's ack before this answer came.
             Err(_) => self.targets[target].released_unanswered.remove(&seq),
         };
+        let first = first && !self.shared.opts.resume;
         if first && self.reused.is_empty() {
             warn!(source = %self.source, target = %self.targets[target].address, seq, "the node held this block before this run sent it: the source id was used before");
         }
