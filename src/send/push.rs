@@ -52,6 +52,27 @@
 //! A stream that releases nothing for `give_up_after` (over all targets) while it has blocks kept or
 //! no node to send to fails the push with [`PushError::GaveUp`], naming the targets.
 //!
+//! # Framed: a source id used before
+//!
+//! Streams speak protocol version 3 where the node does: a node answers HELD, in place of the
+//! durable ack, to a block it held already. For a block's *first send* in the run (to no connection
+//! before, and to the target whose acks count: failover the active one, mirror the primary) that
+//! means the source id was used before — an earlier run with the same `--source-prefix` counts from
+//! seq 0 again, and the node would ack its images without storing them — and the stream fails with
+//! [`PushError::SourceReused`], naming the source, the node and the seqs. HELD for a re-send (after a
+//! reconnect or a failover) or for a copy to a standby is what a re-send is for, and
+//! [`PushOptions::resume`] (a sender started again to re-send what an earlier run sent) turns the
+//! check off. A committed ack may overtake the HELD answer and release the block first; the stream
+//! remembers such blocks until their answer arrives, so the check still holds.
+//!
+//! # Stopping early
+//!
+//! [`push_until`] takes a [`Stop`] watch (`send push` turns SIGINT and SIGTERM into it, see
+//! `send::interrupt`): at `Drain` no stream takes a new image and each ends once what it sent is
+//! released; at `Now` each ends at once. A stream that ends with blocks kept — stopped now, or failing
+//! — writes them into the manifest as not acknowledged, and one failing stream stops the others now,
+//! so the manifest always has a line for every image sent: `acked` exactly for those released.
+//!
 //! # Raw
 //!
 //! Every image is one connection to the first target that takes it; the worker writes it, closes its
