@@ -198,8 +198,16 @@ fn a_second_push_with_the_same_source_prefix_fails_naming_the_source_and_a_fresh
         "the error names the source and what to do: {stderr}"
     );
     assert!(
-        stderr.contains("seq 0") || stderr.contains("seqs 0"),
+        stderr.contains("already held seq"),
         "the error names the seqs the node already held: {stderr}"
+    );
+
+    let again_lines = read_manifest(&dir.path().join("again.jsonl"))?;
+    assert!(
+        !again_lines.is_empty() && again_lines.iter().all(|e| !e.acked),
+        "no image of the failed run is marked acknowledged: {} lines, {} acked",
+        again_lines.len(),
+        again_lines.iter().filter(|e| e.acked).count()
     );
 
     // A run that says it continues the first one (a sender killed and started again) re-sends.

@@ -62,8 +62,9 @@
 //! [`PushError::SourceReused`], naming the source, the node and the seqs. HELD for a re-send (after a
 //! reconnect or a failover) or for a copy to a standby is what a re-send is for, and
 //! [`PushOptions::resume`] (a sender started again to re-send what an earlier run sent) turns the
-//! check off. A committed ack may overtake the HELD answer and release the block first; the stream
-//! remembers such blocks until their answer arrives, so the check still holds.
+//! check off. A block's first send is released only once the node answered it itself (a durable ack
+//! or HELD), so a committed ack that overtakes a HELD answer (a block committed long ago) does not
+//! release it first.
 //!
 //! # Stopping early
 //!

@@ -117,10 +117,6 @@ struct Target {
     /// at a higher epoch). It holds no block back — the pair runs without standby until it comes back
     /// as one — so a failover is not followed by a wait of `standby_grace` for it.
     failed_primary: bool,
-    /// Seqs released on a first send to the current connection ([`PerTarget::first`]) before it
-    /// answered them itself: a committed ack (the node's commit path) can overtake the HELD answer,
-    /// which must still count. Emptied with every new connection; each seq leaves at its answer.
-    released_unanswered: std::collections::BTreeSet<u64>,
 }
 
 impl Target {
@@ -350,7 +346,6 @@ impl Stream {
                 keeps_alive: false,
                 absent_since: Some(now),
                 failed_primary: false,
-                released_unanswered: Default::default(),
             })
             .collect();
         Stream {
@@ -711,7 +706,6 @@ impl Stream {
             let _ = handle.send(k.seq, k.data.clone());
         }
         t.unacked = self.kept.len();
-        t.released_unanswered.clear();
         t.quiet_from(now);
     }
 
@@ -729,10 +723,10 @@ impl Stream {
         }
         match frame {
             ServerFrame::Ack { level, seq } => self.on_ack(target, level, seq),
-            ServerFrame::Held { seq } => {
-                self.on_held(target, seq);
-                self.on_ack(target, AckLevel::Durable, seq)
-            }
+            // A block held before this run sent it is not released: the stream fails, and its
+            // manifest line says not acknowledged (what the node has may be another image).
+            ServerFrame::Held { seq } if self.on_held(target, seq) => Ok(()),
+            ServerFrame::Held { seq } => self.on_ack(target, AckLevel::Durable, seq),
             ServerFrame::Error { code, message } => {
                 warn!(source = %self.source, target = %self.targets[target].address, code = ?code, error = %message, "node reported an error");
                 if code == ErrorCode::BlockTooLarge {
@@ -765,11 +759,7 @@ impl Stream {
         t.backoff = FIRST_BACKOFF;
         // Kept blocks are in sequence order (taken in order, removed anywhere).
         let Ok(i) = self.kept.binary_search_by_key(&seq, |k| k.seq) else {
-            // Already released (a committed ack after the durable one, say).
-            if level == AckLevel::Durable {
-                t.released_unanswered.remove(&seq);
-            }
-            return Ok(());
+            return Ok(()); // already released (a committed ack after the durable one, say)
         };
         let k = &mut self.kept[i];
         let p = &mut k.per[target];
@@ -789,14 +779,14 @@ impl Stream {
     }
 
     /// A durable ack that says the node held the block before this copy arrived. For a block's first
-    /// send that is a source id used before (the stream fails, naming the seqs); for a re-send it is
-    /// what a re-send is for.
-    fn on_held(&mut self, target: usize, seq: u64) {
-        let first = match self.kept.binary_search_by_key(&seq, |k| k.seq) {
-            Ok(i) => self.kept[i].per[target].first,
-            // Released on a commit's ack before this answer came.
-            Err(_) => self.targets[target].released_unanswered.remove(&seq),
-        };
+    /// send that is a source id used before (true: the stream fails, naming the seqs); for a re-send
+    /// it is what a re-send is for.
+    fn on_held(&mut self, target: usize, seq: u64) -> bool {
+        // A first send is not released before its answer (see `releasable`): not kept, a re-send.
+        let first = self
+            .kept
+            .binary_search_by_key(&seq, |k| k.seq)
+            .is_ok_and(|i| self.kept[i].per[target].first);
         let first = first && !self.shared.opts.resume;
         if first && self.reused.is_empty() {
             warn!(source = %self.source, target = %self.targets[target].address, seq, "the node held this block before this run sent it: the source id was used before");
@@ -808,6 +798,7 @@ impl Stream {
         } else {
             debug!(source = %self.source, target = %self.targets[target].address, seq, "a re-sent block was held already");
         }
+        first
     }
 
     fn on_role(&mut self, target: usize, role: RoleInfo) -> Result<(), PushError> {
@@ -851,7 +842,13 @@ impl Stream {
     fn releasable(&self, i: usize) -> bool {
         let k = &self.kept[i];
         let release = self.shared.opts.release;
-        let acked = |t: usize, level: AckLevel| k.per[t].best.is_some_and(|b| b.covers(level));
+        // A block's first send waits for the node's own answer (a durable ack or HELD), even when
+        // a committed ack overtook it: HELD says the source id was used before, and then the block
+        // is not released (`on_held`).
+        let acked = |t: usize, level: AckLevel| {
+            let p = &k.per[t];
+            p.best.is_some_and(|b| b.covers(level)) && (!p.first || p.answered)
+        };
         match self.mode() {
             SendMode::Failover => acked(self.active, release),
             SendMode::Mirror => {
@@ -889,9 +886,6 @@ impl Stream {
         for (t, target) in self.targets.iter_mut().enumerate() {
             if target.is_up() && k.per[t].best.is_none() {
                 target.unacked = target.unacked.saturating_sub(1);
-            }
-            if target.is_up() && k.per[t].first && !k.per[t].answered {
-                target.released_unanswered.insert(k.seq);
             }
         }
         if self.mode() == SendMode::Mirror && self.targets.len() > 1 {
@@ -946,7 +940,6 @@ impl Stream {
         let was_connected = t.is_connected();
         t.link = Link::Idle; // drops the connection
         t.unacked = 0;
-        t.released_unanswered.clear();
         match self.mode() {
             SendMode::Failover => {
                 let next = (target + 1) % self.targets.len();
