@@ -10,10 +10,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
-use crate::bench::stats::fmt_ms;
 use crate::config::Config;
 use crate::images::ImageSet;
 use crate::protocol::AckLevel;
+use crate::send::interrupt::watch_interrupts;
 use crate::send::manifest::{read_manifest, ManifestWriter};
 use crate::send::push::{self, Protocol, PushOptions, SendMode};
 use crate::send::serve::{self, ServeOptions};
@@ -113,8 +113,12 @@ pub enum SendCommand {
         manifest: Option<PathBuf>,
     },
     /// Push images to a node, or to a primary and its standbys (failover or mirror), keeping every
-    /// block until the nodes release it.
-    Push(PushArgs),
+    /// block until the nodes release it. SIGINT or SIGTERM: no new images, `--interrupt-grace` for
+    /// the nodes to acknowledge what was sent (a second signal: stop now), a manifest line for every
+    /// image sent (acked only if released), exit status 130 (SIGINT) or 143 (SIGTERM). A node that
+    /// already held blocks of a stream before this run sent them (its source id was used before)
+    /// fails the push, naming the source and the seqs: exit status 1.
+    Push(Box<PushArgs>),
 }
 
 /// `send push`. Framed, every stream keeps what it sent until the nodes release it (`--release`),
@@ -174,6 +178,11 @@ pub struct PushArgs {
     /// Framed streams are named `<prefix>-<n>` (default `send-<unix ms>`: new streams every run).
     #[arg(long)]
     pub source_prefix: Option<String>,
+    /// Continue an earlier run with the same --source-prefix and images (a sender killed and
+    /// started again): blocks a node already holds are re-sends, not an error. Without it, a node
+    /// that held a block before this run sent it fails the push (the prefix was used before).
+    #[arg(long, requires = "source_prefix")]
+    pub resume: bool,
     #[arg(long)]
     pub token: Option<String>,
     /// Blocks a stream has in flight (sent, not yet acknowledged at any level); then it waits. Blocks
@@ -182,6 +191,10 @@ pub struct PushArgs {
     pub window: usize,
     #[arg(long)]
     pub manifest: Option<PathBuf>,
+    /// On SIGINT or SIGTERM: how long to wait for the nodes to acknowledge what was sent before
+    /// ending (a second signal ends it at once).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interrupt_grace: Duration,
 }
 
 impl PushArgs {
@@ -222,6 +235,7 @@ impl PushArgs {
             .source_prefix
             .clone()
             .unwrap_or_else(push::default_source_prefix);
+        o.resume = self.resume;
         o.token = self.token.clone();
         o.window = self.window.max(1);
         o
@@ -459,24 +473,20 @@ async fn send(cmd: SendCommand) -> anyhow::Result<ExitCode> {
                 None => PushOptions::default(),
             };
             let opts = args.options(base);
+            let count = opts.count;
             info!(targets = ?opts.targets, mode = ?opts.mode, release = %opts.release, "pushing");
-            let r = push::push(opts, args.images.load()?, m).await?;
-            let secs = r.elapsed.as_secs_f64().max(1e-9);
-            println!(
-                "pushed {} images ({} acked, {} re-sent, {} reconnects, {} failovers), {:.1} MB in {:.2} s: {:.0} images/s, {:.1} MB/s, {:.1} MB on the wire, ack p50 {} p99 {}",
-                r.sent,
-                r.acked,
-                r.resent,
-                r.reconnects,
-                r.failovers,
-                r.bytes as f64 / 1e6,
-                secs,
-                r.sent as f64 / secs,
-                r.bytes as f64 / 1e6 / secs,
-                r.bytes_sent_total as f64 / 1e6,
-                fmt_ms(r.percentile(0.5)),
-                fmt_ms(r.percentile(0.99)),
-            );
+            let (signals, stop) = watch_interrupts(args.interrupt_grace)?;
+            let r = push::push_until(opts, args.images.load()?, m, stop).await?;
+            println!("{}", r.summary());
+            if let Some(sig) = signals.received() {
+                eprintln!(
+                    "interrupted by {}: {} of {count} images acknowledged; {} sent and not acknowledged are in the manifest with acked false",
+                    sig.name(),
+                    r.acked,
+                    r.unreleased
+                );
+                return Ok(ExitCode::from(sig.exit_code()));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -493,7 +503,7 @@ mod tests {
     fn push_args(args: &[&str]) -> PushArgs {
         let argv = ["hdfs-ingest", "send", "push"].iter().chain(args);
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Send(SendCommand::Push(a)) => a,
+            Command::Send(SendCommand::Push(a)) => *a,
             other => panic!("parsed as {other:?}"),
         }
     }

@@ -1,15 +1,16 @@
-//! The framed wire protocol, versions 1 and 2: a hello, then CRC-checked blocks with sequence numbers,
+//! The framed wire protocol, versions 1 to 3: a hello, then CRC-checked blocks with sequence numbers,
 //! and acknowledgements back on the same connection. `docs/PROTOCOL.md` is the specification for writers
 //! of clients in other languages; this module is its reference implementation, for both ends.
 //!
 //! All integers are big-endian.
 //!
 //! ```text
-//! client → node   HELLO    "HIMG" | version u8 (1 or 2) | source_len u8 | source utf-8 | token_len u16 | token bytes
+//! client → node   HELLO    "HIMG" | version u8 (1, 2 or 3) | source_len u8 | source utf-8 | token_len u16 | token bytes
 //! node → client   WELCOME  0x80 | version u8 (the client's) | max_block_size u32
 //! node → client   ROLE     0x82 | role u8 (1 = primary, 2 = standby) | epoch u64        (version 2 only)
 //! client → node   BLOCK    0x01 | seq u64 | len u32 | crc32 u32 | len bytes      (CRC-32/ISO-HDLC of the bytes)
 //! node → client   ACK      0x81 | level u8 (1 = durable, 2 = committed, 3 = checkpointed) | seq u64
+//! node → client   HELD     0x83 | seq u64        (version 3 only: durable, and held before this copy came)
 //! node → client   ERROR    0xEE | code u16 | msg_len u16 | msg utf-8            (then the node closes)
 //! ```
 //!
@@ -18,8 +19,14 @@
 //! `receiver.keepalive_interval` (the first ROLE is written twice, which says the node does that);
 //! and the ack level 3 (*checkpointed*). Both exist so that a sender can fail over between a
 //! primary and its standby (`send push --to A --to B`). A version 1 client sees neither, byte for byte
-//! what it saw before version 2 existed: [`ServerFrame::visible_to`] is the one rule the node's writer
+//! what it saw before version 2 existed: [`ServerFrame::for_version`] is the one rule the node's writer
 //! applies.
+//!
+//! Version 3 only adds the HELD frame: the node's answer, in place of the durable ACK, to a block whose
+//! `(source, seq)` it already held when this copy arrived (nothing new was stored). A sender that gets it
+//! for a block it had never sent before learns that its source id was used before — by an earlier run,
+//! or by another sender — instead of being told its images are safe when none of them was stored.
+//! Versions 1 and 2 get the durable ACK they always got.
 //!
 //! Ack levels are not ordered by their wire value: by strength they are durable < checkpointed <
 //! committed (a committed block is in a checkpoint). Compare them with [`AckLevel::covers`].
@@ -35,14 +42,17 @@ pub const MAGIC: [u8; 4] = *b"HIMG";
 pub const VERSION_1: u8 = 1;
 /// Version 2: version 1 plus the ROLE frame and the checkpointed ack level.
 pub const VERSION_2: u8 = 2;
+/// Version 3: version 2 plus the HELD frame (a durable ack that says the block was held already).
+pub const VERSION_3: u8 = 3;
 /// The base version, what a plain client (docs/PROTOCOL.md's example) sends.
 pub const VERSION: u8 = VERSION_1;
 /// The highest version this implementation speaks.
-pub const LATEST_VERSION: u8 = VERSION_2;
+pub const LATEST_VERSION: u8 = VERSION_3;
 pub const TAG_BLOCK: u8 = 0x01;
 pub const TAG_WELCOME: u8 = 0x80;
 pub const TAG_ACK: u8 = 0x81;
 pub const TAG_ROLE: u8 = 0x82;
+pub const TAG_HELD: u8 = 0x83;
 pub const TAG_ERROR: u8 = 0xEE;
 /// The longest source id a hello may carry.
 pub const MAX_SOURCE_LEN: usize = 128;
@@ -269,7 +279,7 @@ async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(
     }
 }
 
-/// Reads a hello. Checks magic, version (1 or 2) and the source id; the token is checked by the caller.
+/// Reads a hello. Checks magic, version (1 to [`LATEST_VERSION`]) and the source id; the token is checked by the caller.
 pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> Result<Hello, ProtocolError> {
     let mut head = [0u8; 6];
     read_exact(r, &mut head).await?;
@@ -423,6 +433,12 @@ pub enum ServerFrame {
         role: Role,
         epoch: u64,
     },
+    /// Version 3: the block is durable, and the node held it (its `(source, seq)`) before this copy
+    /// arrived, so nothing new was stored — sent in place of the durable ACK. Older clients are sent
+    /// that durable ACK instead ([`ServerFrame::for_version`]).
+    Held {
+        seq: u64,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -437,6 +453,21 @@ impl ServerFrame {
             ServerFrame::Welcome { .. } | ServerFrame::Error { .. } => true,
             ServerFrame::Ack { level, .. } => version >= level.min_version(),
             ServerFrame::Role { .. } => version >= VERSION_2,
+            ServerFrame::Held { .. } => version >= VERSION_3,
+        }
+    }
+
+    /// This frame as a client that said `version` in its hello is sent it: itself if it can parse
+    /// it, a HELD frame as the durable ACK it stands for (what versions 1 and 2 always got for a block
+    /// the node held already), and nothing for a frame that version has no equivalent of (ROLE and
+    /// checkpointed acks for version 1). What the node's writer applies to every frame it writes.
+    pub fn for_version(self, version: u8) -> Option<ServerFrame> {
+        match self {
+            ServerFrame::Held { seq } if version < VERSION_3 => Some(ServerFrame::Ack {
+                level: AckLevel::Durable,
+                seq,
+            }),
+            f => f.visible_to(version).then_some(f),
         }
     }
 
@@ -459,6 +490,10 @@ impl ServerFrame {
                 out.put_u8(TAG_ROLE);
                 out.put_u8(*role as u8);
                 out.put_u64(*epoch);
+            }
+            ServerFrame::Held { seq } => {
+                out.put_u8(TAG_HELD);
+                out.put_u64(*seq);
             }
             ServerFrame::Error { code, message } => {
                 let msg = &message.as_bytes()[..message.len().min(u16::MAX as usize)];
@@ -512,6 +547,13 @@ impl ServerFrame {
                 Ok(Some(ServerFrame::Role {
                     role,
                     epoch: u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")),
+                }))
+            }
+            TAG_HELD => {
+                let mut b = [0u8; 8];
+                read_exact(r, &mut b).await?;
+                Ok(Some(ServerFrame::Held {
+                    seq: u64::from_be_bytes(b),
                 }))
             }
             TAG_ERROR => {
@@ -698,22 +740,52 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_version_2_hello_is_accepted_and_a_version_3_hello_is_not() {
-        let h = Hello {
-            version: VERSION_2,
-            source: "cam-2".into(),
-            token: None,
-        };
-        assert_eq!(read_hello(&mut &h.encode()[..]).await.unwrap(), h);
+    async fn version_2_and_3_hellos_are_accepted_and_a_version_4_hello_is_not() {
+        for version in [VERSION_2, VERSION_3] {
+            let h = Hello {
+                version,
+                source: "cam-2".into(),
+                token: None,
+            };
+            assert_eq!(read_hello(&mut &h.encode()[..]).await.unwrap(), h);
+        }
         let b = Hello {
-            version: 3,
+            version: 4,
             source: "cam-2".into(),
             token: None,
         }
         .encode();
         let err = read_hello(&mut &b[..]).await.unwrap_err();
-        assert!(matches!(err, ProtocolError::UnsupportedVersion(3)));
-        assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+        assert!(matches!(err, ProtocolError::UnsupportedVersion(4)));
+        assert!(err.to_string().contains("versions 1 to 3"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_held_frame_round_trips_and_older_clients_get_the_durable_ack_they_always_got() {
+        let held = ServerFrame::Held { seq: 0x0102 };
+        let mut b = BytesMut::new();
+        held.encode(&mut b);
+        assert_eq!(&b[..], &[0x83, 0, 0, 0, 0, 0, 0, 0x01, 0x02]);
+        assert_eq!(
+            ServerFrame::read(&mut &b[..]).await.unwrap(),
+            Some(held.clone())
+        );
+        let durable = ServerFrame::Ack {
+            level: AckLevel::Durable,
+            seq: 0x0102,
+        };
+        for version in [VERSION_1, VERSION_2] {
+            assert!(!held.visible_to(version));
+            assert_eq!(held.clone().for_version(version), Some(durable.clone()));
+        }
+        assert_eq!(held.clone().for_version(VERSION_3), Some(held));
+        // Every other frame goes to a version 3 client as it goes to a version 2 one.
+        let role = ServerFrame::Role {
+            role: Role::Primary,
+            epoch: 1,
+        };
+        assert_eq!(role.clone().for_version(VERSION_3), Some(role.clone()));
+        assert_eq!(role.for_version(VERSION_1), None);
     }
 
     #[tokio::test]
@@ -804,6 +876,7 @@ mod tests {
                 level: AckLevel::Durable,
                 seq: 0,
             },
+            ServerFrame::Held { seq: 1 },
             ServerFrame::Ack {
                 level: AckLevel::Checkpointed,
                 seq: 0,
@@ -818,12 +891,15 @@ mod tests {
             },
         ];
         let mut v1 = BytesMut::new();
-        for f in queued.iter().filter(|f| f.visible_to(VERSION_1)) {
+        for f in queued
+            .iter()
+            .filter_map(|f| f.clone().for_version(VERSION_1))
+        {
             f.encode(&mut v1);
         }
         assert_eq!(
             decode_as_a_version_1_client(&v1).unwrap(),
-            ["welcome v1", "durable 0", "committed 0"]
+            ["welcome v1", "durable 0", "durable 1", "committed 0"]
         );
         // Unfiltered, the same stream would break that client: the filter is what keeps it working.
         let mut all = BytesMut::new();
@@ -831,7 +907,11 @@ mod tests {
             f.encode(&mut all);
         }
         assert!(decode_as_a_version_1_client(&all).is_err());
-        // A version 2 client is sent everything.
-        assert!(queued.iter().all(|f| f.visible_to(VERSION_2)));
+        // A version 2 client is sent everything but HELD (as its durable ack), a version 3 one
+        // everything.
+        assert!(queued
+            .iter()
+            .all(|f| f.visible_to(VERSION_2) != matches!(f, ServerFrame::Held { .. })));
+        assert!(queued.iter().all(|f| f.visible_to(VERSION_3)));
     }
 }

@@ -135,7 +135,8 @@ fn read_torn_manifest(path: &Path) -> anyhow::Result<Vec<ManifestEntry>> {
     Ok(out)
 }
 
-/// The sender is SIGKILLed under load and started again with the same source prefix: it re-sends
+/// The sender is SIGKILLed under load and started again with the same source prefix and `--resume`
+/// (without it, blocks the nodes hold already would fail the push as a reused prefix): it re-sends
 /// every image from the first (a stream's k-th block is always the same image, so a re-sent
 /// (source, seq) has the same bytes), and the nodes store each (source, seq) once.
 async fn sender_kill(strategy: &str) -> anyhow::Result<()> {
@@ -163,7 +164,11 @@ async fn sender_kill_in(p: &Pipeline) -> anyhow::Result<()> {
     sender.kill9()?;
     println!("{strategy}: sender killed after {wait} ms");
     let second = p.dir().join("second.jsonl");
-    let mut sender = SenderProc::start(p, &args, &second)?;
+    let resume = SendArgs {
+        extra: vec!["--resume".into()],
+        ..args.clone()
+    };
+    let mut sender = SenderProc::start(p, &resume, &second)?;
     println!("sender: {}", sender.wait(Duration::from_secs(120))?);
     check_all_committed(p, &second, images).await?;
     // What the killed sender saw released is in the output too, once, with the same bytes.

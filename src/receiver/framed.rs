@@ -7,8 +7,10 @@
 //! nothing else is lost, and other connections never notice.
 //!
 //! Versions: the WELCOME carries the version the client's hello asked for, and the writer drops every
-//! frame that version cannot parse ([`ServerFrame::visible_to`]): a version 1 client never sees a ROLE
-//! frame or a checkpointed ack, whatever the node queues for it. A version 2 client is told the node's
+//! frame that version cannot parse, or writes what it always got instead ([`ServerFrame::for_version`]):
+//! a version 1 client never sees a ROLE frame or a checkpointed ack, whatever the node queues for it,
+//! and a version 1 or 2 client gets a durable ACK where a version 3 one gets HELD (a block the node
+//! held already). A version 2 client is told the node's
 //! role and epoch right after WELCOME and again on every change ([`announce_roles`]).
 
 use std::sync::Arc;
@@ -256,9 +258,15 @@ async fn serve<I: Intake>(node: I, sock: TcpStream, peer: String, token: Arc<Opt
                     drop(permit);
                     match res {
                         Ok(i) => {
-                            slot.send(ServerFrame::Ack {
-                                level: AckLevel::Durable,
-                                seq,
+                            // Version 3 is told the node held it already (nothing new stored);
+                            // the writer turns HELD into the durable ACK for older clients.
+                            slot.send(if i.duplicate {
+                                ServerFrame::Held { seq }
+                            } else {
+                                ServerFrame::Ack {
+                                    level: AckLevel::Durable,
+                                    seq,
+                                }
                             });
                             if i.committed {
                                 let _ = tx.send(ServerFrame::Ack {
@@ -334,9 +342,9 @@ async fn write_frames(
                 buf: &mut BytesMut,
                 stuck_since: &mut Instant,
                 last_role: &mut Option<ServerFrame>| {
-        if !f.visible_to(version) {
+        let Some(f) = f.for_version(version) else {
             return;
-        }
+        };
         if buf.is_empty() {
             *stuck_since = Instant::now();
         }

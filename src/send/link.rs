@@ -1,8 +1,9 @@
 //! One framed connection from a sender's stream to one node: three small tasks that never block the
 //! stream's own loop.
 //!
-//! - The *connect* task dials, sends the hello (version 2; a node that answers UnsupportedVersion is
-//!   dialled again with version 1, so a node older than version 2 still works and counts as primary)
+//! - The *connect* task dials, sends the hello (version 3; a node that answers UnsupportedVersion is
+//!   dialled again with version 2, then 1, so an older node still works — one older than version 2
+//!   counts as primary, one older than version 3 never says a block was held already)
 //!   and waits for WELCOME, all within a timeout. Then it reports [`Event::Up`] with a [`LinkHandle`].
 //! - The *reader* task turns every server frame into an [`Event::Frame`] (a read cut by `select!` would
 //!   lose bytes, so reads live in their own task).
@@ -27,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::timeline::Timeline;
 use crate::protocol::{
-    block_header, ErrorCode, Hello, ProtocolError, ServerFrame, VERSION_1, VERSION_2,
+    block_header, ErrorCode, Hello, ProtocolError, ServerFrame, VERSION_1, VERSION_2, VERSION_3,
 };
 
 /// What a connection tells its stream.
@@ -186,12 +187,15 @@ impl Refusal {
 
 type Connected = (BufReader<OwnedReadHalf>, BufWriter<OwnedWriteHalf>, u8);
 
-/// Dials and says hello with version 2, falling back to version 1 for a node that does not speak 2.
+/// Dials and says hello with version 3, falling back to 2, then 1, for a node that does not speak it.
 async fn handshake(spec: &LinkSpec) -> Result<Connected, Refusal> {
-    match hello(spec, VERSION_2).await {
-        Err(Refusal { old_node: true, .. }) => hello(spec, VERSION_1).await,
-        r => r,
+    for version in [VERSION_3, VERSION_2] {
+        match hello(spec, version).await {
+            Err(Refusal { old_node: true, .. }) => continue,
+            r => return r,
+        }
     }
+    hello(spec, VERSION_1).await
 }
 
 async fn hello(spec: &LinkSpec, version: u8) -> Result<Connected, Refusal> {

@@ -8,8 +8,10 @@
 //! - `shared`: what every worker of one push shares, and the admission of the next image.
 //! - `stream`: one framed stream's state machine (failover and mirror); `raw`: one raw worker.
 //! - `link`: one connection to one node (connect + hello, reader, writer).
+//! - [`interrupt`]: what SIGINT and SIGTERM do to `send push`.
 //! - `retention`: the bounds on what all streams keep, shared.
 
+pub mod interrupt;
 mod link;
 pub mod manifest;
 mod options;

@@ -26,6 +26,18 @@ pub enum SendMode {
     Mirror,
 }
 
+/// How far a push has been told to stop (`send push` on SIGINT or SIGTERM); the levels only go up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Taking images until `count` are released.
+    #[default]
+    Running,
+    /// Take no new image; finish releasing what was sent (every kept block), then end.
+    Drain,
+    /// End now: what is sent and not released yet goes into the manifest as not acknowledged.
+    Now,
+}
+
 /// Mirror: how long a standby that is not connected holds blocks back by default — long enough for a
 /// connection to be made or re-made (backoff at most 500 ms, then connect, hello and ROLE), short
 /// enough that a dead standby stalls the push only briefly.
@@ -48,6 +60,11 @@ pub struct PushOptions {
     pub rate: Option<f64>,
     /// Streams are named `<source_prefix>-<worker>`.
     pub source_prefix: String,
+    /// This run continues an earlier one with the same `source_prefix` and images (a sender killed
+    /// and started again re-sends from the first image): a node that already holds a block is not
+    /// an error. Without it, a node answering a block's first send with HELD fails the push
+    /// ([`super::report::PushError::SourceReused`]).
+    pub resume: bool,
     pub token: Option<String>,
     /// Blocks a framed stream may have in flight (sent, not yet acknowledged at any level). What it
     /// keeps beyond that (acknowledged, not yet released) is bounded by the retention limits.
@@ -91,6 +108,7 @@ impl Default for PushOptions {
             concurrency: 4,
             rate: None,
             source_prefix: default_source_prefix(),
+            resume: false,
             token: None,
             window: 256,
             release: AckLevel::Durable,

@@ -52,6 +52,28 @@
 //! A stream that releases nothing for `give_up_after` (over all targets) while it has blocks kept or
 //! no node to send to fails the push with [`PushError::GaveUp`], naming the targets.
 //!
+//! # Framed: a source id used before
+//!
+//! Streams speak protocol version 3 where the node does: a node answers HELD, in place of the
+//! durable ack, to a block it held already. For a block's *first send* in the run (to no connection
+//! before, and to the target whose acks count: failover the active one, mirror the primary) that
+//! means the source id was used before — an earlier run with the same `--source-prefix` counts from
+//! seq 0 again, and the node would ack its images without storing them — and the stream fails with
+//! [`PushError::SourceReused`], naming the source, the node and the seqs. HELD for a re-send (after a
+//! reconnect or a failover) or for a copy to a standby is what a re-send is for, and
+//! [`PushOptions::resume`] (a sender started again to re-send what an earlier run sent) turns the
+//! check off. A block's first send is released only once the node answered it itself (a durable ack
+//! or HELD), so a committed ack that overtakes a HELD answer (a block committed long ago) does not
+//! release it first.
+//!
+//! # Stopping early
+//!
+//! [`push_until`] takes a [`Stop`] watch (`send push` turns SIGINT and SIGTERM into it, see
+//! `send::interrupt`): at `Drain` no stream takes a new image and each ends once what it sent is
+//! released; at `Now` each ends at once. A stream that ends with blocks kept — stopped now, or failing
+//! — writes them into the manifest as not acknowledged, and one failing stream stops the others now,
+//! so the manifest always has a line for every image sent: `acked` exactly for those released.
+//!
 //! # Raw
 //!
 //! Every image is one connection to the first target that takes it; the worker writes it, closes its
@@ -67,22 +89,39 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::link::AbortOnDrop;
 use super::manifest::ManifestWriter;
 pub use super::options::{
-    default_source_prefix, release_level, Protocol, PushOptions, SendMode, DEFAULT_STANDBY_GRACE,
-    DEFAULT_TARGET,
+    default_source_prefix, release_level, Protocol, PushOptions, SendMode, Stop,
+    DEFAULT_STANDBY_GRACE, DEFAULT_TARGET,
 };
 pub use super::report::{PushError, PushReport};
 use super::shared::Shared;
 pub use super::timeline::{Timeline, TimelineEntry};
 use super::{raw, stream};
 use crate::images::ImageSet;
+use tokio::sync::watch;
 
 /// Pushes `opts.count` images from `images`; records them in `manifest` if given.
 pub async fn push(
     opts: PushOptions,
     images: ImageSet,
     manifest: Option<Arc<ManifestWriter>>,
+) -> Result<PushReport, PushError> {
+    let (_never, stop) = watch::channel(Stop::Running);
+    push_until(opts, images, manifest, stop).await
+}
+
+/// [`push`], told by `stop` when to stop early: at [`Stop::Drain`] it takes no new image and ends
+/// once every image sent is released (or `stop` says [`Stop::Now`]); at `Stop::Now` it ends at once.
+/// Either way the manifest has a line for every image sent (not acknowledged for those not
+/// released) and the report says it was interrupted. A worker that fails stops the others the same
+/// way (now), so their lines are written too.
+pub async fn push_until(
+    opts: PushOptions,
+    images: ImageSet,
+    manifest: Option<Arc<ManifestWriter>>,
+    mut stop: watch::Receiver<Stop>,
 ) -> Result<PushReport, PushError> {
     if opts.targets.is_empty() {
         return Err(PushError::Options("no target node to send to".into()));
@@ -92,7 +131,25 @@ pub async fn push(
             "mirror mode needs the framed protocol (raw has no acknowledgements)".into(),
         ));
     }
-    let shared = Arc::new(Shared::new(opts.clone(), images, manifest));
+    // The workers' own stop: the caller's, or "now" once one of them failed.
+    let (stop_workers, workers_stop) = watch::channel(*stop.borrow());
+    let shared = Arc::new(Shared::new(opts.clone(), images, manifest, workers_stop));
+    let forward = {
+        let stop_workers = stop_workers.clone();
+        tokio::spawn(async move {
+            while stop.changed().await.is_ok() {
+                let level = *stop.borrow_and_update();
+                stop_workers.send_if_modified(|s| {
+                    let raise = level > *s;
+                    if raise {
+                        *s = level;
+                    }
+                    raise
+                });
+            }
+        })
+    };
+    let _forward = AbortOnDrop(forward);
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..opts.concurrency.max(1) {
         let shared = shared.clone();
@@ -108,13 +165,14 @@ pub async fn push(
             Ok(Ok(r)) => report.merge(r),
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
-                // One stream failing fails the push: stop the others instead of waiting for them.
-                tasks.abort_all();
+                // One stream failing fails the push: stop the others now instead of waiting for
+                // them (they write what they sent and did not release into the manifest).
+                let _ = stop_workers.send(Stop::Now);
             }
             Err(e) if e.is_cancelled() => {}
             Err(e) => {
                 first_err.get_or_insert(PushError::Options(format!("worker panicked: {e}")));
-                tasks.abort_all();
+                let _ = stop_workers.send(Stop::Now);
             }
         }
     }
@@ -122,6 +180,7 @@ pub async fn push(
         m.flush()?;
     }
     report.elapsed = shared.started.elapsed();
+    report.interrupted = shared.stop_level() > Stop::Running && report.sent < opts.count;
     report.bytes_sent_total = shared
         .target_bytes
         .iter()

@@ -11,19 +11,24 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::manifest::ManifestEntry;
+use super::options::Stop;
 use super::report::{PushError, PushReport};
 use super::shared::Shared;
 
 /// One raw worker: takes images until none are left, each one connection to the first target that
-/// takes it.
+/// takes it. Told to stop, it takes no new image (the one it is sending is finished: a raw image cut
+/// short would be stored cut short); told to stop now, it also stops retrying a target that fails.
 pub(super) async fn run(shared: Arc<Shared>) -> Result<PushReport, PushError> {
     let opts = &shared.opts;
     let mut report = PushReport::default();
     let mut target = 0usize;
-    while let Some(i) = {
-        shared.pace().await;
-        shared.claim()
-    } {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stopped(Stop::Drain) => break,
+            _ = shared.pace() => {}
+        }
+        let Some(i) = shared.claim() else { break };
         let (label, data) = shared.images.get(i);
         let mut failing_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(10);
@@ -44,7 +49,17 @@ pub(super) async fn run(shared: Arc<Shared>) -> Result<PushReport, PushError> {
                     report.resent += 1;
                     report.reconnects += 1;
                     target = (target + 1) % opts.targets.len();
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = shared.stopped(Stop::Now) => {
+                            // Some attempt may have reached the node: the image gets its line.
+                            if let Some(m) = &shared.manifest {
+                                m.append(&ManifestEntry::raw(label, &data))?;
+                            }
+                            report.unreleased += 1;
+                            return Ok(report);
+                        }
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }

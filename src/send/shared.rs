@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::manifest::ManifestWriter;
-use super::options::PushOptions;
+use super::options::{PushOptions, Stop};
 use super::retention::{Gauge, Held, Retention};
 use crate::images::ImageSet;
+use tokio::sync::watch;
 
 /// What every worker of one push shares: the options, the images and who takes which, the manifest,
 /// the retention and the per-target byte counters.
@@ -23,6 +24,8 @@ pub(super) struct Shared {
     pub(super) target_bytes: Vec<Arc<AtomicU64>>,
     /// "running without standby" was logged.
     pub(super) warned_no_standby: AtomicBool,
+    /// Whether the push has been told to stop (a signal, or another worker's failure).
+    pub(super) stop: watch::Receiver<Stop>,
 }
 
 /// What a stream gets when it may take the next image.
@@ -41,6 +44,7 @@ impl Shared {
         opts: PushOptions,
         images: ImageSet,
         manifest: Option<Arc<ManifestWriter>>,
+        stop: watch::Receiver<Stop>,
     ) -> Shared {
         Shared {
             retention: Retention::new(opts.retention_max_blocks, opts.retention_max_bytes),
@@ -55,6 +59,20 @@ impl Shared {
             next: AtomicU64::new(0),
             manifest,
             started: Instant::now(),
+            stop,
+        }
+    }
+
+    /// How far the push has been told to stop.
+    pub(super) fn stop_level(&self) -> Stop {
+        *self.stop.borrow()
+    }
+
+    /// Resolves once the push has been told to stop at `level` or further (never if it is not).
+    pub(super) async fn stopped(&self, level: Stop) {
+        let mut rx = self.stop.clone();
+        if rx.wait_for(|s| *s >= level).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 

@@ -35,11 +35,24 @@ use tracing::{debug, info, warn};
 
 use super::link::{self, AbortOnDrop, Event, LinkHandle, LinkSpec};
 use super::manifest::{sha256_hex, ManifestEntry};
-use super::options::SendMode;
-use super::report::{PushError, PushReport};
+use super::options::{SendMode, Stop};
+use super::report::{seq_ranges, PushError, PushReport};
 use super::retention::Held;
 use super::shared::{Admission, Shared};
 use crate::protocol::{AckLevel, ErrorCode, Role, RoleInfo, ServerFrame, VERSION_2};
+
+/// Why a stream's loop ended before every image it took was released.
+enum Ended {
+    /// The push was told to stop now.
+    Stopped,
+    Failed(PushError),
+}
+
+impl From<PushError> for Ended {
+    fn from(e: PushError) -> Ended {
+        Ended::Failed(e)
+    }
+}
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -173,6 +186,14 @@ struct PerTarget {
     sent: bool,
     /// The strongest ack from its current connection.
     best: Option<AckLevel>,
+    /// Its current connection got the block's first send of this run (sent to no connection before,
+    /// and this target was the one whose acks count then): a HELD answer to it means the node had the
+    /// block before this run sent it, so the source id was used before. A re-send (after a reconnect
+    /// or a failover) or a copy to a standby is not a first send: the node may well hold it already.
+    first: bool,
+    /// Its current connection answered the block itself (a durable ACK or HELD), not only with an
+    /// ack of a commit or checkpoint, which may come first.
+    answered: bool,
 }
 
 struct Kept {
@@ -209,23 +230,58 @@ struct Stream {
     kept_since: Instant,
     /// Why the last connection was given up on (address and reason), if one was.
     last_error: Option<String>,
+    /// Seqs a node answered HELD on their first send (see [`PerTarget::first`]), and which node.
+    reused: Vec<u64>,
+    reused_at: Option<String>,
 }
 
 type AdmitFuture = Pin<Box<dyn Future<Output = Admission> + Send>>;
 
-/// Runs stream number `worker` until every image it took is released, or it fails.
+/// Runs stream number `worker` until every image it took is released, or it fails, or the push is
+/// told to stop. Told to drain ([`Stop::Drain`]), it takes no new image and ends once what it sent is
+/// released; told to stop now, or failing, it first writes every block it sent and has not released
+/// into the manifest as not acknowledged, so the manifest has a line for every image sent.
 pub(super) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport, PushError> {
     let (tx, mut events) = mpsc::unbounded_channel();
     let mut s = Stream::new(shared, worker, tx);
-    // Kept across iterations: once it holds a retention slot or claimed an image, it must complete.
+    match drive(&mut s, &mut events).await {
+        Ok(()) => {
+            s.close().await;
+            Ok(s.report)
+        }
+        Err(ended) => {
+            let abandoned = s.abandon();
+            match ended {
+                Ended::Stopped => abandoned.map(|()| s.report),
+                Ended::Failed(e) => Err(e),
+            }
+        }
+    }
+}
+
+async fn drive(s: &mut Stream, events: &mut mpsc::UnboundedReceiver<Event>) -> Result<(), Ended> {
+    // Kept across iterations while the stream takes images: once it holds a retention slot or
+    // claimed an image, it completes. Dropped unfinished when the push is told to stop: it has sent
+    // nothing, so no image is lost to the manifest.
     let mut admission: Option<AdmitFuture> = None;
+    let shared = s.shared.clone();
     loop {
         let now = Instant::now();
+        match shared.stop_level() {
+            Stop::Running => {}
+            Stop::Drain => {
+                if !s.exhausted {
+                    debug!(source = %s.source, kept = s.kept.len(), "told to stop: taking no more images");
+                }
+                s.exhausted = true;
+                admission = None;
+            }
+            Stop::Now => return Err(Ended::Stopped),
+        }
         s.connect_due(now);
         s.update_presence(now);
         if s.exhausted && s.kept.is_empty() {
-            s.close().await;
-            return Ok(s.report);
+            return Ok(());
         }
         if s.kept.is_empty() && s.can_send_new() {
             // Nothing owed and a node to send to: waiting for images is not a lack of progress.
@@ -236,8 +292,10 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport
             admission = Some(Box::pin(s.shared.clone().admit(s.worker, s.next_seq)));
         }
         let deadline = s.next_deadline();
+        let stop_level = if s.exhausted { Stop::Now } else { Stop::Drain };
         tokio::select! {
             biased;
+            _ = shared.stopped(stop_level) => {}
             Some(ev) = events.recv() => s.on_event(ev)?,
             a = async {
                 match admission.as_mut() {
@@ -249,6 +307,13 @@ pub(super) async fn run(shared: Arc<Shared>, worker: usize) -> Result<PushReport
                 s.on_admission(a)?;
             }
             _ = tokio::time::sleep_until(deadline.into()) => s.on_timers(Instant::now())?,
+        }
+        if !s.reused.is_empty() {
+            // Name every seq the node has already answered HELD for, not just the first.
+            while let Ok(ev) = events.try_recv() {
+                s.on_event(ev)?;
+            }
+            return Err(s.reused_error().into());
         }
     }
 }
@@ -299,7 +364,43 @@ impl Stream {
             last_progress: now,
             kept_since: now,
             last_error: None,
+            reused: Vec::new(),
+            reused_at: None,
         }
+    }
+
+    fn reused_error(&self) -> PushError {
+        PushError::SourceReused {
+            source_id: self.source.clone(),
+            address: self.reused_at.clone().unwrap_or_default(),
+            seqs: seq_ranges(&self.reused),
+        }
+    }
+
+    /// The stream ends early: every block it sent and has not released goes into the manifest, not
+    /// acknowledged (the node may have it, or not).
+    fn abandon(&mut self) -> Result<(), PushError> {
+        let kept = std::mem::take(&mut self.kept);
+        self.report.unreleased += kept.len() as u64;
+        if !kept.is_empty() {
+            info!(source = %self.source, unreleased = kept.len(), first_seq = kept[0].seq, "ending with blocks sent and not released; they go into the manifest as not acknowledged");
+        }
+        let Some(m) = &self.shared.manifest else {
+            return Ok(());
+        };
+        for k in kept {
+            m.append(&ManifestEntry {
+                path: k.label,
+                size: k.data.len() as u64,
+                sha256: sha256_hex(&k.data),
+                protocol: "framed".into(),
+                source: Some(self.source.clone()),
+                seq: Some(k.seq),
+                acked: false,
+                released_unix_ms: None,
+            })?;
+        }
+        Ok(())
     }
 
     fn mode(&self) -> SendMode {
@@ -460,6 +561,7 @@ impl Stream {
         }
         let mut per = vec![PerTarget::default(); self.targets.len()];
         let only = (self.mode() == SendMode::Failover).then_some(self.active);
+        let deciding = self.deciding();
         let mut behind = Vec::new();
         for (i, t) in self.targets.iter_mut().enumerate() {
             if only.is_some_and(|a| a != i) {
@@ -471,6 +573,7 @@ impl Stream {
                     continue;
                 }
                 per[i].sent = true;
+                per[i].first = deciding == Some(i);
                 if t.unacked == 0 {
                     t.quiet_from(now);
                 }
@@ -587,10 +690,13 @@ impl Stream {
             if k.per[target].sent || (failover && k.per.iter().any(|p| p.sent)) {
                 self.report.resent += 1;
             }
+            let never_sent = !k.per.iter().any(|p| p.sent);
             let p = &mut k.per[target];
             *p = PerTarget {
                 sent: true,
                 best: None,
+                first: never_sent && deciding,
+                answered: false,
             };
             if deciding {
                 k.sent_at = now;
@@ -617,6 +723,10 @@ impl Stream {
         }
         match frame {
             ServerFrame::Ack { level, seq } => self.on_ack(target, level, seq),
+            // A block held before this run sent it is not released: the stream fails, and its
+            // manifest line says not acknowledged (what the node has may be another image).
+            ServerFrame::Held { seq } if self.on_held(target, seq) => Ok(()),
+            ServerFrame::Held { seq } => self.on_ack(target, AckLevel::Durable, seq),
             ServerFrame::Error { code, message } => {
                 warn!(source = %self.source, target = %self.targets[target].address, code = ?code, error = %message, "node reported an error");
                 if code == ErrorCode::BlockTooLarge {
@@ -653,6 +763,7 @@ impl Stream {
         };
         let k = &mut self.kept[i];
         let p = &mut k.per[target];
+        p.answered |= level == AckLevel::Durable;
         if p.best.is_none() {
             t.unacked = t.unacked.saturating_sub(1);
         }
@@ -665,6 +776,29 @@ impl Stream {
             self.release(i)?;
         }
         Ok(())
+    }
+
+    /// A durable ack that says the node held the block before this copy arrived. For a block's first
+    /// send that is a source id used before (true: the stream fails, naming the seqs); for a re-send
+    /// it is what a re-send is for.
+    fn on_held(&mut self, target: usize, seq: u64) -> bool {
+        // A first send is not released before its answer (see `releasable`): not kept, a re-send.
+        let first = self
+            .kept
+            .binary_search_by_key(&seq, |k| k.seq)
+            .is_ok_and(|i| self.kept[i].per[target].first);
+        let first = first && !self.shared.opts.resume;
+        if first && self.reused.is_empty() {
+            warn!(source = %self.source, target = %self.targets[target].address, seq, "the node held this block before this run sent it: the source id was used before");
+        }
+        if first {
+            self.reused.push(seq);
+            self.reused_at
+                .get_or_insert_with(|| self.targets[target].address.clone());
+        } else {
+            debug!(source = %self.source, target = %self.targets[target].address, seq, "a re-sent block was held already");
+        }
+        first
     }
 
     fn on_role(&mut self, target: usize, role: RoleInfo) -> Result<(), PushError> {
@@ -708,7 +842,13 @@ impl Stream {
     fn releasable(&self, i: usize) -> bool {
         let k = &self.kept[i];
         let release = self.shared.opts.release;
-        let acked = |t: usize, level: AckLevel| k.per[t].best.is_some_and(|b| b.covers(level));
+        // A block's first send waits for the node's own answer (a durable ack or HELD), even when
+        // a committed ack overtook it: HELD says the source id was used before, and then the block
+        // is not released (`on_held`).
+        let acked = |t: usize, level: AckLevel| {
+            let p = &k.per[t];
+            p.best.is_some_and(|b| b.covers(level)) && (!p.first || p.answered)
+        };
         match self.mode() {
             SendMode::Failover => acked(self.active, release),
             SendMode::Mirror => {

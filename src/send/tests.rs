@@ -14,7 +14,7 @@ use super::push::{push, PushError, PushOptions, PushReport, SendMode, Timeline};
 use crate::images::ImageSet;
 use crate::protocol::{
     read_block, read_hello, AckLevel, ErrorCode, ProtocolError, Role, RoleInfo, ServerFrame,
-    VERSION_1,
+    VERSION_1, VERSION_3,
 };
 use crate::receiver::framed::announce_roles;
 
@@ -41,6 +41,12 @@ struct Behaviour {
     /// This long after a connection starts, the node says nothing more on it (no ack, no keepalive)
     /// and keeps reading: a primary cut off by a partition, its connection half-open.
     mute_after: Option<Duration>,
+    /// Answers HELD (protocol version 3; older clients: the durable ack) for a block it has received
+    /// before, or whose seq is below `preheld` (blocks of an earlier run under the same source id).
+    dedup: bool,
+    preheld: u64,
+    /// Closes the connection (once; the node and what it has seen stay) after this many blocks.
+    drop_once_after: Option<usize>,
 }
 
 impl Behaviour {
@@ -58,6 +64,9 @@ impl Behaviour {
             keepalive: Some(Duration::from_millis(50)),
             never_reads: false,
             mute_after: None,
+            dedup: false,
+            preheld: 0,
+            drop_once_after: None,
         }
     }
 
@@ -81,6 +90,8 @@ struct Seen {
     /// Blocks received and not yet acknowledged, now and at most.
     outstanding: i64,
     max_outstanding: i64,
+    /// `drop_once_after` has happened.
+    dropped: bool,
 }
 
 struct FakeNode {
@@ -222,13 +233,20 @@ async fn serve(
     let mut acks = tokio::task::JoinSet::new();
     while let Ok(Some(block)) = read_block(&mut rd, 1 << 20).await {
         let key = (hello.source.clone(), block.seq);
-        let total = {
+        let (total, held, drop_now) = {
             let mut s = seen.lock().unwrap();
+            let held = b.dedup && (key.1 < b.preheld || s.blocks.contains(&key));
             s.blocks.push(key.clone());
             s.outstanding += 1;
             s.max_outstanding = s.max_outstanding.max(s.outstanding);
-            s.blocks.len()
+            let drop_now = !s.dropped && b.drop_once_after.is_some_and(|n| s.blocks.len() >= n);
+            s.dropped |= drop_now;
+            (s.blocks.len(), held, drop_now)
         };
+        if drop_now {
+            writer.abort();
+            return;
+        }
         if b.die_after.is_some_and(|n| total >= n) {
             let _ = die.send(());
             return;
@@ -238,6 +256,7 @@ async fn serve(
         }
         let (tx, seen, levels, delay) = (tx.clone(), seen.clone(), b.acks.clone(), b.ack_delay);
         let commit_after = b.commit_after;
+        let held = held && hello.version >= VERSION_3;
         acks.spawn(async move {
             tokio::time::sleep(delay).await;
             {
@@ -246,7 +265,11 @@ async fn serve(
                 s.acked_at.entry(key.clone()).or_insert_with(Instant::now);
             }
             for level in levels {
-                let _ = tx.send(ServerFrame::Ack { level, seq: key.1 });
+                let _ = tx.send(if held && level == AckLevel::Durable {
+                    ServerFrame::Held { seq: key.1 }
+                } else {
+                    ServerFrame::Ack { level, seq: key.1 }
+                });
             }
             if let Some(after) = commit_after {
                 tokio::time::sleep(after).await;
@@ -306,9 +329,11 @@ async fn run_with(
     let r = tokio::time::timeout(Duration::from_secs(60), push(o, images, Some(m)))
         .await
         .expect("a push must end on its own");
+    // The manifest also has a line, not acknowledged, for each block sent and not released.
     let released = read_manifest(&path)
         .unwrap()
         .into_iter()
+        .filter(|e| e.acked)
         .map(|e| (e.source.unwrap(), e.seq.unwrap()))
         .collect();
     (r, released, timeline)
@@ -950,4 +975,121 @@ async fn a_wrong_token_fails_the_push_instead_of_retrying_forever() {
         "{r:?}"
     );
     node.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_gives_up_still_writes_a_line_not_acked_for_every_block_it_sent() {
+    let silent = FakeNode::start(Behaviour {
+        acks: vec![],
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.jsonl");
+    let m = Arc::new(ManifestWriter::create(&path).unwrap());
+    let r = push(
+        PushOptions {
+            count: 6,
+            concurrency: 2,
+            give_up_after: Duration::from_millis(500),
+            ..opts(&[&silent])
+        },
+        small_images(),
+        Some(m.clone()),
+    )
+    .await;
+    assert!(matches!(r, Err(PushError::GaveUp { .. })), "{r:?}");
+    m.flush().unwrap();
+    let lines = read_manifest(&path).unwrap();
+    let sent: BTreeSet<_> = lines
+        .iter()
+        .map(|e| (e.source.clone().unwrap(), e.seq.unwrap()))
+        .collect();
+    assert_eq!(sent.len(), 6, "one line per block sent: {lines:?}");
+    assert!(lines.iter().all(|e| !e.acked), "none was acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_held_a_streams_first_blocks_already_fails_the_push_naming_source_and_seqs() {
+    // The node holds seqs 0..5 of every source: an earlier run used the same prefix.
+    let node = FakeNode::start(Behaviour {
+        max_version: VERSION_3,
+        dedup: true,
+        preheld: 5,
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        count: 10,
+        concurrency: 1,
+        source_prefix: "again".into(),
+        ..opts(&[&node])
+    })
+    .await;
+    let err = r.unwrap_err();
+    let PushError::SourceReused {
+        source_id, seqs, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(source_id, "again-0");
+    // Acks come in any order: some of the held seqs 0..5, and only those.
+    let named: Vec<u64> = seqs
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        seqs.starts_with("seq") && !named.is_empty() && named.iter().all(|&n| n < 5),
+        "{seqs}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(&node.address) && text.contains("--source-prefix"),
+        "{text}"
+    );
+    assert!(
+        released.iter().all(|(_, seq)| *seq >= 5),
+        "no held block counts as released: {released:?}"
+    );
+    // The same run, saying it continues the earlier one, re-sends.
+    let (r, released, _) = run(PushOptions {
+        count: 10,
+        concurrency: 1,
+        source_prefix: "again".into(),
+        resume: true,
+        ..opts(&[&node])
+    })
+    .await;
+    r.unwrap();
+    assert_released_exactly_once(&released, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_answer_to_a_block_re_sent_after_a_reconnect_is_not_an_error() {
+    // It takes 20 blocks, acks none of them yet, and drops the connection: the sender re-sends what
+    // it kept on its next connection, and the node answers HELD for each.
+    let node = FakeNode::start(Behaviour {
+        max_version: VERSION_3,
+        dedup: true,
+        ack_delay: Duration::from_millis(300),
+        drop_once_after: Some(20),
+        ..Behaviour::primary(1)
+    })
+    .await;
+    let (r, released, _) = run(PushOptions {
+        count: 40,
+        concurrency: 1,
+        ..opts(&[&node])
+    })
+    .await;
+    let r = r.unwrap();
+    assert_released_exactly_once(&released, 40);
+    assert!(r.resent > 0 && r.reconnects >= 1, "{r:?}");
+    let received = node.received();
+    assert!(
+        received.len() > 40,
+        "the node got re-sends: {}",
+        received.len()
+    );
 }
