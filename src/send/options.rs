@@ -159,6 +159,9 @@ impl PushOptions {
         if st.kind.has_standby() {
             o.stall_timeout = 2 * st.failure_timeout;
             o.silence_timeout = st.failure_timeout + cfg.receiver.keepalive_interval;
+        } else {
+            // A node's keepalives may be up to a minute apart: never call a live node silent.
+            o.silence_timeout = o.silence_timeout.max(3 * cfg.receiver.keepalive_interval);
         }
         o
     }
@@ -181,4 +184,27 @@ pub fn default_source_prefix() -> String {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     format!("send-{ms}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_reading_a_config_whose_keepalives_are_far_apart_does_not_take_the_node_for_silent()
+    {
+        let mut cfg = Config::default();
+        cfg.receiver.keepalive_interval = Duration::from_secs(30);
+        let o = PushOptions::for_config(&cfg);
+        assert!(
+            o.silence_timeout >= 3 * cfg.receiver.keepalive_interval,
+            "silence timeout {:?} under three keepalive intervals",
+            o.silence_timeout
+        );
+        assert_eq!(
+            PushOptions::for_config(&Config::default()).silence_timeout,
+            PushOptions::default().silence_timeout,
+            "the default keepalive keeps the default silence timeout"
+        );
+    }
 }
