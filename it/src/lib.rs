@@ -7,6 +7,7 @@ pub mod minidfs;
 pub mod net;
 pub mod pair;
 pub mod roles;
+pub mod soak;
 
 pub use logged::LoggedNode;
 pub use roles::{kill_pid, OutputAt, Pipeline, Role, RoleProc, SendArgs, SenderProc, Storage};
