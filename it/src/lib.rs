@@ -1,11 +1,13 @@
 //! The integration-test harness: runs the real `hdfs-ingest` binary as child processes, kills them with
 //! SIGKILL, and gives tests free ports and scratch configurations. The tests are in `it/tests/`.
 
+pub mod hostile;
 mod logged;
 pub mod minidfs;
 pub mod net;
 pub mod pair;
 pub mod roles;
+pub mod soak;
 
 pub use logged::LoggedNode;
 pub use roles::{kill_pid, OutputAt, Pipeline, Role, RoleProc, SendArgs, SenderProc, Storage};
@@ -21,17 +23,17 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 /// The `hdfs-ingest` binary of this build profile, built on first use (cargo does not build a
-/// dependency's binaries for another package's tests).
+/// dependency's binaries for another package's tests, nor for its binaries).
 pub fn bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test>-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf();
+        // A test is target/<profile>/deps/<test>-<hash>; a binary of this package (the soak) is
+        // target/<profile>/<bin>.
+        let mut profile_dir = exe.parent().expect("target/<profile>").to_path_buf();
+        if profile_dir.file_name().is_some_and(|n| n == "deps") {
+            profile_dir.pop();
+        }
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");

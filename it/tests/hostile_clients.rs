@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hdfs_ingest::protocol::{block_header, AckLevel, ErrorCode, Hello, ServerFrame, VERSION};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-
-const MIB: u64 = 1 << 20;
+use hdfs_ingest::protocol::{block_header, ErrorCode};
+use it::hostile::{
+    self, durable, error_code, frames_for, header_announcing, hello, raise_own_nofile, MIB,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 fn node_bin() -> PathBuf {
     std::env::var_os("HOSTILE_NODE_BIN")
@@ -110,24 +111,14 @@ impl Node {
     fn pid(&self) -> u32 {
         self.child.id()
     }
-    /// A `/proc/<pid>/status` field in KiB.
-    fn status_kib(&self, key: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        s.lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
     fn peak_rss(&self) -> u64 {
-        self.status_kib("VmHWM") << 10
+        hostile::peak_rss(self.pid())
     }
     fn vm_size(&self) -> u64 {
-        self.status_kib("VmSize") << 10
+        hostile::vm_size(self.pid())
     }
     fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        hostile::fds(self.pid())
     }
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -151,74 +142,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// This test process may need as many descriptors as it opens connections.
-fn raise_own_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on structs we own.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
-
-fn hello(source: &str) -> Vec<u8> {
-    Hello {
-        version: VERSION,
-        source: source.into(),
-        token: None,
-    }
-    .encode()
-    .to_vec()
-}
-
-/// Every frame `s` gets within `d` (or until it closes).
-async fn frames_for(s: &mut TcpStream, d: Duration) -> (Vec<ServerFrame>, bool) {
-    let mut buf = Vec::new();
-    let deadline = tokio::time::Instant::now() + d;
-    let mut chunk = [0u8; 4096];
-    let mut closed = false;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => break,
-        }
-    }
-    let mut r = &buf[..];
-    let mut out = Vec::new();
-    while let Ok(Some(f)) = ServerFrame::read(&mut r).await {
-        out.push(f);
-    }
-    (out, closed)
-}
-
-fn error_code(frames: &[ServerFrame]) -> Option<ErrorCode> {
-    frames.iter().find_map(|f| match f {
-        ServerFrame::Error { code, .. } => Some(*code),
-        _ => None,
-    })
-}
-
-fn durable(frames: &[ServerFrame]) -> Vec<u64> {
-    frames
-        .iter()
-        .filter_map(|f| match f {
-            ServerFrame::Ack {
-                level: AckLevel::Durable,
-                seq,
-            } => Some(*seq),
-            _ => None,
-        })
-        .collect()
 }
 
 fn config(dir: &Path, receiver: &str, sources: &str) -> anyhow::Result<PathBuf> {
@@ -260,27 +183,8 @@ async fn many_connections_pipelining_30_mib_blocks_keep_the_node_under_its_budge
     for c in 0..conns {
         let (addr, body, written) = (addr.clone(), body.clone(), written.clone());
         clients.push(tokio::spawn(async move {
-            let Ok(s) = TcpStream::connect(&addr).await else {
-                return;
-            };
-            let (mut rd, mut wr) = s.into_split();
-            // Acks are read (and dropped): this client is greedy, not deaf.
-            tokio::spawn(async move {
-                let mut sink = vec![0u8; 4096];
-                while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
-            });
-            let _ = wr.write_all(&hello(&format!("big-{c}"))).await;
-            for seq in 0..3 {
-                if wr.write_all(&block_header(seq, &body)).await.is_err() {
-                    return;
-                }
-                for chunk in body.chunks(MIB as usize) {
-                    if wr.write_all(chunk).await.is_err() {
-                        return;
-                    }
-                    written.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
+            let source = format!("big-{c}");
+            let _ = hostile::pipelined(&addr, &source, body, 3, written, Duration::ZERO).await;
         }));
     }
     // Until the node has taken 12 blocks' worth, which the node before this change held all at
@@ -339,9 +243,7 @@ async fn five_hundred_headers_announcing_32_mib_and_then_silence_cost_no_memory(
     for c in 0..500u64 {
         let mut s = TcpStream::connect(&addr).await?;
         s.write_all(&hello(&format!("silent-{c}"))).await?;
-        let mut h = block_header(0, b"x");
-        h[9..13].copy_from_slice(&(32u32 << 20).to_be_bytes());
-        s.write_all(&h).await?;
+        s.write_all(&header_announcing(0, 32 << 20)).await?;
         silent.push(s);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -383,32 +285,9 @@ async fn a_client_that_reads_no_acks_is_disconnected_with_a_reason() -> anyhow::
     )?;
     let node = start(&cfg, None)?;
     let base = node.peak_rss();
-    let sock = TcpSocket::new_v4()?;
-    sock.set_recv_buffer_size(4096)?;
-    let mut s = sock.connect(node.addresses[0].parse()?).await?;
-    s.write_all(&hello("deaf")).await?;
-    // Small blocks as fast as the node takes them; never a read.
-    let started = Instant::now();
-    let mut frames = Vec::new();
-    for seq in 0..2_000_000u64 {
-        let data = seq.to_be_bytes();
-        frames.extend_from_slice(&block_header(seq, &data));
-        frames.extend_from_slice(&data);
-        if frames.len() < 64 * 1024 {
-            continue;
-        }
-        let sent = tokio::time::timeout(Duration::from_secs(10), s.write_all(&frames)).await;
-        frames.clear();
-        if !matches!(sent, Ok(Ok(()))) || started.elapsed() > Duration::from_secs(15) {
-            break;
-        }
-    }
-    let cut_after = started.elapsed();
-    // The node closed it: a read sees the end (or a reset) soon, whatever it had written before.
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
-        .await
-        .is_ok();
+    let hostile::Deaf {
+        cut_after, closed, ..
+    } = hostile::deaf(&node.addresses[0], "deaf", Duration::from_secs(15), false).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reasons = node.log_lines("does not take its acks");
     println!(
@@ -493,13 +372,7 @@ async fn a_raw_flood_at_the_descriptor_limit_neither_kills_the_node_nor_locks_fr
     )?;
     let mut node = start(&cfg, Some((1024, 1024)))?;
     let (raw, framed) = (node.addresses[0].clone(), node.addresses[1].clone());
-    let mut flood = Vec::new();
-    for _ in 0..1100 {
-        match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&raw)).await {
-            Ok(Ok(s)) => flood.push(s),
-            _ => break,
-        }
-    }
+    let flood = hostile::flood(&raw, 1100, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds_flooded = node.fds();
     // A framed sender is served, and its blocks go into new WAL segments (each needs a descriptor).
@@ -579,17 +452,7 @@ async fn connections_over_a_listeners_share_are_refused_at_once_counted_and_logg
             .iter()
             .filter(|l| l.contains(&format!("protocol=\"{protocol}\"")))
             .collect();
-        let counted: u64 = mine
-            .iter()
-            .filter_map(|l| {
-                l.split("refused=")
-                    .nth(1)?
-                    .split(' ')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum();
+        let counted = hostile::refused_logged(mine.iter().map(|l| l.as_str()));
         assert!(
             (1..=2).contains(&mine.len()) && counted == 101,
             "{protocol}: {mine:?}"
@@ -634,48 +497,21 @@ async fn a_trickling_client_is_cut_by_the_minimum_rate_on_both_protocols() -> an
     )?;
     let node = start(&cfg, None)?;
     // A byte every 300 ms: never a second of silence, far under 1 KiB/s.
-    async fn trickle(s: &mut TcpStream, for_at_most: Duration) -> Option<Duration> {
-        let started = Instant::now();
-        while started.elapsed() < for_at_most {
-            if s.write_all(b"x").await.is_err() {
-                return Some(started.elapsed());
-            }
-            let mut b = [0u8; 64];
-            if let Ok(Ok(0) | Err(_)) =
-                tokio::time::timeout(Duration::from_millis(300), s.read(&mut b)).await
-            {
-                return Some(started.elapsed());
-            }
-        }
-        None
-    }
+    let every = Duration::from_millis(300);
     let mut raw = TcpStream::connect(&node.addresses[0]).await?;
-    let raw_cut = trickle(&mut raw, Duration::from_secs(6)).await;
+    let raw_cut = hostile::trickle(&mut raw, every, Duration::from_secs(6)).await;
     // Framed: a header announcing 64 KiB, then the body a byte at a time; the cut says why.
-    let mut framed = TcpStream::connect(&node.addresses[1]).await?;
-    framed.write_all(&hello("trickle")).await?;
-    let data = vec![1u8; 64 * 1024];
-    framed.write_all(&block_header(0, &data)).await?;
-    let (mut rd, mut wr) = framed.into_split();
-    let reader = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = rd.read_to_end(&mut buf).await;
-        buf
-    });
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(6) {
-        if wr.write_all(b"x").await.is_err() || reader.is_finished() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let framed_cut = started.elapsed();
-    let buf = tokio::time::timeout(Duration::from_secs(2), reader).await??;
-    let mut r = &buf[..];
-    let mut frames = Vec::new();
-    while let Ok(Some(f)) = ServerFrame::read(&mut r).await {
-        frames.push(f);
-    }
+    let hostile::FramedTrickle {
+        cut_after: framed_cut,
+        frames,
+    } = hostile::framed_trickle(
+        &node.addresses[1],
+        "trickle",
+        64 * 1024,
+        every,
+        Duration::from_secs(6),
+    )
+    .await?;
     println!("raw trickle cut after {raw_cut:?}; framed trickle after {framed_cut:?}: {frames:?}");
     assert!(
         raw_cut.is_some_and(|d| d < Duration::from_secs(3)),

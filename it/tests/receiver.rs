@@ -11,6 +11,7 @@ use hdfs_ingest::protocol::{block_header, AckLevel, ErrorCode, Hello, ServerFram
 use hdfs_ingest::send::manifest::{read_manifest, ManifestWriter};
 use hdfs_ingest::send::push::{push, Protocol, PushOptions};
 use hdfs_ingest::verify::verify;
+use it::hostile::error_code;
 use it::{bin, free_port, start_in_process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -207,24 +208,8 @@ fn hello(source: &str, token: Option<&str>) -> Vec<u8> {
     .to_vec()
 }
 
-fn error_code(frames: &[ServerFrame]) -> Option<ErrorCode> {
-    frames.iter().find_map(|f| match f {
-        ServerFrame::Error { code, .. } => Some(*code),
-        _ => None,
-    })
-}
-
 fn durable(frames: &[ServerFrame]) -> Vec<u64> {
-    let mut v: Vec<u64> = frames
-        .iter()
-        .filter_map(|f| match f {
-            ServerFrame::Ack {
-                level: AckLevel::Durable,
-                seq,
-            } => Some(*seq),
-            _ => None,
-        })
-        .collect();
+    let mut v = it::hostile::durable(frames);
     v.sort();
     v
 }
