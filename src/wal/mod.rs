@@ -392,9 +392,9 @@ pub enum WalError {
     /// Another open log (another node process, or another handle in this one) holds the directory.
     #[error("the WAL in {dir} is in use: {lock} is locked by another open of this log (one node process per node name and WAL directory)")]
     InUse { dir: PathBuf, lock: PathBuf },
-    /// Recovery would hand out LSNs at the end of their range: a segment whose name or header is not
-    /// this log's (an LSN counter does not get there in use).
-    #[error("the WAL in {dir} would number records from {next_lsn}, past the last LSN it may give out ({max}): a segment there (or the checkpoint's low-water mark) is not this log's; move the segment away")]
+    /// Recovery would hand out LSNs at the end of their range: a segment whose name, header or
+    /// records, or a durable mark, that is not this log's (an LSN counter does not get there in use).
+    #[error("the WAL in {dir} would number records from {next_lsn}, past the last LSN it may give out ({max}): a segment there (or the manifest's durable mark, or the checkpoint's low-water mark) is not this log's; move the segment away")]
     LsnExhausted {
         dir: PathBuf,
         next_lsn: Lsn,
