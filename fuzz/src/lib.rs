@@ -599,6 +599,13 @@ mod tests {
     }
 
     #[test]
+    fn a_size_that_is_no_whole_number_of_a_unit_prints_back_as_the_same_config() {
+        // fuzz/artifacts/config/crash-006cc1036c0d40e8fea5afa6110034f9417c6e94: printed as
+        // "876.0 MiB", which reads back as another size and prints "876 MiB".
+        config(b"[wal]\nsegment_size = \"000918525215\"\n");
+    }
+
+    #[test]
     fn the_wal_seeds_are_what_their_names_say() {
         let opened = |target: &str, name: &str| {
             let (_, data) = seeds::for_target(target)
