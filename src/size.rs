@@ -45,9 +45,6 @@ impl FromStr for ByteSize {
                 "`{s}` is not a size (expected e.g. \"64 MiB\" or \"512KB\")"
             ));
         }
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size (bad number `{num}`)"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kib" => 1 << 10,
@@ -64,6 +61,17 @@ impl FromStr for ByteSize {
                 ))
             }
         };
+        if !num.contains('.') {
+            // A whole number: exact, however large (an f64 is not past 2^53).
+            let value: u64 = num.parse().map_err(|_| format!("`{s}` is out of range"))?;
+            return value
+                .checked_mul(mult)
+                .map(ByteSize)
+                .ok_or_else(|| format!("`{s}` is out of range"));
+        }
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (bad number `{num}`)"))?;
         let bytes = value * mult as f64;
         if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
             return Err(format!("`{s}` is out of range"));
@@ -72,14 +80,32 @@ impl FromStr for ByteSize {
     }
 }
 
+const UNITS: [(&str, u64); 4] = [
+    ("TiB", 1 << 40),
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+];
+
+impl ByteSize {
+    /// The size in the largest binary unit that holds it exactly, else in bytes: `"64 MiB"`,
+    /// `"918525215 B"`. What a configuration prints with (unlike [`fmt::Display`], which rounds
+    /// to one decimal for people), so that it reads back as the same number of bytes.
+    pub fn exact(self) -> String {
+        UNITS
+            .iter()
+            .find(|(_, size)| self.0 >= *size && self.0.is_multiple_of(*size))
+            .map_or_else(
+                || format!("{} B", self.0),
+                |(name, size)| format!("{} {name}", self.0 / size),
+            )
+    }
+}
+
+/// In the largest binary unit, to one decimal when it is not a whole number of them (`"4.7 GiB"`);
+/// see [`ByteSize::exact`] for the form that reads back the same.
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
         for (name, size) in UNITS {
             if self.0 >= size {
                 return if self.0.is_multiple_of(size) {
@@ -95,7 +121,7 @@ impl fmt::Display for ByteSize {
 
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        s.serialize_str(&self.exact())
     }
 }
 
@@ -142,6 +168,31 @@ mod tests {
         let err = "12 parsecs".parse::<ByteSize>().unwrap_err();
         assert!(err.contains("parsecs"), "{err}");
         assert!("MiB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn a_size_serializes_exactly_so_that_a_printed_config_reads_back_the_same_size() {
+        // The config fuzz target's input `[wal]\nsegment_size = "000918525215"`: 918525215 bytes
+        // printed as "876.0 MiB", which reads back as 918552576 bytes (and then prints "876 MiB").
+        for bytes in [
+            918_525_215,
+            1536,
+            1000,
+            5_000_000_000,
+            0,
+            1,
+            1 << 20,
+            (1 << 60) + 1,
+            u64::MAX,
+        ] {
+            let printed = serde_json::to_string(&ByteSize(bytes)).unwrap();
+            let back: ByteSize = serde_json::from_str(&printed).unwrap();
+            assert_eq!(back, ByteSize(bytes), "{bytes} printed as {printed}");
+        }
+        assert_eq!(
+            serde_json::to_string(&ByteSize::mib(64)).unwrap(),
+            "\"64 MiB\""
+        );
     }
 
     #[test]

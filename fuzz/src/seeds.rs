@@ -131,14 +131,17 @@ fn real_log(segment_size: u64, records: &[(u8, Bytes)]) -> Vec<(u64, Vec<u8>)> {
     drop(wal);
     let mut files: Vec<(u64, Vec<u8>)> = std::fs::read_dir(dir.path())
         .expect("list")
-        .map(|e| {
+        .filter_map(|e| {
             let e = e.expect("entry");
             let name = e.file_name().into_string().expect("utf-8 name");
+            if name == hdfs_ingest::wal::LOCK_FILE {
+                return None;
+            }
             let lsn = name
                 .strip_suffix(".wal")
                 .and_then(|d| d.parse().ok())
                 .expect("a segment name");
-            (lsn, std::fs::read(e.path()).expect("read segment"))
+            Some((lsn, std::fs::read(e.path()).expect("read segment")))
         })
         .collect();
     files.sort();

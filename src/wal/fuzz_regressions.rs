@@ -106,3 +106,124 @@ fn salvage_setting_aside_a_segment_that_holds_a_record_with_the_last_lsn_does_no
         assert_no_lsn_wraps(dir.path(), false);
     }
 }
+
+/// A log of three records in segment 1 under `dir/wal`, closed, with its manifest at
+/// `dir/manifest`; returns the options that open it (salvage as given).
+fn three_records_with_a_manifest(dir: &Path, salvage: bool) -> WalOptions {
+    let opts = WalOptions {
+        salvage,
+        manifest: Some(dir.join("manifest")),
+        ..WalOptions::new(dir.join("wal"), 1 << 20)
+    };
+    let (wal, _) = Wal::open(opts.clone()).expect("a new log opens");
+    let rt = rt();
+    for _ in 0..3 {
+        rt.block_on(wal.append(1, Bytes::from_static(b"x")))
+            .expect("append");
+    }
+    rt.block_on(wal.close()).expect("close");
+    opts
+}
+
+/// Rewrites the manifest's durable mark to say records up to LSN `lsn` were synced.
+fn mark_synced_up_to(opts: &WalOptions, lsn: Lsn) {
+    let path = opts.manifest.as_deref().expect("a manifest");
+    let found = manifest::read(path).expect("read").expect("a manifest");
+    let extent = found.extent.expect("an extent");
+    let mark = manifest::Mark {
+        lsn,
+        ..found.mark.expect("a mark")
+    };
+    manifest::Manifest::create(path, extent, mark).expect("rewrite the manifest");
+}
+
+/// Recovery must refuse (naming u64::MAX, the LSN no log gets to) rather than overflow or open.
+fn assert_refused_naming_the_last_lsn(opts: &WalOptions) {
+    let opened = std::panic::catch_unwind(|| Wal::open(opts.clone()).map(|(_, r)| r));
+    match opened.expect("recovery panicked") {
+        Ok(report) => panic!("a log whose mark says LSN u64::MAX was synced opened: {report:?}"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("18446744073709551615"), "{msg}");
+        }
+    }
+}
+
+#[test]
+fn a_durable_mark_at_the_last_lsn_is_refused_without_salvage_instead_of_overflowing() {
+    // A manifest whose durable mark says records up to LSN u64::MAX were synced, over a log of
+    // three: recovery counts the records it lacks and raises the next LSN past the mark's, which
+    // overflowed ("attempt to add with overflow" in Recovery::missing).
+    let dir = tempfile::tempdir().unwrap();
+    let opts = three_records_with_a_manifest(dir.path(), false);
+    mark_synced_up_to(&opts, u64::MAX);
+    assert_refused_naming_the_last_lsn(&opts);
+}
+
+#[test]
+fn a_durable_mark_at_the_last_lsn_is_refused_with_salvage_instead_of_overflowing() {
+    // The same with salvage, which would accept the loss and go on above the mark: no LSN is left
+    // there, so it must refuse too.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = three_records_with_a_manifest(dir.path(), true);
+    mark_synced_up_to(&opts, u64::MAX);
+    assert_refused_naming_the_last_lsn(&opts);
+}
+
+#[test]
+fn salvaging_a_damaged_tail_under_a_durable_mark_at_the_last_lsn_refuses_before_touching_the_segment(
+) {
+    // The last segment's second record is damaged and the mark says LSN u64::MAX was synced:
+    // salvage raised the floor past the mark's LSN (overflow in Recovery::segment). It must refuse
+    // before it truncates anything.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = three_records_with_a_manifest(dir.path(), true);
+    mark_synced_up_to(&opts, u64::MAX);
+    let seg = segment_path(&opts.dir, 1);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let second = super::segment::SEGMENT_HEADER_LEN as usize + RECORD_HEADER_LEN + 1;
+    bytes[second + RECORD_HEADER_LEN] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert_refused_naming_the_last_lsn(&opts);
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "the segment was changed"
+    );
+}
+
+#[test]
+fn salvage_finding_a_record_at_the_last_lsn_after_damage_in_a_lower_segment_does_not_overflow() {
+    // The input class the wal_recovery harness used to skip: a segment named 1, below segment 5,
+    // whose second record is damaged and after which a CRC-clean record carries LSN u64::MAX. Salvage looks for
+    // valid records after the damage to raise the LSN floor above them; one at u64::MAX is not a
+    // plausible successor (more LSNs than bytes away) and must neither be taken nor overflow.
+    let dir = tempfile::tempdir().unwrap();
+    let mut seg = SegmentHeader {
+        first_lsn: 1,
+        flags: 0,
+    }
+    .encode()
+    .to_vec();
+    let hasher = super::record::payload_hasher;
+    seg.extend_from_slice(&super::record::encode_header(1, 1, 1, &hasher(b"a")));
+    seg.extend_from_slice(b"a");
+    seg.extend_from_slice(&[0xee; RECORD_HEADER_LEN + 1]);
+    seg.extend_from_slice(&super::record::encode_header(0, u64::MAX, 1, &hasher(b"")));
+    seg.extend_from_slice(&super::record::encode_header(0, u64::MAX, 1, &hasher(b"")));
+    std::fs::write(segment_path(dir.path(), 1), &seg).unwrap();
+    let next = SegmentHeader {
+        first_lsn: 5,
+        flags: 0,
+    };
+    std::fs::write(segment_path(dir.path(), 5), next.encode()).unwrap();
+    let opts = WalOptions {
+        salvage: true,
+        manifest: None,
+        ..WalOptions::new(dir.path(), 1 << 20)
+    };
+    let opened = std::panic::catch_unwind(|| Wal::open(opts.clone()).map(|(_, r)| r));
+    let report = opened.expect("recovery panicked").expect("salvage opens");
+    assert_eq!((report.records, report.last_lsn), (1, 4));
+    assert_no_lsn_wraps(dir.path(), false);
+}

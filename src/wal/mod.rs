@@ -392,9 +392,9 @@ pub enum WalError {
     /// Another open log (another node process, or another handle in this one) holds the directory.
     #[error("the WAL in {dir} is in use: {lock} is locked by another open of this log (one node process per node name and WAL directory)")]
     InUse { dir: PathBuf, lock: PathBuf },
-    /// Recovery would hand out LSNs at the end of their range: a segment whose name or header is not
-    /// this log's (an LSN counter does not get there in use).
-    #[error("the WAL in {dir} would number records from {next_lsn}, past the last LSN it may give out ({max}): a segment there (or the checkpoint's low-water mark) is not this log's; move the segment away")]
+    /// Recovery would hand out LSNs at the end of their range: a segment whose name, header or
+    /// records, or a durable mark, that is not this log's (an LSN counter does not get there in use).
+    #[error("the WAL in {dir} would number records from {next_lsn}, past the last LSN it may give out ({max}): a segment there (or the manifest's durable mark, or the checkpoint's low-water mark) is not this log's; move the segment away")]
     LsnExhausted {
         dir: PathBuf,
         next_lsn: Lsn,
@@ -505,6 +505,25 @@ fn lock_dir(dir: &Path) -> Result<File, WalError> {
     Ok(file)
 }
 
+/// The state the handles (and the writer, if one starts) share, from what recovery found.
+fn shared_state(opts: &WalOptions, recovered: &mut recovery::Recovered) -> Arc<Shared> {
+    Arc::new(Shared {
+        dir: opts.dir.clone(),
+        segment_size: opts.segment_size,
+        segments: Mutex::new(std::mem::take(&mut recovered.segments)),
+        active_bytes: AtomicU64::new(recovered.active_len),
+        next_lsn: AtomicU64::new(recovered.next_lsn),
+        durable_lsn: AtomicU64::new(recovered.next_lsn - 1),
+        sync_count: AtomicU64::new(0),
+        failed: Mutex::new(None),
+        sync_lock: Mutex::new(()),
+        synced: Condvar::new(),
+        closed: AtomicBool::new(false),
+        readers: Mutex::new(HashMap::new()),
+        manifest: Mutex::new(recovered.manifest.take()),
+    })
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Disconnecting the channel stops the writer once it has answered what it holds.
@@ -536,23 +555,9 @@ impl Wal {
     /// Opens (creating the dir if needed), runs recovery, starts the group-commit writer thread.
     pub fn open(opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
         let lock = lock_dir(&opts.dir)?;
-        let recovered = recovery::recover(&opts)?;
-        let report = recovered.report;
-        let shared = Arc::new(Shared {
-            dir: opts.dir.clone(),
-            segment_size: opts.segment_size,
-            segments: Mutex::new(recovered.segments),
-            active_bytes: AtomicU64::new(recovered.active_len),
-            next_lsn: AtomicU64::new(recovered.next_lsn),
-            durable_lsn: AtomicU64::new(recovered.next_lsn - 1),
-            sync_count: AtomicU64::new(0),
-            failed: Mutex::new(None),
-            sync_lock: Mutex::new(()),
-            synced: Condvar::new(),
-            closed: AtomicBool::new(false),
-            readers: Mutex::new(HashMap::new()),
-            manifest: Mutex::new(recovered.manifest),
-        });
+        let mut recovered = recovery::recover(&opts)?;
+        let report = std::mem::take(&mut recovered.report);
+        let shared = shared_state(&opts, &mut recovered);
         let (tx, rx) = mpsc::channel();
         let writer = writer::Writer::new(
             Arc::clone(&shared),
@@ -580,6 +585,31 @@ impl Wal {
             shared,
             tx: Some(tx),
             writer: Some(handle),
+            _lock: lock,
+        };
+        Ok((
+            Wal {
+                inner: Arc::new(inner),
+            },
+            report,
+        ))
+    }
+
+    /// Runs recovery on `opts.dir` as [`Wal::open`] does (the same lock, the same decisions, and
+    /// the same truncations, renames and new segment on disk) but starts no writer: the handle
+    /// replays and reads the recovered log, and refuses appends with [`WalError::Closed`]. For
+    /// checking what recovery makes of a directory without a writer and a syncer thread per open
+    /// (the fuzz targets do, on every input).
+    pub fn recover(opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
+        let lock = lock_dir(&opts.dir)?;
+        let mut recovered = recovery::recover(&opts)?;
+        let report = std::mem::take(&mut recovered.report);
+        let shared = shared_state(&opts, &mut recovered);
+        shared.closed.store(true, Ordering::Release);
+        let inner = Inner {
+            shared,
+            tx: None,
+            writer: None,
             _lock: lock,
         };
         Ok((

@@ -19,6 +19,11 @@ use super::{Lsn, RecoveryReport, SegMeta, WalError, WalOptions};
 /// billion appends a second would take centuries); its segment names are damaged or foreign.
 pub(crate) const MAX_NEXT_LSN: Lsn = u64::MAX - (1 << 32);
 
+/// The LSN after `lsn`, if the log may go on from there (at most [`MAX_NEXT_LSN`]).
+fn next_lsn_above(lsn: Lsn) -> Option<Lsn> {
+    lsn.checked_add(1).filter(|next| *next <= MAX_NEXT_LSN)
+}
+
 /// The recovered log, ready for the writer.
 pub(crate) struct Recovered {
     pub segments: Vec<SegMeta>,
@@ -168,7 +173,21 @@ impl Recovery<'_> {
     fn salvaged(&mut self, what: String, lsns: u64) {
         tracing::error!(dir = %self.dir.display(), dropped = %what, lsns, "WAL salvage dropped data");
         self.report.salvaged.push(what);
-        self.report.salvaged_lsns += lsns;
+        self.report.salvaged_lsns = self.report.salvaged_lsns.saturating_add(lsns);
+    }
+
+    /// The next LSN must go above `lsn` (a record that was there, or was synced, may have been
+    /// acknowledged). Refuses when that leaves no LSN the log may give out: `lsn` comes from bytes
+    /// on disk (a record salvage found, the manifest's durable mark), and `lsn + 1` is arithmetic
+    /// that must not overflow.
+    fn floor_above(&mut self, lsn: Lsn) -> Result<(), WalError> {
+        let next = next_lsn_above(lsn).ok_or_else(|| WalError::LsnExhausted {
+            dir: self.dir.to_path_buf(),
+            next_lsn: lsn.saturating_add(1),
+            max: MAX_NEXT_LSN,
+        })?;
+        self.floor = self.floor.max(next);
+        Ok(())
     }
 
     fn name(&self, segment: Lsn) -> String {
@@ -187,7 +206,7 @@ impl Recovery<'_> {
     ) -> Result<(), WalError> {
         let committed = matches!((to, low_water), (Some(to), Some(low)) if to < low);
         if let Some(to) = to {
-            self.floor = self.floor.max(to + 1);
+            self.floor_above(to)?;
         }
         if committed {
             tracing::warn!(dir = %self.dir.display(), missing = %what,
@@ -395,24 +414,26 @@ impl Recovery<'_> {
                 }
                 return Err(Self::corrupt(&path, bad.offset, reason));
             } else {
-                file.set_len(bad.offset)
-                    .map_err(io_err(&path, "truncate salvaged segment"))?;
-                header.flags |= FLAG_GAP_AFTER;
-                rewrite_header(&file, &path, header)?;
-                file.sync_all().map_err(io_err(&path, "fsync"))?;
                 let hi = found
                     .map(|f| f.max_lsn)
                     .into_iter()
                     .chain(synced.map(|m| m.lsn))
                     .max();
+                // Refuse before the segment is cut if no LSN is left above what it held.
+                if let Some(hi) = hi {
+                    self.floor_above(hi)?;
+                }
+                file.set_len(bad.offset)
+                    .map_err(io_err(&path, "truncate salvaged segment"))?;
+                header.flags |= FLAG_GAP_AFTER;
+                rewrite_header(&file, &path, header)?;
+                file.sync_all().map_err(io_err(&path, "fsync"))?;
                 let (lsns, count) = match hi {
-                    Some(hi) => {
-                        self.floor = self.floor.max(hi + 1);
-                        (
-                            format!("LSNs {} to at least {hi}", scan.next_lsn),
-                            hi + 1 - scan.next_lsn,
-                        )
-                    }
+                    // `hi` is at least `scan.next_lsn` (found after it, or synced past it).
+                    Some(hi) => (
+                        format!("LSNs {} to at least {hi}", scan.next_lsn),
+                        (hi - scan.next_lsn).saturating_add(1),
+                    ),
                     None => (format!("LSNs from {}", scan.next_lsn), 1),
                 };
                 self.salvaged(
@@ -454,10 +475,11 @@ impl Recovery<'_> {
         }
         // Whatever LSNs it held may have been acknowledged: never hand them out again.
         let found = find_valid_after(&file, path, SEGMENT_HEADER_LEN, len, name_lsn)?;
-        self.floor = self
-            .floor
-            .max(name_lsn)
-            .max(found.map_or(0, |f| f.max_lsn + 1));
+        self.floor = self.floor.max(name_lsn);
+        if let Some(f) = found {
+            // Before the rename: a refusal leaves the segment where it was.
+            self.floor_above(f.max_lsn)?;
+        }
         drop(file);
         let mut aside = path.as_os_str().to_owned();
         aside.push(".corrupt");
@@ -468,7 +490,8 @@ impl Recovery<'_> {
             Some(f) => format!("LSNs {name_lsn} to at least {}", f.max_lsn),
             None => format!("no readable records, name says LSN {name_lsn}"),
         };
-        let count = found.map_or(1, |f| f.max_lsn + 1 - name_lsn);
+        // Found records carry LSNs from `name_lsn` on (find_valid_after's `min_lsn`).
+        let count = found.map_or(1, |f| (f.max_lsn - name_lsn).saturating_add(1));
         self.salvaged(
             format!(
                 "{}: set aside as {} ({len} bytes, {lsns}): {reason}",

@@ -221,7 +221,8 @@ pub(crate) fn scan_records(
     file_len: u64,
     first_lsn: Lsn,
 ) -> Result<Scan, WalError> {
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    // A buffer no larger than the file: recovery scans every segment, most of them small.
+    let mut reader = BufReader::with_capacity(file_len.clamp(4 << 10, 1 << 20) as usize, file);
     reader
         .seek(SeekFrom::Start(SEGMENT_HEADER_LEN))
         .map_err(io_err(path, "seek"))?;

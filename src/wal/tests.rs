@@ -1041,3 +1041,64 @@ mod failpoints {
         );
     }
 }
+
+#[test]
+fn a_log_recovered_without_a_writer_replays_and_reads_what_open_would_and_refuses_appends() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(opts(dir.path(), 1 << 20));
+    let rt = rt();
+    let mut positions = Vec::new();
+    for i in 0..3u8 {
+        positions.push(rt.block_on(wal.append(1, Bytes::from(vec![i; 5]))).unwrap());
+    }
+    rt.block_on(wal.close()).unwrap();
+    drop(wal);
+    // A torn tail, as a crash leaves it: recovery truncates it whichever way the log is opened.
+    let seg = segment_path(dir.path(), 1);
+    let full = fs::metadata(&seg).unwrap().len();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .unwrap()
+        .write_all(&[7; 9])
+        .unwrap();
+
+    let (recovered, report) = Wal::recover(opts(dir.path(), 1 << 20)).unwrap();
+    assert_eq!(
+        (report.records, report.last_lsn, report.truncated_bytes),
+        (3, 3, 9)
+    );
+    assert_eq!(
+        fs::metadata(&seg).unwrap().len(),
+        full,
+        "the torn tail is cut"
+    );
+    let records: Vec<Record> = recovered.replay(0).unwrap().map(Result::unwrap).collect();
+    assert_eq!(records.iter().map(|r| r.lsn).collect::<Vec<_>>(), [1, 2, 3]);
+    for (rec, (lsn, pos)) in records.iter().zip(&positions) {
+        assert_eq!((rec.lsn, rec.pos), (*lsn, *pos));
+        assert_eq!(recovered.read(*pos).unwrap().payload, rec.payload);
+    }
+    assert_eq!(recovered.next_lsn(), 4);
+    let refused = rt.block_on(recovered.append(1, Bytes::from_static(b"x")));
+    assert!(matches!(refused, Err(WalError::Closed)), "{refused:?}");
+    assert!(
+        matches!(
+            Wal::open(opts(dir.path(), 1 << 20)),
+            Err(WalError::InUse { .. })
+        ),
+        "a recovered handle holds the directory's lock as an open log does"
+    );
+    rt.block_on(recovered.close()).unwrap();
+    drop(recovered);
+
+    let (wal, again) = open(opts(dir.path(), 1 << 20));
+    assert_eq!((again.records, again.truncated_bytes), (3, 0));
+    assert_eq!(
+        rt.block_on(wal.append(1, Bytes::from_static(b"x")))
+            .unwrap()
+            .0,
+        4
+    );
+}
