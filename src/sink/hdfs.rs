@@ -295,6 +295,7 @@ impl Output for HdfsOutput {
         tracing::debug!(output = %self.url, batch = batch_dir, "batch staged");
         Ok(Box::new(HdfsStagedBatch {
             writes: tokio::task::JoinSet::new(),
+            bytes_in_flight: 0,
             output: self.clone(),
             batch: batch_dir.to_owned(),
             epoch,
@@ -357,11 +358,17 @@ struct HdfsStagedBatch {
     staging: String,
     /// Files being written: each costs a create and a complete round trip to the NameNode, so up to
     /// [`FILES_IN_FLIGHT`] are written at once; publish waits for all of them.
-    writes: tokio::task::JoinSet<Result<(), SinkError>>,
+    writes: tokio::task::JoinSet<Result<u64, SinkError>>,
+    /// The bytes of the files in `writes`.
+    bytes_in_flight: u64,
 }
 
-/// Staged files written concurrently per batch (memory: at most this many images held).
+/// Staged files written concurrently per batch: each costs a create and a complete round trip to
+/// the NameNode, so small images need many at once.
 const FILES_IN_FLIGHT: usize = 16;
+/// And at most this many of their bytes (one file more if a single image is larger), so that large
+/// images do not make the commit hold `FILES_IN_FLIGHT` times the largest block.
+const BYTES_IN_FLIGHT: u64 = 64 << 20;
 
 /// A staged file that takes longer than this is abandoned (and the batch retried): an HDFS call that
 /// never answers must not hold up commits for good.
@@ -371,14 +378,15 @@ async fn write_staged_file(
     output: HdfsOutput,
     path: String,
     bytes: Bytes,
-) -> Result<(), SinkError> {
+) -> Result<u64, SinkError> {
+    let len = bytes.len() as u64;
     match tokio::time::timeout(
         FILE_WRITE_TIMEOUT,
         write_staged_file_now(&output, &path, bytes),
     )
     .await
     {
-        Ok(r) => r,
+        Ok(r) => r.map(|()| len),
         Err(_) => Err(SinkError::Io {
             output: output.url.clone(),
             path,
@@ -420,7 +428,10 @@ impl HdfsStagedBatch {
     /// Waits for one write in flight; its error, if it failed.
     async fn join_one(&mut self) -> Result<(), SinkError> {
         match self.writes.join_next().await {
-            Some(Ok(r)) => r,
+            Some(Ok(r)) => {
+                self.bytes_in_flight = self.bytes_in_flight.saturating_sub(r?);
+                Ok(())
+            }
             Some(Err(e)) => Err(SinkError::Io {
                 output: self.output.url.clone(),
                 path: self.staging.clone(),
@@ -444,9 +455,14 @@ impl StagedBatch for HdfsStagedBatch {
             op: "put staged file",
             source,
         })?;
-        while self.writes.len() >= FILES_IN_FLIGHT {
+        let len = bytes.len() as u64;
+        while !self.writes.is_empty()
+            && (self.writes.len() >= FILES_IN_FLIGHT
+                || self.bytes_in_flight + len > BYTES_IN_FLIGHT)
+        {
             self.join_one().await?;
         }
+        self.bytes_in_flight += len;
         self.writes
             .spawn(write_staged_file(self.output.clone(), path, bytes));
         Ok(())
