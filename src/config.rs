@@ -724,6 +724,15 @@ impl Config {
                 ),
             ));
         }
+        if self.batch.commit_timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "batch.commit_timeout",
+                format!(
+                    "must be at least 1s (a commit that makes no progress for this long is abandoned and retried); got {}",
+                    humantime::format_duration(self.batch.commit_timeout)
+                ),
+            ));
+        }
         if !valid_source_id(&self.batch.prefix) {
             return Err(invalid(
                 "batch.prefix",
@@ -1379,5 +1388,17 @@ mod tests {
              [strategy]\nkind = \"active-standby\"\n",
         );
         assert!(c.is_ok(), "{:?}", c.err());
+    }
+
+    #[test]
+    fn a_commit_timeout_under_a_second_is_refused_and_named() {
+        let err = Config::parse("[batch]\ncommit_timeout = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("batch.commit_timeout") && err.contains("at least 1s"),
+            "{err}"
+        );
+        assert!(Config::parse("[batch]\ncommit_timeout = \"5s\"\n").is_ok());
     }
 }

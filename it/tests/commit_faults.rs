@@ -288,6 +288,97 @@ async fn a_commit_that_takes_longer_than_the_commit_timeout_but_keeps_moving_is_
     assert_eq!(published_images(&output).len(), 40);
 }
 
+/// The staged image files of unpublished attempts under `output`'s staging.
+fn staged_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                staged_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_leaves_the_staging_of_an_abandoned_attempt_alone_while_its_rename_is_still_running(
+) {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = it::node_config(dir.path(), "p", Strategy::None);
+    cfg.batch.commit_timeout = Duration::from_secs(1);
+    let output = cfg.output_dir();
+    let staging = output.join(hdfs_ingest::sink::STAGING_DIR);
+    let node = Node::open(cfg).await.unwrap();
+    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+    node.register_conn("cam", tx);
+    for seq in 0..3 {
+        node.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
+            .await
+            .unwrap();
+    }
+    // The first publish is held before its rename (files synced) until the test's retry is done,
+    // and then counts what is left of its staging: the rename that follows publishes exactly that.
+    let retried = Arc::new(AtomicBool::new(false));
+    let left = Arc::new(std::sync::Mutex::new(None::<usize>));
+    {
+        let (retried, left, staging) = (retried.clone(), left.clone(), staging.clone());
+        let entered = AtomicBool::new(false);
+        fail::cfg_callback("sink::publish::fault", move || {
+            if entered.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let until = Instant::now() + Duration::from_secs(15);
+            while !retried.load(Ordering::SeqCst) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            *left.lock().unwrap() = Some(staged_files(&staging));
+        })
+        .unwrap();
+    }
+    let first = node.seal_and_commit().await;
+    assert!(
+        matches!(first, Err(NodeError::CommitTimeout { .. })),
+        "the held publish is abandoned: {first:?}"
+    );
+    let retry = node.seal_and_commit().await;
+    retried.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while left.lock().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the held publish never resumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fail::remove("sink::publish::fault");
+    assert_eq!(
+        *left.lock().unwrap(),
+        Some(3),
+        "the retry ({retry:?}) deleted the staged files of a publish that was about to rename them"
+    );
+    let mut seen = Vec::new();
+    while seen != vec![0, 1, 2] {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen:?} acknowledged as committed"
+        );
+        if let Err(e) = node.seal_and_commit().await {
+            eprintln!("retrying: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        seen.extend(committed_acks(&mut acks));
+        seen.sort();
+    }
+    assert_eq!(
+        published_images(&output),
+        vec!["cam-0.bin", "cam-1.bin", "cam-2.bin"],
+        "each image published once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_the_batcher_stops_the_node_with_a_fatal_error_that_names_it() {
     let _turn = TURN.lock().await;
@@ -319,4 +410,46 @@ async fn a_panic_in_the_batcher_stops_the_node_with_a_fatal_error_that_names_it(
         .await
         .expect_err("a node whose batcher panicked fails");
     assert!(err.to_string().contains("batcher panicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_the_commit_a_stop_waits_for_fails_the_stop_instead_of_finishing_it_cleanly() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = it::node_config(dir.path(), "p", Strategy::None);
+    cfg.batch.interval = Duration::from_millis(100);
+    let running = start_node(Node::open(cfg).await.unwrap()).await.unwrap();
+    // The batcher's commit waits at its start until the stop is requested, then panics.
+    let entered = Arc::new(AtomicBool::new(false));
+    {
+        let (node, entered) = (running.node.clone(), entered.clone());
+        fail::cfg_callback("node::commit::before", move || {
+            if entered.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let until = Instant::now() + Duration::from_secs(10);
+            while node.stop_reason().is_none() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("injected fault while stopping");
+        })
+        .unwrap();
+    }
+    running
+        .node
+        .ingest("cam", Some(0), Bytes::from_static(b"img0"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !entered.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the batcher never committed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped = running.stop().await;
+    fail::remove("node::commit::before");
+    let err = stopped.expect_err("a stop whose commit panicked must fail");
+    assert!(
+        err.to_string().contains("injected fault while stopping"),
+        "{err}"
+    );
 }

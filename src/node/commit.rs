@@ -261,7 +261,6 @@ impl Node {
             fail::fail_point!("node::commit::before_checkpoint");
             let key = self.inner.checkpointer.write(&snapshot).await?;
             progress.fetch_add(1, Ordering::Release);
-            self.state().retry_members = None;
             key
         };
         fail::fail_point!("node::commit::after_checkpoint", |_| std::process::abort());
@@ -275,19 +274,23 @@ impl Node {
             }
             acks
         };
-        self.inner.wal_release(seal + 1).await?;
-        self.collect_garbage().await;
+        // The acks right after the checkpoint, before the clean-up that may stall (a retry after
+        // that would find the members committed and have none to acknowledge).
         for (tx, seq) in acks {
             let _ = tx.send(ServerFrame::Ack {
                 level: AckLevel::Committed,
                 seq,
             });
         }
+        self.state().retry_members = None;
         self.inner.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.inner
             .stats
             .committed_blocks
             .fetch_add(members.len() as u64, Ordering::Relaxed);
+        self.inner.wal_release(seal + 1).await?;
+        progress.fetch_add(1, Ordering::Release);
+        self.collect_garbage().await;
         info!(batch = %dir, n = if claimed { n } else { 0 }, images = summary.files, bytes = summary.bytes, invalid = summary.invalid,
               already_published = summary.outcome == Some(PublishOutcome::AlreadyPublished),
               checkpoint = %key, elapsed_ms = started.elapsed().as_millis() as u64, "batch committed");

@@ -194,6 +194,15 @@ impl Node {
         self.request_stop(&format!("fatal: {why}"));
     }
 
+    /// Like [`Node::fail`], also when a stop was requested already: what failed while stopping
+    /// (a panic in the commit the stop waits for) must not be finished as a clean stop.
+    fn fail_even_if_stopping(&self, why: String) {
+        error!(reason = %why, "node failed; stopping");
+        self.inner
+            .stop
+            .send_modify(|v| *v = Some(format!("fatal: {why}")));
+    }
+
     /// Why the node stopped, if it did.
     pub fn stop_reason(&self) -> Option<String> {
         self.inner.stop.borrow().clone()

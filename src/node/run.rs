@@ -56,7 +56,7 @@ pub async fn start_node(node: Node) -> anyhow::Result<RunningNode> {
             if let Err(e) = inner.await {
                 if e.is_panic() {
                     let what = panic_message(e.into_panic());
-                    node.fail(format!("the batcher panicked: {what}"));
+                    node.fail_even_if_stopping(format!("the batcher panicked: {what}"));
                 }
             }
         })

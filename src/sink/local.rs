@@ -59,6 +59,10 @@ pub struct LocalOutput {
     store: Arc<LocalFileSystem>,
     /// Whose staging this output writes: `_temporary/<owner>/e<epoch>/`.
     owner: String,
+    /// Held by a publish (sync, rename) while it runs, and tried by `stage` before it removes the
+    /// stale staging of its batch: an attempt abandoned at `batch.commit_timeout` may still be in its
+    /// rename on another thread, and a retry must not delete what that rename is about to publish.
+    publishing: Arc<std::sync::Mutex<()>>,
 }
 
 impl LocalOutput {
@@ -92,6 +96,7 @@ impl LocalOutput {
             url,
             store: Arc::new(store),
             owner: super::DEFAULT_STAGING_OWNER.to_owned(),
+            publishing: Arc::default(),
         })
     }
 
@@ -313,7 +318,20 @@ impl Output for LocalOutput {
         let dir = staging.clone();
         let batch = batch_dir.to_owned();
         let staging_root = self.epoch_root(epoch);
+        let publishing = Arc::clone(&self.publishing);
         blocking(&self.url, &staging, "create staging directory", move || {
+            // A publish still running here is an abandoned attempt's (one commit at a time per node):
+            // its staging must stay until its rename is done. The retry comes at the next interval.
+            let _publishing = match publishing.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(io_err(&output, &dir, "stage batch")(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "an abandoned attempt is still publishing into this output (its file system is not answering)",
+                    )))
+                }
+            };
             let stale_prefix = format!("{batch}--");
             if let Ok(entries) = std::fs::read_dir(&staging_root) {
                 for entry in entries.flatten() {
@@ -343,6 +361,7 @@ impl Output for LocalOutput {
             ]),
             staging,
             files: Vec::new(),
+            publishing: Arc::clone(&self.publishing),
         }))
     }
 
@@ -441,6 +460,8 @@ struct LocalStagedBatch {
     staging: PathBuf,
     /// Names put so far, in order, without duplicates: the files to fsync at publish.
     files: Vec<String>,
+    /// The output's publish lock (see [`LocalOutput`]).
+    publishing: Arc<std::sync::Mutex<()>>,
 }
 
 #[async_trait::async_trait]
@@ -475,6 +496,7 @@ impl StagedBatch for LocalStagedBatch {
             batch,
             staging,
             files,
+            publishing,
             ..
         } = *self;
         let dest = root.join(&batch);
@@ -483,6 +505,7 @@ impl StagedBatch for LocalStagedBatch {
         let log_batch = batch.clone();
         let file_count = files.len();
         let outcome = blocking(&log_output, &staging_for_err, "publish batch", move || {
+            let _publishing = publishing.lock().unwrap_or_else(|p| p.into_inner());
             sync_staged_files(&output, &staging, &files)?;
             sync_dir(&output, &staging)?;
             failpoint("sink::publish::fault", &batch).map_err(io_err(
