@@ -399,9 +399,18 @@ pub fn check_wal(dir: &Path, salvage: bool, append: bool) -> Option<u64> {
 
     let (wal, _) = Wal::open(opts(false))
         .unwrap_or_else(|e| panic!("a recovered log does not open with its writer: {e}"));
-    let appended = runtime()
-        .block_on(wal.append(1, Bytes::from_static(b"\x03cam\0\0\0\0\0\0\0\x01after")))
-        .unwrap_or_else(|e| panic!("an append to a recovered log fails: {e}"));
+    let appended =
+        runtime().block_on(wal.append(1, Bytes::from_static(b"\x03cam\0\0\0\0\0\0\0\x01after")));
+    if next >= hdfs_ingest::wal::MAX_NEXT_LSN {
+        // Records stop below the highest next LSN recovery goes on from.
+        assert!(
+            matches!(appended, Err(WalError::LsnExhausted { .. })),
+            "an append at LSN {next} is refused for want of LSNs: {appended:?}"
+        );
+        runtime().block_on(wal.close()).expect("close");
+        return Some(report.records);
+    }
+    let appended = appended.unwrap_or_else(|e| panic!("an append to a recovered log fails: {e}"));
     assert_eq!(appended.0, next, "an append gets the next LSN");
     runtime().block_on(wal.close()).expect("close");
     drop(wal);
@@ -603,6 +612,21 @@ mod tests {
         // fuzz/artifacts/config/crash-006cc1036c0d40e8fea5afa6110034f9417c6e94: printed as
         // "876.0 MiB", which reads back as another size and prints "876 MiB".
         config(b"[wal]\nsegment_size = \"000918525215\"\n");
+    }
+
+    #[test]
+    fn a_log_recovered_at_the_last_lsn_it_may_go_on_from_refuses_an_append_and_opens_again() {
+        // fuzz/artifacts/wal_recovery/crash-949d8511f5b38ef921de07efc2173e9970b330b7: segments
+        // that recovery goes on from at MAX_NEXT_LSN took an append there, and the log no longer
+        // opened; the append is refused now. Run with the writer path, as the target did.
+        let data: &[u8] = &[
+            0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+            0xff, 0xfe, 0xff, 0xff, 0xff, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00,
+            0x00, 0x00, 0x00, 0x45, 0x47, 0x08, 0x00, 0x00, 0x00, 0x86, 0x08, 0xf4, 0x00, 0x00,
+            0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0xc4, 0x51, 0xc6, 0xde, 0x03, 0x00,
+        ];
+        run("wal_recovery", data);
     }
 
     #[test]

@@ -227,3 +227,42 @@ fn salvage_finding_a_record_at_the_last_lsn_after_damage_in_a_lower_segment_does
     assert_eq!((report.records, report.last_lsn), (1, 4));
     assert_no_lsn_wraps(dir.path(), false);
 }
+
+#[test]
+fn appends_stop_below_the_last_lsn_recovery_accepts_so_the_log_opens_again() {
+    // The wal_recovery fuzz target's input (fuzz/artifacts/wal_recovery/crash-949d8511…), reduced:
+    // a log that recovery lets go on at MAX_NEXT_LSN took an append there, and its next open
+    // refused it ("would number records from 18446744069414584320, past the last LSN it may give
+    // out"). Records must stop below MAX_NEXT_LSN, the append past them refused for want of LSNs.
+    let dir = tempfile::tempdir().unwrap();
+    let first = super::recovery::MAX_NEXT_LSN - 1;
+    let header = SegmentHeader {
+        first_lsn: first,
+        flags: 0,
+    };
+    std::fs::write(segment_path(dir.path(), first), header.encode()).unwrap();
+    let opts = WalOptions {
+        manifest: None,
+        ..WalOptions::new(dir.path(), 1 << 20)
+    };
+    let (wal, _) = Wal::open(opts.clone()).expect("a log one LSN short of the end opens");
+    let rt = rt();
+    let (lsn, _) = rt
+        .block_on(wal.append(1, Bytes::from_static(b"x")))
+        .expect("the last LSN below MAX_NEXT_LSN is given out");
+    assert_eq!(lsn, first);
+    let refused = rt.block_on(wal.append(1, Bytes::from_static(b"y")));
+    assert!(
+        matches!(refused, Err(WalError::LsnExhausted { .. })),
+        "{refused:?}"
+    );
+    rt.block_on(wal.close()).expect("close");
+    drop(wal);
+    let (wal, report) = Wal::open(opts).expect("the log opens again");
+    assert_eq!((report.records, report.last_lsn), (1, first));
+    let refused = rt.block_on(wal.append(1, Bytes::from_static(b"z")));
+    assert!(
+        matches!(refused, Err(WalError::LsnExhausted { .. })),
+        "{refused:?}"
+    );
+}

@@ -260,6 +260,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use record::{MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN};
+pub use recovery::MAX_NEXT_LSN;
 pub use space::{free_space, is_no_space};
 
 use record::RecordHeader;

@@ -17,7 +17,7 @@ use super::{Lsn, RecoveryReport, SegMeta, WalError, WalOptions};
 /// The largest LSN recovery lets the log go on from: 2^32 short of the end, so `first + count` for
 /// any batch of appends cannot overflow. A log numbered there did not get there by appending (a
 /// billion appends a second would take centuries); its segment names are damaged or foreign.
-pub(crate) const MAX_NEXT_LSN: Lsn = u64::MAX - (1 << 32);
+pub const MAX_NEXT_LSN: Lsn = u64::MAX - (1 << 32);
 
 /// The LSN after `lsn`, if the log may go on from there (at most [`MAX_NEXT_LSN`]).
 fn next_lsn_above(lsn: Lsn) -> Option<Lsn> {

@@ -30,6 +30,7 @@ use crc32fast::Hasher;
 use tokio::sync::oneshot;
 
 use super::record::{encode_header, RECORD_HEADER_LEN};
+use super::recovery::MAX_NEXT_LSN;
 use super::segment::{create_segment, failpoint, io_err, segment_path, SEGMENT_HEADER_LEN};
 use super::{lock, Lsn, RecordPos, SegMeta, Shared, WalError};
 
@@ -296,15 +297,30 @@ impl Writer {
     /// the syncer.
     fn write_group(&mut self) -> Result<(), WalError> {
         let segment_size = self.shared.segment_size;
-        let Some(first) = self.pending.front() else {
+        if self.pending.is_empty() {
             return Ok(());
-        };
-        if self.seg_len > SEGMENT_HEADER_LEN && self.seg_len + record_size(first) > segment_size {
+        }
+        // Records stop below MAX_NEXT_LSN, the highest next LSN recovery goes on from, so that a
+        // log that took an append always opens again.
+        if self.next_lsn >= MAX_NEXT_LSN {
+            let err = WalError::LsnExhausted {
+                dir: self.shared.dir.clone(),
+                next_lsn: self.next_lsn,
+                max: MAX_NEXT_LSN - 1,
+            };
+            for req in self.pending.drain(..) {
+                let _ = req.reply.send(Err(duplicate(&err)));
+            }
+            return Ok(());
+        }
+        let first = record_size(&self.pending[0]);
+        if self.seg_len > SEGMENT_HEADER_LEN && self.seg_len + first > segment_size {
             self.rotate()?;
         }
+        let room = usize::try_from(MAX_NEXT_LSN - self.next_lsn).unwrap_or(usize::MAX);
         let mut count = 0usize;
         let mut bytes = 0u64;
-        for req in &self.pending {
+        for req in self.pending.iter().take(room) {
             let size = record_size(req);
             if count > 0 && self.seg_len + bytes + size > segment_size {
                 break;
