@@ -96,6 +96,7 @@ fn framed() -> Vec<Seed> {
             level: AckLevel::Committed,
             seq: 0,
         },
+        ServerFrame::Held { seq: 1 },
         ServerFrame::Error {
             code: ErrorCode::BlockTooLarge,
             message: "block 1 is 40000000 bytes, over max_block_size 33554432".into(),
