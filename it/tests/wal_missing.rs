@@ -99,17 +99,31 @@ async fn killed_after_checkpoints(
     Ok(cfg)
 }
 
+/// The node's log once it holds every one of `needles`, or after 10 s: `ready` and an exit are seen
+/// on stdout and by `wait`, the log comes on stderr through a reader thread that may lag behind.
+fn log_with(node: &LoggedNode, needles: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = node.log();
+        if needles.iter().all(|n| log.contains(n)) || std::time::Instant::now() >= deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts the node and expects a refusal; returns its log.
 fn refused(cfg: &Path) -> anyhow::Result<String> {
     let mut node = LoggedNode::spawn(cfg, &[])?;
     let ready = node.wait_ready(Duration::from_secs(30));
-    let log = node.log();
     assert!(
         !ready,
-        "the node started on a WAL that lost acknowledged images, without refusing; it logged:\n{log}"
+        "the node started on a WAL that lost acknowledged images, without refusing; it logged:\n{}",
+        node.log()
     );
     let st = node.wait_exit(Duration::from_secs(5));
     assert!(st.is_some_and(|s| !s.success()), "a refusal exits non-zero");
+    let log = log_with(&node, &["--salvage-wal"]);
     assert!(
         log.contains("--salvage-wal"),
         "the refusal says what --salvage-wal would do: {log}"
@@ -131,7 +145,7 @@ async fn salvaged_then_serves(
         "--salvage-wal starts the node: {}",
         node.log()
     );
-    let log = node.log();
+    let log = log_with(&node, &["ERROR", "salvage"]);
     assert!(
         log.contains("ERROR") && log.contains("salvage"),
         "salvage logs what it dropped at ERROR: {log}"
