@@ -127,9 +127,18 @@ pub async fn listen<I: Intake>(node: I, listener: TcpListener, source: String, g
             let source = source.clone();
             async move { handle(&node, sock, peer, &source).await }
         },
-        drop,
+        reset,
     )
     .await
+}
+
+/// Refuses a raw connection over the listener's share with a reset, not a clean close: raw has no
+/// frame to say why, and a client that wrote its image and then saw a clean end of stream would take
+/// the image for delivered. A reset makes its next read or write fail, so it sends again.
+fn reset(sock: TcpStream) {
+    // SO_LINGER 0: close() sends RST at once and does not block.
+    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+    drop(sock);
 }
 
 /// Pulls images from a sender that serves one per connection, for as long as the node runs.
