@@ -188,6 +188,20 @@ pub fn write_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The regular files under `dir`, at any depth (0 if it does not exist).
+pub fn files_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path()),
+            _ => 1,
+        })
+        .sum()
+}
+
 /// Files left in staging anywhere under an output dir.
 pub fn leftover_staging(output: &Path) -> Vec<PathBuf> {
     let staging = output.join("_temporary");

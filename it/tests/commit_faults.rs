@@ -40,6 +40,29 @@ fn committed_acks(acks: &mut UnboundedReceiver<ServerFrame>) -> Vec<u64> {
     seqs
 }
 
+/// Commits until exactly `want` are acknowledged as committed (a retry may need a round or two), or
+/// fails the test after 20 s.
+async fn commit_until_acknowledged(
+    node: &Node,
+    acks: &mut UnboundedReceiver<ServerFrame>,
+    want: &[u64],
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while seen != want {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen:?} of {want:?} acknowledged as committed"
+        );
+        if let Err(e) = node.seal_and_commit().await {
+            eprintln!("commit failed, retrying: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        seen.extend(committed_acks(acks));
+        seen.sort();
+    }
+}
+
 /// The image files in published batch directories of `output` (staging left out).
 fn published_images(output: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -237,20 +260,7 @@ async fn a_commit_into_an_output_that_stops_answering_is_abandoned_at_the_commit
 
     fs.freeze(false);
     // The retried batch, then the block ingested meanwhile: a round or two.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while seen != vec![0, 1, 2, 3] {
-        assert!(
-            Instant::now() < deadline,
-            "after the thaw only {seen:?} were acknowledged as committed"
-        );
-        if let Err(e) = node.seal_and_commit().await {
-            eprintln!("commit after the thaw failed, retrying: {e}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        seen.extend(committed_acks(&mut acks));
-        seen.sort();
-    }
+    commit_until_acknowledged(&node, &mut acks, &[0, 1, 2, 3]).await;
     assert_eq!(
         published_images(&output),
         vec!["cam-0.bin", "cam-1.bin", "cam-2.bin", "cam-3.bin"],
@@ -288,23 +298,6 @@ async fn a_commit_that_takes_longer_than_the_commit_timeout_but_keeps_moving_is_
     assert_eq!(published_images(&output).len(), 40);
 }
 
-/// The staged image files of unpublished attempts under `output`'s staging.
-fn staged_files(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            if e.file_type().unwrap().is_dir() {
-                staged_files(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_leaves_the_staging_of_an_abandoned_attempt_alone_while_its_rename_is_still_running(
 ) {
@@ -337,7 +330,7 @@ async fn a_retry_leaves_the_staging_of_an_abandoned_attempt_alone_while_its_rena
             while !retried.load(Ordering::SeqCst) && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            *left.lock().unwrap() = Some(staged_files(&staging));
+            *left.lock().unwrap() = Some(it::files_under(&staging));
         })
         .unwrap();
     }
@@ -359,19 +352,7 @@ async fn a_retry_leaves_the_staging_of_an_abandoned_attempt_alone_while_its_rena
         Some(3),
         "the retry ({retry:?}) deleted the staged files of a publish that was about to rename them"
     );
-    let mut seen = Vec::new();
-    while seen != vec![0, 1, 2] {
-        assert!(
-            Instant::now() < deadline,
-            "only {seen:?} acknowledged as committed"
-        );
-        if let Err(e) = node.seal_and_commit().await {
-            eprintln!("retrying: {e}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        seen.extend(committed_acks(&mut acks));
-        seen.sort();
-    }
+    commit_until_acknowledged(&node, &mut acks, &[0, 1, 2]).await;
     assert_eq!(
         published_images(&output),
         vec!["cam-0.bin", "cam-1.bin", "cam-2.bin"],

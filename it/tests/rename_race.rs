@@ -28,22 +28,6 @@ fn config(root: &Path, name: &str) -> Config {
     it::node_config(root, name, Strategy::UpstreamBackup)
 }
 
-fn files_under(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            if e.file_type().unwrap().is_dir() {
-                files_under(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
-}
-
 /// Every published batch directory and the files in it (staging left out).
 fn published(output: &Path) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
@@ -113,7 +97,7 @@ async fn a_standby_takes_over_while_the_old_primary_is_mid_rename_and_nothing_is
         .unwrap();
         let mut seen = slot.lock().unwrap();
         seen.new_epoch = Some(epoch);
-        seen.old_staging_files = files_under(&staging);
+        seen.old_staging_files = it::files_under(&staging);
     })
     .unwrap();
     let outcome = old.seal_and_commit().await;
