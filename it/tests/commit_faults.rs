@@ -40,6 +40,23 @@ fn committed_acks(acks: &mut UnboundedReceiver<ServerFrame>) -> Vec<u64> {
     seqs
 }
 
+/// A node of `cfg` in this process with a connection of source `cam` registered for its acks, and
+/// blocks `0..n` (`img<seq>`) made durable.
+async fn node_with_blocks(
+    cfg: hdfs_ingest::config::Config,
+    n: u64,
+) -> (Node, UnboundedReceiver<ServerFrame>) {
+    let node = Node::open(cfg).await.unwrap();
+    let (tx, acks) = tokio::sync::mpsc::unbounded_channel();
+    node.register_conn("cam", tx);
+    for seq in 0..n {
+        node.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
+            .await
+            .unwrap();
+    }
+    (node, acks)
+}
+
 /// Commits until exactly `want` are acknowledged as committed (a retry may need a round or two), or
 /// fails the test after 20 s.
 async fn commit_until_acknowledged(
@@ -89,14 +106,7 @@ async fn a_checkpoint_write_that_fails_after_the_publish_still_sends_the_committ
         unreachable!("node_config uses a local store")
     };
     let output = cfg.output_dir();
-    let node = Node::open(cfg).await.unwrap();
-    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
-    node.register_conn("cam", tx);
-    for seq in 0..3 {
-        node.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
-            .await
-            .unwrap();
-    }
+    let (node, mut acks) = node_with_blocks(cfg, 3).await;
 
     // Once the batch is published (and the fence checked), the store's checkpoint directory is
     // replaced by a file: the checkpoint write that follows fails for real.
@@ -224,14 +234,7 @@ async fn a_commit_into_an_output_that_stops_answering_is_abandoned_at_the_commit
     cfg.wal.min_free = hdfs_ingest::size::ByteSize(1 << 20);
     let output = cfg.output_dir();
     assert_eq!(output, fs.dir);
-    let node = Node::open(cfg).await.unwrap();
-    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
-    node.register_conn("cam", tx);
-    for seq in 0..3 {
-        node.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
-            .await
-            .unwrap();
-    }
+    let (node, mut acks) = node_with_blocks(cfg, 3).await;
 
     fs.freeze(true);
     let started = Instant::now();
@@ -275,14 +278,7 @@ async fn a_commit_that_takes_longer_than_the_commit_timeout_but_keeps_moving_is_
     let mut cfg = it::node_config(dir.path(), "p", Strategy::None);
     cfg.batch.commit_timeout = Duration::from_secs(1);
     let output = cfg.output_dir();
-    let node = Node::open(cfg).await.unwrap();
-    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
-    node.register_conn("cam", tx);
-    for seq in 0..40 {
-        node.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
-            .await
-            .unwrap();
-    }
+    let (node, mut acks) = node_with_blocks(cfg, 40).await;
     // Every image file takes 100 ms to write: about 4 s for the batch, every step well inside 1 s.
     fail::cfg("sink::put::fault", "sleep(100)").unwrap();
     let started = Instant::now();
@@ -307,14 +303,7 @@ async fn a_retry_leaves_the_staging_of_an_abandoned_attempt_alone_while_its_rena
     cfg.batch.commit_timeout = Duration::from_secs(1);
     let output = cfg.output_dir();
     let staging = output.join(hdfs_ingest::sink::STAGING_DIR);
-    let node = Node::open(cfg).await.unwrap();
-    let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
-    node.register_conn("cam", tx);
-    for seq in 0..3 {
-        node.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
-            .await
-            .unwrap();
-    }
+    let (node, mut acks) = node_with_blocks(cfg, 3).await;
     // The first publish is held before its rename (files synced) until the test's retry is done,
     // and then counts what is left of its staging: the rename that follows publishes exactly that.
     let retried = Arc::new(AtomicBool::new(false));
