@@ -102,6 +102,10 @@ pub struct HdfsConfig {
 pub struct NodeConfig {
     /// This node's name, in logs, checkpoints and epoch claims.
     pub name: String,
+    /// The pipeline this node belongs to (`{pipeline}` in `output.path`, recorded in part files):
+    /// pipelines that share an output root need distinct names. Defaults to `node.name` as written
+    /// in the file, before a role's name replaces it, so both roles of a pair share it.
+    pub pipeline: Option<String>,
     /// Where the WAL, the sled checkpoint store and (by default) the output live.
     pub data_dir: PathBuf,
     /// On SIGTERM the node keeps retrying to commit what is durable for this long (the output may be
@@ -114,6 +118,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             name: "node-1".into(),
+            pipeline: None,
             data_dir: PathBuf::from("./hdfs-ingest-data"),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -369,11 +374,37 @@ impl DedupConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    /// A directory path or `file:///abs/path`. Defaults to `<data_dir>/output`.
+    /// A directory path, `file:///abs/path` or `hdfs://namenode:port/path`. Defaults to
+    /// `<data_dir>/output`.
     pub url: Option<String>,
+    /// How a batch's images are stored: `files` (one file per image), `sequencefile` or `parquet`
+    /// (packed part files). Defaults to `sequencefile` on HDFS and `files` in a local directory.
+    pub format: Option<crate::layout::Format>,
+    /// Where a batch directory goes under the output root: a template of `{pipeline}`, `{prefix}`,
+    /// `{batch_ms}`, `{date}`, `{hour}`, `{minute}` (see [`crate::layout::template`]).
+    pub path: String,
+    /// A packed part file is closed before an image would take it past this size.
+    pub max_file_size: ByteSize,
+    /// A packed part file holds at most this many images.
+    pub max_images_per_file: u64,
+    /// The HDFS block size of packed part files; unset, the cluster's `dfs.blocksize`.
+    pub block_size: Option<ByteSize>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            url: None,
+            format: None,
+            path: crate::layout::PathTemplate::DEFAULT.into(),
+            max_file_size: ByteSize(crate::layout::DEFAULT_MAX_FILE_SIZE),
+            max_images_per_file: crate::layout::DEFAULT_MAX_IMAGES_PER_FILE,
+            block_size: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -778,6 +809,7 @@ impl Config {
                 }
             }
         }
+        self.validate_output_layout()?;
         if let StoreConfig::Hdfs { url } = &self.checkpoint.store {
             split_hdfs_url(url).map_err(|reason| invalid("checkpoint.store.url", reason))?;
         }
@@ -904,6 +936,77 @@ impl Config {
         Ok(())
     }
 
+    fn validate_output_layout(&self) -> Result<(), ConfigError> {
+        if let Some(p) = &self.node.pipeline {
+            if !valid_source_id(p) {
+                return Err(invalid(
+                    "node.pipeline",
+                    format!("`{p}` must be 1-128 of A-Z a-z 0-9 . _ -, not starting with . or _"),
+                ));
+            }
+        }
+        let template = crate::layout::PathTemplate::parse(&self.output.path)
+            .map_err(|e| invalid("output.path", e.reason))?;
+        let _ = template;
+        if self.output.max_file_size.0 < 1 << 20 {
+            return Err(invalid(
+                "output.max_file_size",
+                format!(
+                    "is {}: at least 1 MiB (a part file much smaller than an HDFS block is the small-files problem again)",
+                    self.output.max_file_size
+                ),
+            ));
+        }
+        if self.output.max_images_per_file == 0 {
+            return Err(invalid("output.max_images_per_file", "must be at least 1"));
+        }
+        if let Some(b) = self.output.block_size {
+            if b.0 < 1 << 20 || b.0 % 512 != 0 {
+                return Err(invalid(
+                    "output.block_size",
+                    format!("is {b}: HDFS needs a multiple of 512 bytes of at least 1 MiB"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The output format in effect: `output.format`, or the default for the output's kind.
+    pub fn output_format(&self) -> crate::layout::Format {
+        self.output
+            .format
+            .unwrap_or(if self.hdfs_output().is_some() {
+                crate::layout::Format::SequenceFile
+            } else {
+                crate::layout::Format::Files
+            })
+    }
+
+    /// The pipeline in effect (`node.pipeline`, else `node.name`).
+    pub fn pipeline(&self) -> &str {
+        self.node.pipeline.as_deref().unwrap_or(&self.node.name)
+    }
+
+    /// The output layout this configuration writes (validated by [`Config::validate`]).
+    pub fn layout(&self) -> crate::layout::Layout {
+        let template = crate::layout::PathTemplate::parse(&self.output.path).unwrap_or_else(|_| {
+            crate::layout::PathTemplate::parse(crate::layout::PathTemplate::DEFAULT)
+                .expect("the default template parses")
+        });
+        self.layout_with(template)
+    }
+
+    fn layout_with(&self, path: crate::layout::PathTemplate) -> crate::layout::Layout {
+        crate::layout::Layout {
+            format: self.output_format(),
+            path,
+            pipeline: self.pipeline().to_owned(),
+            prefix: self.batch.prefix.clone(),
+            max_file_size: self.output.max_file_size.0,
+            max_images_per_file: self.output.max_images_per_file,
+        }
+    }
+
     /// The configuration one role runs with: under a two-node strategy, the role's name, WAL
     /// directory and framed address replace `node.name`, `wal.dir` and the `framed-listen` address.
     pub fn for_role(&self, role: NodeRole) -> Result<Config, ConfigError> {
@@ -921,6 +1024,8 @@ impl Config {
             NodeRole::Primary => &self.strategy.primary,
             NodeRole::Standby => &self.strategy.standby,
         };
+        // The pair is one pipeline: its name is the file's, not the role's.
+        cfg.node.pipeline = Some(self.pipeline().to_owned());
         cfg.node.name = rc.name.clone();
         let dir = rc
             .data_dir
@@ -1400,5 +1505,80 @@ mod tests {
             "{err}"
         );
         assert!(Config::parse("[batch]\ncommit_timeout = \"5s\"\n").is_ok());
+    }
+
+    #[test]
+    fn output_layout_keys_parse_and_a_bad_one_is_refused_naming_the_key_and_the_reason() {
+        let cfg = Config::parse(
+            "[node]\npipeline = \"east\"\n[output]\nformat = \"parquet\"\npath = \"{pipeline}/dt={date}/{prefix}-{batch_ms}\"\nmax_file_size = \"64 MiB\"\nmax_images_per_file = 1000\n",
+        )
+        .unwrap();
+        let layout = cfg.layout();
+        assert_eq!(layout.format, crate::layout::Format::Parquet);
+        assert_eq!(layout.batch_dir(0), "east/dt=1970-01-01/images-0");
+        assert_eq!(layout.max_file_size, 64 << 20);
+        for (toml, key, says) in [
+            ("[output]\nformat = \"orc\"\n", "format", "orc"),
+            (
+                "[output]\npath = \"{prefix}\"\n",
+                "output.path",
+                "no {batch_ms}",
+            ),
+            (
+                "[output]\npath = \"../{batch_ms}\"\n",
+                "output.path",
+                "\"..\" part",
+            ),
+            (
+                "[output]\npath = \"/x/{batch_ms}\"\n",
+                "output.path",
+                "absolute",
+            ),
+            (
+                "[output]\npath = \"{camera}/{batch_ms}\"\n",
+                "output.path",
+                "unknown field {camera}",
+            ),
+            (
+                "[output]\nmax_file_size = \"4 KiB\"\n",
+                "output.max_file_size",
+                "at least 1 MiB",
+            ),
+            (
+                "[output]\nmax_images_per_file = 0\n",
+                "output.max_images_per_file",
+                "at least 1",
+            ),
+            (
+                "[output]\nblock_size = \"1000 KiB\"\n",
+                "output.block_size",
+                "1 MiB",
+            ),
+            ("[node]\npipeline = \"a/b\"\n", "node.pipeline", "a/b"),
+        ] {
+            let err = Config::parse(toml).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_format_defaults_to_packed_on_hdfs_and_files_locally_and_a_pair_shares_one_pipeline() {
+        let local = Config::parse("[output]\nurl = \"/tmp/out\"\n").unwrap();
+        assert_eq!(local.output_format(), crate::layout::Format::Files);
+        assert_eq!(
+            local.layout().path.as_str(),
+            crate::layout::PathTemplate::DEFAULT
+        );
+        let hdfs = Config::parse("[output]\nurl = \"hdfs://nn:9000/out\"\n").unwrap();
+        assert_eq!(hdfs.output_format(), crate::layout::Format::SequenceFile);
+        let pair = Config::parse(
+            "[node]\nname = \"cams\"\n[[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:9998\"\n[checkpoint.store]\nkind = \"local\"\npath = \"/tmp/ck\"\n[strategy]\nkind = \"active-standby\"\n[output]\npath = \"{pipeline}/{batch_ms}\"\n",
+        )
+        .unwrap();
+        let primary = pair.for_role(NodeRole::Primary).unwrap();
+        let standby = pair.for_role(NodeRole::Standby).unwrap();
+        assert_ne!(primary.node.name, standby.node.name);
+        assert_eq!(primary.layout().batch_dir(7), "cams/7");
+        assert_eq!(standby.layout().batch_dir(7), "cams/7");
     }
 }

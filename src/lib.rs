@@ -18,7 +18,9 @@
 //!   [`sink`]: batch output — deterministic names, staging and one atomic rename, the analysis step.
 //!   [`wal`]: the write-ahead log every block goes through before it is acknowledged.
 //! - [`protocol`]: the framed wire format; [`config`]: the TOML configuration, its defaults and
-//!   validation; [`size`]: `"64 MiB"` sizes; [`images`]: real JPEG and BMP images made on the spot.
+//!   validation; [`size`]: `"64 MiB"` sizes; [`images`]: real JPEG and BMP images made on the spot;
+//!   [`layout`]: output layouts — the `output.path` template, and the `files`, `sequencefile` and
+//!   `parquet` formats, written and read back.
 //!
 //! The fault-tolerance strategies, the checkpoint store and its backends live in the `strategies` crate,
 //! which knows nothing of sockets or files: this crate depends on it, never the reverse.
@@ -29,6 +31,7 @@ pub mod config;
 pub mod demo;
 pub mod ha;
 pub mod images;
+pub mod layout;
 pub mod node;
 pub mod protocol;
 pub mod receiver;

@@ -1,5 +1,8 @@
 //! `hdfs-ingest verify`: checks an output directory against a sender's manifest.
 //!
+//! The output may be in any layout (`files`, `sequencefile`, `parquet`; flat or partitioned): every
+//! image of every batch directory is read, from its own file or from a part file.
+//!
 //! - Framed images are matched by name (`<source>-<seq>.<ext>`, in any batch directory) and content hash.
 //! - Raw images carry no name the sender knows (the node numbers them), so they are matched by content
 //!   hash, counting copies: more copies in the output than were sent is a duplicate.
@@ -16,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::layout::Format;
 use crate::send::manifest::ManifestEntry;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -59,20 +63,6 @@ struct OutFile {
     claimed: bool,
 }
 
-fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// `<source>-<seq>.<ext>` → (source, seq).
 pub fn parse_image_name(name: &str) -> Option<(&str, u64)> {
     let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);
@@ -80,41 +70,73 @@ pub fn parse_image_name(name: &str) -> Option<(&str, u64)> {
     Some((source, seq.parse().ok()?))
 }
 
-/// Every image file in the output: batch directories' files, skipping `_`-prefixed names
-/// (`_temporary`, `_analysis.jsonl`) and dot-files.
+/// One image found in the output: its name and its content hash; `path` says where (a file, or
+/// `<part file>#<name>` for an image in a packed part file).
+fn out_file(name: String, path: String, data: &[u8]) -> (String, OutFile) {
+    (
+        name,
+        OutFile {
+            path: PathBuf::from(path),
+            sha256: hex::encode(Sha256::digest(data)),
+            claimed: false,
+        },
+    )
+}
+
+/// The images of one file of a batch directory: the file itself, or every image of a part file.
+fn images_of(
+    name: &str,
+    path: &str,
+    data: bytes::Bytes,
+    out: &mut Vec<(String, OutFile)>,
+) -> std::io::Result<()> {
+    match Format::of_part_name(name) {
+        Some(format) => {
+            let images = crate::layout::read::decode_part(format, data).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("part file {path} does not decode as {}: {e}", format.name()),
+                )
+            })?;
+            for (image, bytes) in images {
+                let at = format!("{path}#{image}");
+                out.push(out_file(image, at, &bytes));
+            }
+        }
+        None => out.push(out_file(name.to_owned(), path.to_owned(), &data)),
+    }
+    Ok(())
+}
+
+/// Every image in a local output, in any layout: the files and part files of every batch directory
+/// ([`crate::layout::read::local_batch_dirs`]), skipping `_`-prefixed names (`_temporary`,
+/// `_analysis.jsonl`) and dot-files.
 fn scan_output(output: &Path) -> std::io::Result<Vec<(String, OutFile)>> {
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(output).map_err(|e| {
+    let batches = crate::layout::read::local_batch_dirs(output).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot read output {}: {e}", output.display()),
         )
     })?;
-    for batch in rd {
-        let batch = batch?;
-        let bname = batch.file_name().to_string_lossy().into_owned();
-        if bname.starts_with('_') || bname.starts_with('.') || !batch.file_type()?.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(batch.path())? {
-            let f = f?;
-            let name = f.file_name().to_string_lossy().into_owned();
-            if name.starts_with('_') || name.starts_with('.') || !f.file_type()?.is_file() {
-                continue;
-            }
-            let path = f.path();
-            let sha256 = hash_file(&path)?;
-            out.push((
-                name,
-                OutFile {
-                    path,
-                    sha256,
-                    claimed: false,
-                },
-            ));
+    for batch in batches {
+        for path in crate::layout::read::local_batch_files(&output.join(&batch))? {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let data = read_file(&path)?;
+            images_of(&name, &path.display().to_string(), data, &mut out)?;
         }
     }
     Ok(out)
+}
+
+fn read_file(path: &Path) -> std::io::Result<bytes::Bytes> {
+    let mut f = File::open(path)?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)?;
+    Ok(bytes::Bytes::from(data))
 }
 
 /// Compares an output directory with a manifest. `expect_all`: every image sent must be there,
@@ -150,24 +172,30 @@ async fn scan_hdfs_output(
     let client =
         strategies::store::hdfs::build_client(&base, options).map_err(|e| err(e.to_string()))?;
     let mut out = Vec::new();
-    for batch in client
-        .list_status(&root, false)
-        .await
-        .map_err(|e| err(e.to_string()))?
-    {
-        let bname = batch.path.rsplit('/').next().unwrap_or("").to_string();
-        if bname.starts_with('_') || bname.starts_with('.') || !batch.isdir {
+    // Depth first, as the local walk: a directory with a file in it is a batch, one with only
+    // directories a partition.
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        let entries = client
+            .list_status(&dir, false)
+            .await
+            .map_err(|e| err(format!("{dir}: {e}")))?;
+        let visible = |p: &str| {
+            let n = p.rsplit('/').next().unwrap_or("");
+            !n.starts_with('.') && !n.starts_with('_')
+        };
+        let is_batch = dir != root && entries.iter().any(|e| !e.isdir);
+        if !is_batch {
+            dirs.extend(
+                entries
+                    .iter()
+                    .filter(|e| e.isdir && visible(&e.path))
+                    .map(|e| e.path.clone()),
+            );
             continue;
         }
-        for f in client
-            .list_status(&batch.path, false)
-            .await
-            .map_err(|e| err(e.to_string()))?
-        {
+        for f in entries.iter().filter(|e| !e.isdir && visible(&e.path)) {
             let name = f.path.rsplit('/').next().unwrap_or("").to_string();
-            if name.starts_with('_') || name.starts_with('.') || f.isdir {
-                continue;
-            }
             let reader = client
                 .read(&f.path)
                 .await
@@ -176,15 +204,7 @@ async fn scan_hdfs_output(
                 .read_range(0, reader.file_length())
                 .await
                 .map_err(|e| err(format!("{}: {e}", f.path)))?;
-            let sha256 = hex::encode(Sha256::digest(&data));
-            out.push((
-                name,
-                OutFile {
-                    path: PathBuf::from(format!("{base}{}", f.path)),
-                    sha256,
-                    claimed: false,
-                },
-            ));
+            images_of(&name, &format!("{base}{}", f.path), data, &mut out)?;
         }
     }
     Ok(out)

@@ -276,6 +276,7 @@ fn checkpoint() -> Vec<Seed> {
             kind: ClaimKind::Batch {
                 batch_ms: 1_700_000_100_000,
                 members: BTreeMap::from([("cam-1".to_string(), set(&[4, 5, 10]))]),
+                dir: None,
             },
         };
         let takeover = BatchClaim {

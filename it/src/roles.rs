@@ -278,6 +278,10 @@ impl Pipeline {
                 );
             }
         }
+        // `IT_OUTPUT_FORMAT=sequencefile|parquet|files` runs every pipeline test in that layout.
+        if let Some(format) = output_format_override()? {
+            toml_set(&mut t, "output.format", format.name());
+        }
         let config = dir.path().join(format!("{strategy}.toml"));
         std::fs::write(&config, toml::to_string(&t)?)?;
         std::fs::create_dir_all(dir.path().join("logs"))?;
@@ -391,18 +395,36 @@ impl Pipeline {
 
     async fn list_batches(&self) -> anyhow::Result<Vec<Batch>> {
         let mut out = Vec::new();
+        for (batch, files) in self.batch_files().await? {
+            let mut names = Vec::new();
+            for file in files {
+                // A packed batch: the images are inside its part files.
+                match hdfs_ingest::layout::Format::of_part_name(&file) {
+                    Some(format) => {
+                        let data = bytes::Bytes::from(self.read_file(&batch, &file).await?);
+                        let images = hdfs_ingest::layout::read::decode_part(format, data)
+                            .map_err(|e| anyhow!("{batch}/{file}: {e}"))?;
+                        names.extend(images.into_iter().map(|(n, _)| n));
+                    }
+                    None => names.push(file),
+                }
+            }
+            out.push(Batch::new(batch, names));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Every batch directory of the output (relative to its root, in any layout) with its file names.
+    async fn batch_files(&self) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let mut out = Vec::new();
         match &self.output {
             OutputAt::Local(dir) => {
-                let Ok(rd) = std::fs::read_dir(dir) else {
+                if !dir.exists() {
                     return Ok(out);
-                };
-                for b in rd {
-                    let b = b?;
-                    let name = b.file_name().to_string_lossy().into_owned();
-                    if name.starts_with(['_', '.']) || !b.file_type()?.is_dir() {
-                        continue;
-                    }
-                    let files = match std::fs::read_dir(b.path()) {
+                }
+                for batch in hdfs_ingest::layout::read::local_batch_dirs(dir)? {
+                    let files = match std::fs::read_dir(dir.join(&batch)) {
                         Ok(rd) => rd
                             .map(|f| Ok(f?.file_name().to_string_lossy().into_owned()))
                             .collect::<std::io::Result<Vec<_>>>()?,
@@ -410,39 +432,48 @@ impl Pipeline {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(e.into()),
                     };
-                    out.push(Batch::new(name, files));
+                    out.push((batch, files));
                 }
             }
             OutputAt::Hdfs(url) => {
                 let (base, root) =
                     hdfs_ingest::config::split_hdfs_url(url).map_err(|e| anyhow!(e))?;
                 let client = strategies::store::hdfs::build_client(&base, &self.hdfs_options())?;
-                let listing = match client.list_status(&root, false).await {
-                    Ok(l) => l,
-                    Err(hdfs_native::HdfsError::FileNotFound(_)) => return Ok(out),
-                    Err(e) => return Err(e.into()),
-                };
-                for b in listing.into_iter().filter(|b| b.isdir) {
-                    let name = b.path.rsplit('/').next().unwrap_or("").to_string();
-                    if name.starts_with(['_', '.']) {
+                let mut dirs = vec![String::new()];
+                while let Some(rel) = dirs.pop() {
+                    let path = if rel.is_empty() {
+                        root.clone()
+                    } else {
+                        format!("{root}/{rel}")
+                    };
+                    let listing = match client.list_status(&path, false).await {
+                        Ok(l) => l,
+                        Err(hdfs_native::HdfsError::FileNotFound(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    let name_of = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
+                    if !rel.is_empty() && listing.iter().any(|e| !e.isdir) {
+                        out.push((rel, listing.iter().map(|f| name_of(&f.path)).collect()));
                         continue;
                     }
-                    let files = client
-                        .list_status(&b.path, false)
-                        .await?
-                        .into_iter()
-                        .map(|f| f.path.rsplit('/').next().unwrap_or("").to_string())
-                        .collect();
-                    out.push(Batch::new(name, files));
+                    for e in listing.iter().filter(|e| e.isdir) {
+                        let name = name_of(&e.path);
+                        if !name.starts_with(['_', '.']) {
+                            dirs.push(if rel.is_empty() {
+                                name
+                            } else {
+                                format!("{rel}/{name}")
+                            });
+                        }
+                    }
                 }
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
-    /// Reads one file of a batch.
-    pub async fn read_output(&self, batch: &str, file: &str) -> anyhow::Result<Vec<u8>> {
+    /// Reads one file of a batch directory.
+    async fn read_file(&self, batch: &str, file: &str) -> anyhow::Result<Vec<u8>> {
         match &self.output {
             OutputAt::Local(dir) => Ok(std::fs::read(dir.join(batch).join(file))?),
             OutputAt::Hdfs(url) => {
@@ -453,6 +484,31 @@ impl Pipeline {
                 Ok(r.read_range(0, r.file_length()).await?.to_vec())
             }
         }
+    }
+
+    /// Reads one image of a batch (its own file, or from the batch's part files).
+    pub async fn read_output(&self, batch: &str, image: &str) -> anyhow::Result<Vec<u8>> {
+        let files = self
+            .batch_files()
+            .await?
+            .into_iter()
+            .find(|(b, _)| b == batch)
+            .map(|(_, f)| f)
+            .ok_or_else(|| anyhow!("no batch {batch} in the output"))?;
+        if files.iter().any(|f| f == image) {
+            return self.read_file(batch, image).await;
+        }
+        for file in files {
+            if let Some(format) = hdfs_ingest::layout::Format::of_part_name(&file) {
+                let data = bytes::Bytes::from(self.read_file(batch, &file).await?);
+                let images = hdfs_ingest::layout::read::decode_part(format, data)
+                    .map_err(|e| anyhow!("{batch}/{file}: {e}"))?;
+                if let Some((_, b)) = images.into_iter().find(|(n, _)| n == image) {
+                    return Ok(b.to_vec());
+                }
+            }
+        }
+        Err(anyhow!("no image {image} in batch {batch}"))
     }
 
     /// Polls the output listing until every image the manifest acknowledges has a file (what was
@@ -859,5 +915,16 @@ impl Drop for SenderProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The output format `IT_OUTPUT_FORMAT` asks every pipeline to write, if set.
+pub fn output_format_override() -> anyhow::Result<Option<hdfs_ingest::layout::Format>> {
+    match std::env::var("IT_OUTPUT_FORMAT") {
+        Ok(v) if !v.is_empty() => Ok(Some(
+            v.parse()
+                .map_err(|e: String| anyhow!("IT_OUTPUT_FORMAT: {e}"))?,
+        )),
+        _ => Ok(None),
     }
 }

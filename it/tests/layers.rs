@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["ha"],
     &["node"],
     &["receiver", "sink", "wal"],
-    &["protocol", "config", "size", "images"],
+    &["protocol", "config", "size", "images", "layout"],
 ];
 
 fn layer_of(room: &str) -> Option<usize> {

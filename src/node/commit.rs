@@ -86,7 +86,7 @@ impl Node {
                     let now = progress.load(Ordering::Acquire);
                     if now == seen {
                         return Err(NodeError::CommitTimeout {
-                            batch: sink::batch_dir_name(&self.inner.cfg.batch.prefix, p.batch_ms),
+                            batch: self.inner.cfg.layout().batch_dir(p.batch_ms),
                             output: self.inner.output.describe(),
                             timeout,
                         });
@@ -191,22 +191,25 @@ impl Node {
         };
         let stream = tokio_stream_from(rx);
         let claim_members = members.clone();
+        let layout = cfg.layout();
+        let dir = layout.batch_dir(batch_ms);
+        let claim_dir = dir.clone();
         let claim = || async move {
             let members = claim_members
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            self.claim_batch(n, batch_ms, &members)
+            self.claim_batch(n, batch_ms, &claim_dir, &members)
                 .await
                 .map_err(|e| sink::SinkError::Blocks {
                     output: self.inner.output.describe(),
-                    batch: sink::batch_dir_name(&cfg.batch.prefix, batch_ms),
+                    batch: claim_dir.clone(),
                     source: Box::new(e),
                 })
         };
         let summary = sink::write_batch_claimed(
             &*self.inner.output,
-            &cfg.batch.prefix,
+            &layout,
             batch_ms,
             self.epoch(),
             cfg.analysis.enabled,
@@ -222,7 +225,6 @@ impl Node {
         }
         let summary = summary?;
         progress.fetch_add(1, Ordering::Release);
-        let dir = sink::batch_dir_name(&cfg.batch.prefix, batch_ms);
         if summary.outcome == Some(PublishOutcome::AlreadyPublished)
             && self.inner.output.is_void(&dir).await?
         {
@@ -303,6 +305,7 @@ impl Node {
         &self,
         n: u64,
         batch_ms: u64,
+        dir: &str,
         members: &[(String, u64)],
     ) -> Result<(), NodeError> {
         self.check_fence().await?;
@@ -317,6 +320,7 @@ impl Node {
             kind: ClaimKind::Batch {
                 batch_ms,
                 members: sets,
+                dir: Some(dir.to_owned()),
             },
         };
         match strategies::claims::claim(&*self.inner.store, n, &claim).await? {

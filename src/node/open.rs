@@ -128,7 +128,8 @@ pub async fn open_output(cfg: &Config) -> Result<Arc<dyn Output>, NodeError> {
         Some(url) => Arc::new(
             sink::hdfs::HdfsOutput::connect(url, hdfs_options(cfg))
                 .await?
-                .with_owner(&cfg.node.name)?,
+                .with_owner(&cfg.node.name)?
+                .with_block_size(cfg.output.block_size.map(|b| b.0)),
         ),
         None => {
             Arc::new(sink::local::LocalOutput::new(cfg.output_dir())?.with_owner(&cfg.node.name)?)

@@ -117,7 +117,12 @@ impl Node {
         let mut published = Vec::new();
         for (n, claim) in &plan.resolve {
             let Some(ms) = claim.batch_ms() else { continue };
-            let dir = sink::batch_dir_name(&cfg.batch.prefix, ms);
+            // The directory the claimant recorded (its layout, not ours); a claim from before
+            // layouts published the flat `<prefix>-<batch ms>`.
+            let dir = claim
+                .batch_dir()
+                .map(str::to_owned)
+                .unwrap_or_else(|| sink::batch_dir_name(&cfg.batch.prefix, ms));
             let why = format!(
                 "batch {n} was claimed by {} (epoch {}) and not published before {me} (epoch {epoch}) took over",
                 claim.node, claim.epoch

@@ -24,6 +24,8 @@ pub(crate) fn config(root: &Path, name: &str, strategy: Strategy) -> Config {
         token: None,
     }];
     cfg.output.url = Some(root.join("output").display().to_string());
+    // The node's logic is tested here; batch names in these tests are `images-<ms>`.
+    cfg.output.path = crate::layout::PathTemplate::FLAT.into();
     cfg.checkpoint.store = StoreConfig::Local {
         path: root.join("store"),
     };
@@ -65,6 +67,7 @@ async fn claim_as_old_node(store: &dyn CheckpointStore, n: u64, batch_ms: u64, s
         kind: ClaimKind::Batch {
             batch_ms,
             members: [("cam".to_string(), set)].into(),
+            dir: None,
         },
     };
     assert_eq!(
@@ -190,7 +193,8 @@ async fn a_fenced_node_that_already_claimed_finds_its_name_voided_and_publishes_
         .unwrap();
     // The old node claims its batch (as if it passed its fence check just before the takeover)...
     let n = old.state().next_batch_n;
-    old.claim_batch(n, 9_000, &[("cam".into(), 0)])
+    let dir9 = old.config().layout().batch_dir(9_000);
+    old.claim_batch(n, 9_000, &dir9, &[("cam".into(), 0)])
         .await
         .unwrap();
     // ...then the new node takes over and voids that claim.

@@ -55,6 +55,27 @@ impl ImageReport {
 
 /// Analyses one image. Never panics and never fails: unreadable input gives `valid = false`.
 pub fn analyze(file: &str, source: &str, seq: u64, bytes: &[u8]) -> ImageReport {
+    let report = inspect(file, source, seq, bytes);
+    tracing::info!(
+        target: "hdfs_ingest::analysis",
+        file = %report.file,
+        source = %report.source,
+        seq = report.seq,
+        format = %report.format,
+        width = report.width,
+        height = report.height,
+        bytes = report.bytes,
+        crc32 = report.crc32,
+        valid = report.valid,
+        error = report.error.as_deref(),
+        "image analysed"
+    );
+    report
+}
+
+/// [`analyze`] without its log line: what the packed layouts record of every image (format, size,
+/// CRC-32) whether analysis is on or not.
+pub fn inspect(file: &str, source: &str, seq: u64, bytes: &[u8]) -> ImageReport {
     let sniffed = ImageFormat::sniff(bytes);
     let format = match sniffed {
         ImageFormat::Unknown => match imagesize::image_type(bytes) {
@@ -94,20 +115,6 @@ pub fn analyze(file: &str, source: &str, seq: u64, bytes: &[u8]) -> ImageReport 
         valid: error.is_none(),
         error,
     };
-    tracing::info!(
-        target: "hdfs_ingest::analysis",
-        file = %report.file,
-        source = %report.source,
-        seq = report.seq,
-        format = %report.format,
-        width = report.width,
-        height = report.height,
-        bytes = report.bytes,
-        crc32 = report.crc32,
-        valid = report.valid,
-        error = report.error.as_deref(),
-        "image analysed"
-    );
     report
 }
 

@@ -58,8 +58,8 @@ use strategies::store::hdfs::{build_client, is_not_found};
 pub use strategies::store::hdfs::HdfsOptions;
 
 use super::{
-    failpoint, staging_epoch_dir, validate_component, Output, PublishOutcome, SinkError,
-    StagedBatch, STAGING_DIR,
+    failpoint, staging_epoch_dir, validate_batch_dir, validate_component, Output, PublishOutcome,
+    SinkError, StagedBatch, StagedFile, STAGING_DIR,
 };
 
 /// Batches published into an HDFS directory.
@@ -71,6 +71,8 @@ pub struct HdfsOutput {
     url: String,
     /// Whose staging this output writes: `_temporary/<owner>/e<epoch>/`.
     owner: String,
+    /// The HDFS block size of packed part files (`None`: the cluster's `dfs.blocksize`).
+    block_size: Option<u64>,
 }
 
 /// Splits `hdfs://authority/path` into (`hdfs://authority`, `/path`).
@@ -130,6 +132,7 @@ impl HdfsOutput {
             root,
             url: shown,
             owner: super::DEFAULT_STAGING_OWNER.to_owned(),
+            block_size: None,
         };
         let dir = output.dir();
         output
@@ -165,6 +168,13 @@ impl HdfsOutput {
         validate_component("staging owner", owner)?;
         self.owner = owner.to_owned();
         Ok(self)
+    }
+
+    /// Writes packed part files with this HDFS block size (`output.block_size`) instead of the
+    /// cluster's default: a part file of one block costs the NameNode two objects.
+    pub fn with_block_size(mut self, block_size: Option<u64>) -> Self {
+        self.block_size = block_size;
+        self
     }
 
     /// `_temporary/<owner>`: every epoch's staging of this owner.
@@ -221,7 +231,7 @@ impl Output for HdfsOutput {
     }
 
     async fn is_published(&self, batch_dir: &str) -> Result<bool, SinkError> {
-        validate_component("batch directory", batch_dir)?;
+        validate_batch_dir(batch_dir)?;
         let dest = format!("{}/{batch_dir}", self.root);
         match self.client.get_file_info(&dest).await {
             Ok(status) if status.isdir => Ok(true),
@@ -235,7 +245,7 @@ impl Output for HdfsOutput {
     }
 
     async fn is_void(&self, batch_dir: &str) -> Result<bool, SinkError> {
-        validate_component("batch directory", batch_dir)?;
+        validate_batch_dir(batch_dir)?;
         let marker = format!("{}/{batch_dir}/{}", self.root, super::VOID_FILE);
         match self.client.get_file_info(&marker).await {
             Ok(_) => Ok(true),
@@ -249,15 +259,16 @@ impl Output for HdfsOutput {
     /// ever land in that attempt's directory, never in the retry's. Stale attempts of this batch at this
     /// epoch are removed first.
     async fn stage(&self, batch_dir: &str, epoch: u64) -> Result<Box<dyn StagedBatch>, SinkError> {
-        validate_component("batch directory", batch_dir)?;
+        validate_batch_dir(batch_dir)?;
+        let flat = super::staging_name(batch_dir);
         let staging_root = self.epoch_root(epoch);
         match self.client.list_status(&staging_root, false).await {
             Ok(entries) => {
                 for entry in entries {
                     let name = entry.path.rsplit('/').next().unwrap_or("");
-                    if name == batch_dir
+                    if name == flat
                         || name
-                            .strip_prefix(batch_dir)
+                            .strip_prefix(flat.as_str())
                             .is_some_and(|r| r.starts_with('~'))
                     {
                         match self.client.delete(&entry.path, true).await {
@@ -287,7 +298,7 @@ impl Output for HdfsOutput {
                 ))
             }
         }
-        let staging = format!("{staging_root}/{batch_dir}~{:016x}", rand::random::<u64>());
+        let staging = format!("{staging_root}/{flat}~{:016x}", rand::random::<u64>());
         self.client
             .mkdirs(&staging, 0o755, true)
             .await
@@ -468,6 +479,35 @@ impl StagedBatch for HdfsStagedBatch {
         Ok(())
     }
 
+    async fn create(&mut self, file_name: &str) -> Result<Box<dyn StagedFile>, SinkError> {
+        validate_component("file name", file_name)?;
+        let path = format!("{}/{file_name}", self.staging);
+        let url = self.output.url.clone();
+        failpoint("sink::put::fault", &self.batch).map_err(|source| SinkError::Io {
+            output: url.clone(),
+            path: path.clone(),
+            op: "create staged file",
+            source,
+        })?;
+        let mut options = WriteOptions::default().create_parent(false);
+        if let Some(size) = self.output.block_size {
+            options = options.block_size(size);
+        }
+        let writer = within_file_timeout(
+            &url,
+            &path,
+            "create staged file",
+            self.output.client.create(&path, options),
+        )
+        .await?;
+        Ok(Box::new(HdfsStagedFile {
+            url,
+            batch: self.batch.clone(),
+            path,
+            writer,
+        }))
+    }
+
     async fn publish(mut self: Box<Self>) -> Result<PublishOutcome, SinkError> {
         while !self.writes.is_empty() {
             self.join_one().await?;
@@ -486,6 +526,15 @@ impl StagedBatch for HdfsStagedBatch {
             op: "publish batch",
             source,
         })?;
+        // A partitioned layout's parents (`dt=…/hour=…`): mkdirs is idempotent, and a rename needs them.
+        if let Some((parent, _)) = batch.rsplit_once('/') {
+            let parent = format!("{}/{parent}", output.root);
+            output
+                .client
+                .mkdirs(&parent, 0o755, true)
+                .await
+                .map_err(|e| hdfs_err(&output.url, &parent, "create partition directory", e))?;
+        }
         let outcome = match output.client.rename(&staging, &dest, false).await {
             Ok(()) => PublishOutcome::Published,
             Err(HdfsError::AlreadyExists(_)) => {
@@ -516,6 +565,77 @@ impl StagedBatch for HdfsStagedBatch {
         output.remove_staging_root_if_empty(Some(epoch)).await;
         tracing::debug!(output = %output.url, batch = %batch, outcome = ?outcome, "batch publish done");
         Ok(outcome)
+    }
+}
+
+/// Runs one HDFS call of a staged file within [`FILE_WRITE_TIMEOUT`].
+async fn within_file_timeout<T>(
+    url: &str,
+    path: &str,
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T, HdfsError>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(FILE_WRITE_TIMEOUT, call).await {
+        Ok(r) => r.map_err(|e| hdfs_err(url, path, op, e)),
+        Err(_) => Err(SinkError::Io {
+            output: url.to_owned(),
+            path: path.to_owned(),
+            op,
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from HDFS within {FILE_WRITE_TIMEOUT:?}"),
+            ),
+        }),
+    }
+}
+
+/// A part file streamed into the staging directory; durable once closed.
+struct HdfsStagedFile {
+    url: String,
+    batch: String,
+    path: String,
+    writer: hdfs_native::file::FileWriter,
+}
+
+impl HdfsStagedFile {
+    /// `<batch dir>/<file name>`: what `return(…)` of `sink::part::fault` names.
+    fn part_key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.batch,
+            self.path.rsplit('/').next().unwrap_or("")
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl StagedFile for HdfsStagedFile {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), SinkError> {
+        failpoint("sink::part::fault", &self.part_key()).map_err(|source| SinkError::Io {
+            output: self.url.clone(),
+            path: self.path.clone(),
+            op: "write staged file",
+            source,
+        })?;
+        within_file_timeout(
+            &self.url,
+            &self.path,
+            "write staged file",
+            self.writer.write_bytes(bytes),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<(), SinkError> {
+        // As for a whole file: the last packet acknowledged, the file completed at the NameNode.
+        within_file_timeout(
+            &self.url,
+            &self.path,
+            "close staged file",
+            self.writer.close(),
+        )
+        .await
     }
 }
 

@@ -47,8 +47,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 
 use super::{
-    failpoint, staging_epoch_dir, validate_component, Output, PublishOutcome, SinkError,
-    StagedBatch, STAGING_DIR,
+    failpoint, staging_epoch_dir, validate_batch_dir, validate_component, Output, PublishOutcome,
+    SinkError, StagedBatch, StagedFile, STAGING_DIR,
 };
 
 /// Batches published into a local directory.
@@ -170,6 +170,20 @@ fn sync_dir(output: &str, dir: &Path) -> Result<(), SinkError> {
 }
 
 /// Removes `dir` and everything in it; a missing `dir` is not an error. Returns whether it existed.
+/// Makes `path`'s entry durable: fsyncs its parent and every directory above it up to and including
+/// the output `root` (a partitioned batch's `dt=…` and `hour=…` may be as new as the batch).
+fn sync_ancestors(output: &str, root: &Path, path: &Path) -> Result<(), SinkError> {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        sync_dir(output, d)?;
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
 fn remove_tree(output: &str, dir: &Path) -> Result<bool, SinkError> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(true),
@@ -265,9 +279,10 @@ impl Output for LocalOutput {
     }
 
     async fn is_published(&self, batch_dir: &str) -> Result<bool, SinkError> {
-        validate_component("batch directory", batch_dir)?;
+        validate_batch_dir(batch_dir)?;
         let dest = self.root.join(batch_dir);
         let output = self.url.clone();
+        let root = self.root.clone();
         blocking(
             &self.url,
             &dest.clone(),
@@ -276,7 +291,7 @@ impl Output for LocalOutput {
                 // Published, and durably so: the run that renamed it may have died before it
                 // fsynced the output root, and what is found here is about to be acknowledged.
                 Ok(meta) if meta.is_dir() => {
-                    sync_dir(&output, dest.parent().unwrap_or(&dest))?;
+                    sync_ancestors(&output, &root, &dest)?;
                     Ok(true)
                 }
                 Ok(_) => Err(SinkError::NotADirectory {
@@ -291,7 +306,7 @@ impl Output for LocalOutput {
     }
 
     async fn is_void(&self, batch_dir: &str) -> Result<bool, SinkError> {
-        validate_component("batch directory", batch_dir)?;
+        validate_batch_dir(batch_dir)?;
         let marker = self.root.join(batch_dir).join(super::VOID_FILE);
         let output = self.url.clone();
         blocking(
@@ -308,15 +323,16 @@ impl Output for LocalOutput {
     }
 
     async fn stage(&self, batch_dir: &str, epoch: u64) -> Result<Box<dyn StagedBatch>, SinkError> {
-        validate_component("batch directory", batch_dir)?;
+        validate_batch_dir(batch_dir)?;
         // Every attempt stages in its own directory, so two writers of one batch name (a fenced node
         // and the node voiding its claim) never put files into each other's staging.
-        let staging_name = format!("{batch_dir}--{:016x}", rand::random::<u64>());
+        let flat = super::staging_name(batch_dir);
+        let staging_name = format!("{flat}--{:016x}", rand::random::<u64>());
         let epoch_dir = staging_epoch_dir(epoch);
         let staging = self.epoch_root(epoch).join(&staging_name);
         let output = self.url.clone();
         let dir = staging.clone();
-        let batch = batch_dir.to_owned();
+        let batch = flat;
         let staging_root = self.epoch_root(epoch);
         let publishing = Arc::clone(&self.publishing);
         blocking(&self.url, &staging, "create staging directory", move || {
@@ -489,6 +505,35 @@ impl StagedBatch for LocalStagedBatch {
         Ok(())
     }
 
+    async fn create(&mut self, file_name: &str) -> Result<Box<dyn StagedFile>, SinkError> {
+        validate_component("file name", file_name)?;
+        let path = self.staging.join(file_name);
+        failpoint("sink::put::fault", &self.batch).map_err(io_err(
+            &self.output,
+            &path,
+            "create staged file",
+        ))?;
+        let output = self.output.clone();
+        let p = path.clone();
+        let file = blocking(&self.output, &path, "create staged file", move || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .map_err(io_err(&output, &p, "create staged file"))
+        })
+        .await?;
+        if !self.files.iter().any(|f| f == file_name) {
+            self.files.push(file_name.to_owned());
+        }
+        Ok(Box::new(LocalStagedFile {
+            output: self.output.clone(),
+            batch: self.batch.clone(),
+            path,
+            file: Some(file),
+        }))
+    }
+
     async fn publish(self: Box<Self>) -> Result<PublishOutcome, SinkError> {
         let LocalStagedBatch {
             output,
@@ -515,9 +560,20 @@ impl StagedBatch for LocalStagedBatch {
             ))?;
 
             let staging_root = staging.parent().unwrap_or(&root).to_path_buf();
+            // A partitioned layout's parents (`dt=…/hour=…`) come first, each durable in its parent.
+            if let Some(parent) = dest.parent().filter(|p| *p != root) {
+                if !parent.is_dir() {
+                    std::fs::create_dir_all(parent).map_err(io_err(
+                        &output,
+                        parent,
+                        "create partition directory",
+                    ))?;
+                    sync_ancestors(&output, &root, parent)?;
+                }
+            }
             match rename_noreplace(&staging, &dest) {
                 Ok(()) => {
-                    sync_dir(&output, &root)?;
+                    sync_dir(&output, dest.parent().unwrap_or(&root))?;
                     sync_dir(&output, &staging_root)?;
                     remove_staging_root_if_empty(&output, &staging_root);
                     Ok(PublishOutcome::Published)
@@ -537,7 +593,7 @@ impl StagedBatch for LocalStagedBatch {
                     remove_tree(&output, &staging)?;
                     remove_staging_root_if_empty(&output, &staging_root);
                     // The earlier run may have died between its rename and this fsync.
-                    sync_dir(&output, &root)?;
+                    sync_ancestors(&output, &root, &dest)?;
                     Ok(PublishOutcome::AlreadyPublished)
                 }
                 Err(e) => Err(io_err(&output, &dest, "rename staging to batch directory")(
@@ -592,5 +648,60 @@ mod tests {
         let err = rename_noreplace(&from, &to).expect_err("destination exists");
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert!(from.is_dir() && to.is_dir());
+    }
+}
+
+/// A staged file written in pieces; made durable with the rest of the batch at publish.
+struct LocalStagedFile {
+    output: String,
+    batch: String,
+    path: PathBuf,
+    /// Moved into the blocking task of each write and back.
+    file: Option<File>,
+}
+
+impl LocalStagedFile {
+    /// `<batch dir>/<file name>`: what `return(…)` of `sink::part::fault` names.
+    fn part_key(&self) -> String {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        format!("{}/{}", self.batch, name.unwrap_or_default())
+    }
+}
+
+#[async_trait::async_trait]
+impl StagedFile for LocalStagedFile {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), SinkError> {
+        use std::io::Write as _;
+        failpoint("sink::part::fault", &self.part_key()).map_err(io_err(
+            &self.output,
+            &self.path,
+            "write staged file",
+        ))?;
+        let Some(mut file) = self.file.take() else {
+            return Err(io_err(&self.output, &self.path, "write staged file")(
+                io::Error::other("an earlier write of this file failed"),
+            ));
+        };
+        let (output, path) = (self.output.clone(), self.path.clone());
+        let file = blocking(&self.output, &self.path, "write staged file", move || {
+            file.write_all(&bytes)
+                .map_err(io_err(&output, &path, "write staged file"))?;
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) -> Result<(), SinkError> {
+        match self.file {
+            Some(_) => Ok(()),
+            None => Err(io_err(&self.output, &self.path, "close staged file")(
+                io::Error::other("an earlier write of this file failed"),
+            )),
+        }
     }
 }

@@ -72,14 +72,18 @@
 //!
 //! # Failpoints
 //!
-//! With the `failpoints` feature: `sink::put::fault` (before a staged file is written) and
-//! `sink::publish::fault` (after the staged files are durable, before the rename). `return` injects an
+//! With the `failpoints` feature: `sink::put::fault` (before a staged file is written or a part
+//! file created), `sink::part::fault` (before each write into a part file; its `return(…)` names
+//! `<batch dir>/<part file>`) and `sink::publish::fault` (after the staged files are durable,
+//! before the rename). `return` injects an
 //! I/O error; `return(<batch dir>)` injects it only for that batch; `panic`, `sleep` and `pause`
 //! behave as in the `fail` crate.
 
 pub mod analysis;
 pub mod format;
 pub mod hdfs;
+#[cfg(test)]
+mod layout_tests;
 pub mod local;
 #[cfg(test)]
 mod test_images;
@@ -92,6 +96,7 @@ use std::pin::pin;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+pub use crate::layout::{Format, Layout, PathTemplate};
 pub use analysis::{analyze, ImageReport};
 pub use format::ImageFormat;
 pub use local::LocalOutput;
@@ -121,6 +126,29 @@ pub fn batch_dir_name(prefix: &str, batch_ms: u64) -> String {
     format!("{prefix}-{batch_ms}")
 }
 
+/// Checks a batch directory path (relative to the output root, `/`-separated, as
+/// [`Layout::batch_dir`] renders it): every part a safe component (`[A-Za-z0-9._=-]`, not starting
+/// with `.` or `_`, at most 255 bytes), no empty part.
+pub fn validate_batch_dir(batch_dir: &str) -> Result<(), SinkError> {
+    for part in batch_dir.split('/') {
+        check_component_with("batch directory", part, 255, b"._=-").map_err(|e| match e {
+            SinkError::InvalidName { kind, reason, .. } => SinkError::InvalidName {
+                kind,
+                name: batch_dir.to_owned(),
+                reason,
+            },
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+/// The name of a batch's staging directory entry under `_temporary/<owner>/e<epoch>/`: the batch
+/// directory with `/` as `+`, which no batch path part may contain, so distinct batches never share it.
+pub fn staging_name(batch_dir: &str) -> String {
+    batch_dir.replace('/', "+")
+}
+
 /// `"<source>-<seq>.<ext>"`.
 pub fn image_file_name(source: &str, seq: u64, ext: &str) -> String {
     format!("{source}-{seq}.{ext}")
@@ -143,6 +171,15 @@ fn validate_component(kind: &'static str, name: &str) -> Result<(), SinkError> {
 }
 
 fn check_component(kind: &'static str, name: &str, max: usize) -> Result<(), SinkError> {
+    check_component_with(kind, name, max, b"._-")
+}
+
+fn check_component_with(
+    kind: &'static str,
+    name: &str,
+    max: usize,
+    punctuation: &[u8],
+) -> Result<(), SinkError> {
     let invalid = |reason: &'static str| SinkError::InvalidName {
         kind,
         name: name.to_owned(),
@@ -159,9 +196,13 @@ fn check_component(kind: &'static str, name: &str, max: usize) -> Result<(), Sin
     }
     if !name
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        .all(|b| b.is_ascii_alphanumeric() || punctuation.contains(&b))
     {
-        return Err(invalid("has a character outside [A-Za-z0-9._-]"));
+        return Err(invalid(if punctuation.contains(&b'=') {
+            "has a character outside [A-Za-z0-9._=-]"
+        } else {
+            "has a character outside [A-Za-z0-9._-]"
+        }));
     }
     Ok(())
 }
@@ -215,6 +256,13 @@ pub enum SinkError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A packed part file could not be encoded.
+    #[error("encoding part file {file} of batch {batch} failed: {reason}")]
+    Part {
+        batch: String,
+        file: String,
+        reason: String,
+    },
     /// An analysis report could not be encoded.
     #[error("encoding the analysis of {file} in batch {batch} failed")]
     Encode {
@@ -253,9 +301,23 @@ pub trait Output: Send + Sync + std::fmt::Debug {
 pub trait StagedBatch: Send {
     /// Writes one file of the batch into the staging directory (replacing a file of the same name).
     async fn put(&mut self, file_name: &str, bytes: Bytes) -> Result<(), SinkError>;
+    /// Creates one file of the batch in the staging directory, to be written in pieces (a packed part
+    /// file); it must be [closed](StagedFile::close) before [`StagedBatch::publish`]. The name must be
+    /// new in this batch.
+    async fn create(&mut self, file_name: &str) -> Result<Box<dyn StagedFile>, SinkError>;
     /// Makes every staged file durable, then publishes with one atomic rename. If the destination already
     /// exists (an earlier run published it), discards the staging and returns AlreadyPublished.
     async fn publish(self: Box<Self>) -> Result<PublishOutcome, SinkError>;
+}
+
+/// A staged file written in pieces ([`StagedBatch::create`]). Dropped without [`StagedFile::close`],
+/// it is incomplete, and the batch must not be published.
+#[async_trait::async_trait]
+pub trait StagedFile: Send {
+    /// Appends `bytes`.
+    async fn write(&mut self, bytes: Bytes) -> Result<(), SinkError>;
+    /// Completes the file (durable by publish at the latest).
+    async fn close(self: Box<Self>) -> Result<(), SinkError>;
 }
 
 /// One durable block of a batch.
@@ -269,8 +331,11 @@ pub struct BatchBlock {
 /// What [`write_batch`] wrote.
 #[derive(Debug, Clone, Default)]
 pub struct BatchSummary {
-    /// Image files written (0 when the batch was already published).
+    /// Images written (0 when the batch was already published): one file each in the `files`
+    /// layout.
     pub files: usize,
+    /// Part files written (packed layouts; 0 for `files`).
+    pub parts: usize,
     /// Image bytes written.
     pub bytes: u64,
     /// Images whose analysis found them invalid (always 0 without analysis).
@@ -278,7 +343,8 @@ pub struct BatchSummary {
     pub outcome: Option<PublishOutcome>,
 }
 
-/// Writes one batch.
+/// Writes one batch in the flat `files` layout ([`Layout::flat`]): `<prefix>-<batch ms>/`, one file
+/// per image.
 ///
 /// `is_published` first: if the batch directory exists, returns `AlreadyPublished` without pulling
 /// a single block from `blocks` and without writing anything. Otherwise stages the batch, puts every
@@ -292,7 +358,7 @@ pub struct BatchSummary {
 /// ([`SinkError::Blocks`]); the staging it leaves is removed by the next attempt.
 ///
 /// Stages at epoch 0: for tools and tests that write outside any epoch; a node uses
-/// [`write_batch_claimed`] with the epoch it commits for.
+/// [`write_batch_claimed`] with its layout and the epoch it commits for.
 pub async fn write_batch<S, E>(
     output: &dyn Output,
     prefix: &str,
@@ -304,19 +370,70 @@ where
     S: Stream<Item = Result<BatchBlock, E>> + Send,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    write_batch_claimed(output, prefix, batch_ms, 0, analysis, blocks, || async {
-        Ok(())
-    })
+    validate_name("prefix", prefix)?;
+    write_batch_claimed(
+        output,
+        &Layout::flat(prefix),
+        batch_ms,
+        0,
+        analysis,
+        blocks,
+        || async { Ok(()) },
+    )
     .await
 }
 
-/// [`write_batch`], with `claim` run after every file is staged and before the rename: the node
-/// claims the batch in the batch log there, once its members are known. An error from `claim`
-/// abandons the batch unpublished. A batch with no block stages nothing, claims nothing and
-/// publishes nothing (`outcome: None`). The batch is staged under `epoch` ([`Output::stage`]).
+/// A part file being written.
+struct OpenPart {
+    name: String,
+    encoder: Box<dyn crate::layout::PartEncoder>,
+    file: Box<dyn StagedFile>,
+    images: u64,
+}
+
+impl OpenPart {
+    async fn drain(&mut self) -> Result<(), SinkError> {
+        let chunk = self.encoder.take();
+        if !chunk.is_empty() {
+            self.file.write(Bytes::from(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    async fn close(self, batch: &str) -> Result<(), SinkError> {
+        let OpenPart {
+            name,
+            encoder,
+            mut file,
+            ..
+        } = self;
+        let rest = encoder.finish().map_err(|reason| SinkError::Part {
+            batch: batch.to_owned(),
+            file: name,
+            reason,
+        })?;
+        if !rest.is_empty() {
+            file.write(Bytes::from(rest)).await?;
+        }
+        file.close().await
+    }
+}
+
+/// Bytes a part file's record adds besides the image (its name and framing), for rolling.
+const PART_RECORD_OVERHEAD: u64 = 512;
+
+/// Writes one batch in `layout` (see [`write_batch`] for the sequence), with `claim` run after every
+/// file is staged and before the rename: the node claims the batch in the batch log there, once its
+/// members are known. An error from `claim` abandons the batch unpublished. A batch with no block
+/// stages nothing, claims nothing and publishes nothing (`outcome: None`). The batch is staged under
+/// `epoch` ([`Output::stage`]).
+///
+/// In a packed layout the images go into part files of the batch, each closed before an image would
+/// take it past `layout.max_file_size` or when it holds `layout.max_images_per_file`; part files
+/// stream out (see [`crate::layout`]).
 pub async fn write_batch_claimed<S, E, C, F>(
     output: &dyn Output,
-    prefix: &str,
+    layout: &Layout,
     batch_ms: u64,
     epoch: u64,
     analysis: bool,
@@ -329,8 +446,8 @@ where
     C: FnOnce() -> F + Send,
     F: std::future::Future<Output = Result<(), SinkError>> + Send,
 {
-    validate_name("prefix", prefix)?;
-    let batch = batch_dir_name(prefix, batch_ms);
+    let batch = layout.batch_dir(batch_ms);
+    validate_batch_dir(&batch)?;
     if output.is_published(&batch).await? {
         tracing::info!(output = %output.describe(), batch = %batch, "batch already published, nothing written");
         return Ok(BatchSummary {
@@ -339,7 +456,10 @@ where
         });
     }
 
+    let packed = layout.format != Format::Files;
     let mut staged: Option<Box<dyn StagedBatch>> = None;
+    let mut part: Option<OpenPart> = None;
+    let mut next_part = 0u32;
     let mut summary = BatchSummary::default();
     let mut seen: HashSet<(String, u64)> = HashSet::new();
     let mut reports: Vec<u8> = Vec::new();
@@ -360,8 +480,20 @@ where
             block.seq,
             ImageFormat::sniff(&block.bytes).ext(),
         );
+        let report = if analysis {
+            Some(analyze(&file, &block.source, block.seq, &block.bytes))
+        } else if packed {
+            Some(analysis::inspect(
+                &file,
+                &block.source,
+                block.seq,
+                &block.bytes,
+            ))
+        } else {
+            None
+        };
         if analysis {
-            let report = analyze(&file, &block.source, block.seq, &block.bytes);
+            let report = report.as_ref().expect("made above");
             if !report.valid {
                 summary.invalid += 1;
             }
@@ -378,12 +510,63 @@ where
             staged = Some(output.stage(&batch, epoch).await?);
         }
         let target = staged.as_mut().expect("staged above");
-        target.put(&file, block.bytes).await?;
+        if !packed {
+            target.put(&file, block.bytes).await?;
+            continue;
+        }
+        let len = block.bytes.len() as u64;
+        if let Some(p) = &part {
+            let full = p.images >= layout.max_images_per_file
+                || p.encoder.size() + len + PART_RECORD_OVERHEAD > layout.max_file_size;
+            if full {
+                part.take().expect("checked").close(&batch).await?;
+            }
+        }
+        let p = match &mut part {
+            Some(p) => p,
+            None => {
+                let name = layout.part_name(next_part).expect("a packed format");
+                next_part += 1;
+                let file = target.create(&name).await?;
+                let encoder =
+                    crate::layout::encoder(layout, &batch, &name).expect("a packed format");
+                summary.parts += 1;
+                part.insert(OpenPart {
+                    name,
+                    encoder,
+                    file,
+                    images: 0,
+                })
+            }
+        };
+        let report = report.as_ref().expect("made above for packed layouts");
+        p.encoder
+            .append(&crate::layout::PackedImage {
+                name: &file,
+                source: &block.source,
+                seq: block.seq,
+                batch_ms,
+                format: &report.format,
+                width: report.width,
+                height: report.height,
+                crc32: report.crc32,
+                bytes: &block.bytes,
+            })
+            .map_err(|reason| SinkError::Part {
+                batch: batch.clone(),
+                file: p.name.clone(),
+                reason,
+            })?;
+        p.images += 1;
+        p.drain().await?;
     }
     let Some(mut staged) = staged else {
         tracing::debug!(output = %output.describe(), batch = %batch, "empty batch: nothing staged or published");
         return Ok(summary);
     };
+    if let Some(p) = part.take() {
+        p.close(&batch).await?;
+    }
     if analysis {
         staged.put(ANALYSIS_FILE, Bytes::from(reports)).await?;
     }
@@ -394,12 +577,15 @@ where
         summary.files = 0;
         summary.bytes = 0;
         summary.invalid = 0;
+        summary.parts = 0;
     }
     summary.outcome = Some(outcome);
     tracing::info!(
         output = %output.describe(),
         batch = %batch,
-        files = summary.files,
+        format = layout.format.name(),
+        images = summary.files,
+        parts = summary.parts,
         bytes = summary.bytes,
         invalid = summary.invalid,
         outcome = ?outcome,

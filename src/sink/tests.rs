@@ -571,7 +571,7 @@ async fn an_empty_batch_stages_claims_and_publishes_nothing() {
 
     let summary = write_batch_claimed(
         &output,
-        "images",
+        &Layout::flat("images"),
         10,
         0,
         true,
@@ -627,7 +627,7 @@ async fn a_claim_that_fails_leaves_the_batch_unpublished() {
     let output = LocalOutput::new(dir.path()).unwrap();
     let err = write_batch_claimed(
         &output,
-        "images",
+        &Layout::flat("images"),
         40,
         0,
         false,

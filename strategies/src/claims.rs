@@ -54,10 +54,15 @@ pub enum ClaimError {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ClaimKind {
-    /// A batch about to be published as `<prefix>-<batch_ms>` with exactly these members.
+    /// A batch about to be published at batch time `batch_ms` with exactly these members.
     Batch {
         batch_ms: u64,
         members: BTreeMap<String, SeqSet>,
+        /// The batch directory the claimant publishes, relative to the output root (absent in
+        /// claims written before output layouts: `<prefix>-<batch_ms>` then). A node that resolves
+        /// the claim voids this path, whatever its own layout computes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<String>,
     },
     /// A node took over here: every older epoch's claim is below this number.
     Takeover,
@@ -78,6 +83,14 @@ pub struct BatchClaim {
 }
 
 impl BatchClaim {
+    /// The batch directory a batch claim recorded, if it recorded one.
+    pub fn batch_dir(&self) -> Option<&str> {
+        match &self.kind {
+            ClaimKind::Batch { dir, .. } => dir.as_deref(),
+            ClaimKind::Takeover => None,
+        }
+    }
+
     /// The batch time of a batch claim.
     pub fn batch_ms(&self) -> Option<u64> {
         match &self.kind {
@@ -183,6 +196,7 @@ mod tests {
             kind: ClaimKind::Batch {
                 batch_ms: ms,
                 members: BTreeMap::from([("cam".to_string(), s)]),
+                dir: None,
             },
         }
     }

@@ -125,6 +125,7 @@ mod tests {
             kind: ClaimKind::Batch {
                 batch_ms: ms,
                 members: BTreeMap::from([("cam".to_string(), set(seqs))]),
+                dir: None,
             },
         }
     }
