@@ -139,19 +139,13 @@ pub fn ensure_built() -> anyhow::Result<String> {
 /// Every record of these SequenceFiles (or of the `*.seq` files under these directories), read with
 /// Hadoop's `SequenceFile.Reader` (key `Text`, value `BytesWritable`), in file order, then record order.
 pub fn read_sequence_files(paths: &[String]) -> anyhow::Result<Vec<SeqRecord>> {
-    run("seq", paths)?
-        .iter()
-        .map(|l| parse_seq(l))
-        .collect()
+    run("seq", paths)?.iter().map(|l| parse_seq(l)).collect()
 }
 
 /// The same records as [`read_sequence_files`], read the way `hadoop fs -text` reads them (Hadoop's
 /// `FsShell -text`, in the tool's JVM): its output lines `key<TAB>hex bytes` parsed back.
 pub fn read_with_fs_text(paths: &[String]) -> anyhow::Result<Vec<SeqRecord>> {
-    run("text", paths)?
-        .iter()
-        .map(|l| parse_seq(l))
-        .collect()
+    run("text", paths)?.iter().map(|l| parse_seq(l)).collect()
 }
 
 /// Every row of these Parquet files (or of the `*.parquet` files under these directories), read with
@@ -288,10 +282,7 @@ fn run(mode: &str, args: &[String]) -> anyhow::Result<Vec<String>> {
 fn fields(line: &str, n: usize) -> anyhow::Result<Vec<&str>> {
     let f: Vec<&str> = line.split('\t').collect();
     if f.len() != n {
-        bail!(
-            "a reader line has {} fields, not {n}: {line:?}",
-            f.len()
-        );
+        bail!("a reader line has {} fields, not {n}: {line:?}", f.len());
     }
     Ok(f)
 }
@@ -317,7 +308,11 @@ fn unescape(s: &str) -> anyhow::Result<String> {
 }
 
 fn parse_crc(s: &str) -> anyhow::Result<u32> {
-    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != 8
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         bail!("a CRC-32 of 8 lowercase hex digits expected, not {s:?}");
     }
     Ok(u32::from_str_radix(s, 16)?)
@@ -326,7 +321,10 @@ fn parse_crc(s: &str) -> anyhow::Result<u32> {
 fn parse_optional(s: &str) -> anyhow::Result<Option<i32>> {
     Ok(match s {
         "-" => None,
-        n => Some(n.parse().with_context(|| format!("an int32 or -, not {n:?}"))?),
+        n => Some(
+            n.parse()
+                .with_context(|| format!("an int32 or -, not {n:?}"))?,
+        ),
     })
 }
 
@@ -335,7 +333,9 @@ fn parse_seq(line: &str) -> anyhow::Result<SeqRecord> {
     Ok(SeqRecord {
         file: f[0].to_string(),
         name: unescape(f[1])?,
-        length: f[2].parse().with_context(|| format!("length in {line:?}"))?,
+        length: f[2]
+            .parse()
+            .with_context(|| format!("length in {line:?}"))?,
         crc32: parse_crc(f[3]).with_context(|| format!("in {line:?}"))?,
     })
 }

@@ -82,7 +82,10 @@ async fn a_cluster_with_max_directory_items_32_takes_32_entries_in_a_directory_a
         .await
         .expect("entry 32 of 32");
     w.close().await.unwrap();
-    assert_eq!(client.list_status("/limited", false).await.unwrap().len(), 32);
+    assert_eq!(
+        client.list_status("/limited", false).await.unwrap().len(),
+        32
+    );
 
     let refused_dir = client.mkdirs("/limited/dir-32", 0o755, false).await;
     let refused_file = client
@@ -90,13 +93,18 @@ async fn a_cluster_with_max_directory_items_32_takes_32_entries_in_a_directory_a
         .await
         .map(drop);
     for (what, refused) in [("directory", refused_dir), ("file", refused_file)] {
-        let err = refused.expect_err(&format!("a 33rd entry ({what}) in /limited")).to_string();
+        let err = refused
+            .expect_err(&format!("a 33rd entry ({what}) in /limited"))
+            .to_string();
         assert!(
             err.contains("MaxDirectoryItemsExceededException") && err.contains("limit=32"),
             "the 33rd entry ({what}) should be refused naming the limit: {err}"
         );
     }
-    assert_eq!(client.list_status("/limited", false).await.unwrap().len(), 32);
+    assert_eq!(
+        client.list_status("/limited", false).await.unwrap().len(),
+        32
+    );
     // Other directories are not affected.
     client.mkdirs("/elsewhere/dir", 0o755, true).await.unwrap();
 }
@@ -143,7 +151,10 @@ async fn sequence_files_written_by_hadoop_to_minidfs_read_back_through_the_reade
     assert_eq!(info.len(), 2, "{info:?}");
     assert_eq!(info[0].file, big);
     assert!(info.iter().all(|i| i.compression == "none"), "{info:?}");
-    assert!(info[0].syncs >= 1, "180 KB of records with no sync marker: {info:?}");
+    assert!(
+        info[0].syncs >= 1,
+        "180 KB of records with no sync marker: {info:?}"
+    );
     assert_eq!(info[1].syncs, 0, "{info:?}");
     assert_eq!(
         info[0].metadata.get("written-by").map(String::as_str),
@@ -202,7 +213,10 @@ fn a_garbage_sequence_file_fails_every_reader_naming_the_file() {
     let paths = vec![garbage.clone()];
 
     let err = format!("{:#}", read_sequence_files(&paths).unwrap_err());
-    assert!(err.contains(&garbage) && err.contains("not a SequenceFile"), "{err}");
+    assert!(
+        err.contains(&garbage) && err.contains("not a SequenceFile"),
+        "{err}"
+    );
     // hadoop fs -text prints a file without a known magic as it is: its lines do not parse back.
     let err = format!("{:#}", read_with_fs_text(&paths).unwrap_err());
     assert!(err.contains(&garbage) && err.contains("hex"), "{err}");
@@ -237,14 +251,22 @@ async fn a_garbage_sequence_file_on_minidfs_fails_the_reader_naming_its_url() {
         .create(&format!("{root}/part-00000.seq"), WriteOptions::default())
         .await
         .unwrap();
-    w.write_bytes(bytes::Bytes::from_static(b"SEQ\x06garbage after a good magic"))
-        .await
-        .unwrap();
+    w.write_bytes(bytes::Bytes::from_static(
+        b"SEQ\x06garbage after a good magic",
+    ))
+    .await
+    .unwrap();
     w.close().await.unwrap();
     let url = format!("{}{root}/part-00000.seq", dfs.url());
-    let err = format!("{:#}", read_sequence_files(&[format!("{}{root}", dfs.url())]).unwrap_err());
+    let err = format!(
+        "{:#}",
+        read_sequence_files(&[format!("{}{root}", dfs.url())]).unwrap_err()
+    );
     assert!(err.contains(&url), "{err}");
-    let err = format!("{:#}", read_with_fs_text(std::slice::from_ref(&url)).unwrap_err());
+    let err = format!(
+        "{:#}",
+        read_with_fs_text(std::slice::from_ref(&url)).unwrap_err()
+    );
     assert!(err.contains(&url), "{err}");
 }
 
@@ -258,6 +280,12 @@ fn a_directory_without_part_files_or_a_missing_path_is_an_error_not_zero_records
     let err = format!("{:#}", read_parquet_files(&empty).unwrap_err());
     assert!(err.contains("without any *.parquet"), "{err}");
     let missing = local(&dir, "missing.seq");
-    let err = format!("{:#}", read_with_fs_text(std::slice::from_ref(&missing)).unwrap_err());
-    assert!(err.contains(&missing) && err.contains("no such file"), "{err}");
+    let err = format!(
+        "{:#}",
+        read_with_fs_text(std::slice::from_ref(&missing)).unwrap_err()
+    );
+    assert!(
+        err.contains(&missing) && err.contains("no such file"),
+        "{err}"
+    );
 }

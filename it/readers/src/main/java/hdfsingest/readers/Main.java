@@ -322,7 +322,10 @@ public final class Main {
             System.setErr(savedErr);
         }
         if (rc != 0) {
-            String msg = errors.toString(StandardCharsets.UTF_8).trim();
+            // FsShell prints the exception with its stack trace: keep the message lines.
+            String msg = errors.toString(StandardCharsets.UTF_8).lines()
+                .filter(l -> !l.stripLeading().startsWith("at ") && !l.isBlank())
+                .collect(java.util.stream.Collectors.joining(" ")).trim();
             throw new FileFailure(file, "hadoop fs -text exited with " + rc
                 + (msg.isEmpty() ? "" : ": " + msg));
         }
