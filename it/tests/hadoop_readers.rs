@@ -172,7 +172,8 @@ async fn sequence_files_written_by_hadoop_to_minidfs_read_back_through_the_reade
 }
 
 #[test]
-fn sequence_files_in_a_local_directory_read_back_through_the_reader_and_fs_text() {
+fn sequence_files_in_a_local_directory_read_back_through_the_reader_and_fs_text_without_staged_ones(
+) {
     let dir = tempfile::tempdir().unwrap();
     let a = local(&dir, "out/b/part-00001.seq");
     let b = local(&dir, "out/a/part-00000.seq");
@@ -181,9 +182,18 @@ fn sequence_files_in_a_local_directory_read_back_through_the_reader_and_fs_text(
     // Path order: out/a before out/b, whatever the order of writing.
     let mut expected = expected_records(&b, 260);
     expected.extend(expected_records(&a, 5));
+    // Staging and hidden files are skipped below a directory, as Hadoop's input formats skip them.
+    let staged = local(&dir, "out/_temporary/0/part-00000.seq");
+    write_sequence_file(&staged, 2).unwrap();
+    write_sequence_file(&local(&dir, "out/a/.part-00002.seq"), 2).unwrap();
     let out = vec![local(&dir, "out")];
     assert_eq!(read_sequence_files(&out).unwrap(), expected);
     assert_eq!(read_with_fs_text(&out).unwrap(), expected);
+    // Named directly, a staged file is read.
+    assert_eq!(
+        read_sequence_files(std::slice::from_ref(&staged)).unwrap(),
+        expected_records(&staged, 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

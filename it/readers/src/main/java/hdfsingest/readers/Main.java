@@ -50,7 +50,9 @@ import org.apache.parquet.schema.Type;
  * <p>Usage: {@code Main MODE ARG...}. Paths are {@code hdfs://host:port/...} URLs (the FileSystem is
  * configured from the URL) or local paths; a directory stands for every file under it, at any depth,
  * whose name ends in the mode's suffix ({@code .seq} or {@code .parquet}), in path order; a directory
- * without any is an error.
+ * without any is an error. Below a directory, files and directories whose names start with {@code _}
+ * or {@code .} are skipped, as Hadoop's input formats skip them (staging {@code _temporary}); a file
+ * named as an argument is always read.
  *
  * <ul>
  *   <li>{@code seq PATH...}: Hadoop's {@code SequenceFile.Reader}, key {@code Text}, value
@@ -170,6 +172,21 @@ public final class Main {
         return p.toString();
     }
 
+    /**
+     * Whether a file below a directory is hidden from Hadoop's input formats: some path component
+     * below the directory starts with {@code _} or {@code .} (staging {@code _temporary}, checksum
+     * and in-progress files), as {@code FileInputFormat}'s hidden-file filter has it.
+     */
+    private static boolean hidden(String file, String dir) {
+        String rel = file.startsWith(dir) ? file.substring(dir.length()) : file;
+        for (String part : rel.split("/")) {
+            if (part.startsWith("_") || part.startsWith(".")) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** Files as they are, directories replaced by their files ending in {@code suffix}, in path order. */
     private List<Path> expand(List<String> args, String suffix) throws FileFailure {
         List<Path> files = new ArrayList<>();
@@ -184,9 +201,11 @@ public final class Main {
                 }
                 List<Path> found = new ArrayList<>();
                 RemoteIterator<LocatedFileStatus> it = fs.listFiles(p, true);
+                String below = st.getPath().toUri().getPath();
                 while (it.hasNext()) {
                     LocatedFileStatus f = it.next();
-                    if (f.isFile() && f.getPath().getName().endsWith(suffix)) {
+                    if (f.isFile() && f.getPath().getName().endsWith(suffix)
+                        && !hidden(f.getPath().toUri().getPath(), below)) {
                         found.add(f.getPath());
                     }
                 }
