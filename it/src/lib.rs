@@ -6,6 +6,7 @@ mod logged;
 pub mod minidfs;
 pub mod net;
 pub mod pair;
+pub mod readers;
 pub mod roles;
 pub mod soak;
 

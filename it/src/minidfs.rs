@@ -12,6 +12,11 @@
 //! `wait-datanode-dead <i>` (until the NameNode has noticed a stopped DataNode), `shutdown`.
 //! EOF on stdin shuts it down, so a test process that dies (even by SIGKILL) never leaves a JVM behind.
 //!
+//! Hadoop configuration keys for the cluster ([`MiniDfsOptions::conf`], [`MiniDfs::start_with`]) go
+//! to the JVM as `--conf KEY=VALUE` and are set after the harness's own settings, so they win. A value
+//! the NameNode refuses (say `dfs.namenode.fs-limits.max-directory-items = 0`; its range is
+//! 1..=6,400,000) makes [`MiniDfs::start`] fail with Hadoop's message.
+//!
 //! ## Build once, then plain `java`
 //!
 //! `mvn exec:java` costs Maven's own start-up and dependency resolution on every cluster (seconds).
@@ -88,6 +93,9 @@ pub struct MiniDfsOptions {
     /// reach it as `hdfs://minidfs-ns` through [`MiniDfs::hadoop_conf_dir`]. [`MiniDfs::failover`]
     /// and [`MiniDfs::kill_active_namenode`] move the active role.
     pub ha: bool,
+    /// Hadoop configuration keys and values for the whole cluster (NameNodes and DataNodes), set
+    /// after the harness's own settings, so they override them. Default none.
+    pub conf: Vec<(String, String)>,
 }
 
 impl Default for MiniDfsOptions {
@@ -99,6 +107,7 @@ impl Default for MiniDfsOptions {
             block_size: 1024 * 1024,
             host: None,
             ha: false,
+            conf: Vec::new(),
         }
     }
 }
@@ -141,6 +150,13 @@ impl MiniDfs {
     /// Builds the harness if needed (see the module docs), starts a MiniDFSCluster with `opts` and
     /// waits for it to be ready.
     pub fn start(opts: MiniDfsOptions) -> anyhow::Result<MiniDfs> {
+        if let Some((key, _)) = opts
+            .conf
+            .iter()
+            .find(|(k, _)| k.is_empty() || k.contains('='))
+        {
+            bail!("MiniDFS configuration key {key:?} must be non-empty and without '='");
+        }
         let classpath = ensure_built()?;
         let dir = tempfile::Builder::new()
             .prefix("minidfs-")
@@ -170,6 +186,9 @@ impl MiniDfs {
         }
         if opts.ha {
             cmd.args(["--ha", "true"]);
+        }
+        for (key, value) in &opts.conf {
+            cmd.arg("--conf").arg(format!("{key}={value}"));
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -221,6 +240,26 @@ impl MiniDfs {
             url,
             conf_dir,
             local: Some(local),
+        })
+    }
+
+    /// A cluster of `datanodes` DataNodes with these Hadoop configuration keys set (see
+    /// [`MiniDfsOptions::conf`]), everything else as [`MiniDfsOptions::default`]. Always a
+    /// MiniDFSCluster of its own, never `HDFS_URL`: an external cluster has its own settings.
+    ///
+    /// ```no_run
+    /// # use it::minidfs::MiniDfs;
+    /// let dfs = MiniDfs::start_with(1, &[("dfs.namenode.fs-limits.max-directory-items", "32")])?;
+    /// # anyhow::Ok(())
+    /// ```
+    pub fn start_with(datanodes: usize, conf: &[(&str, &str)]) -> anyhow::Result<MiniDfs> {
+        MiniDfs::start(MiniDfsOptions {
+            datanodes,
+            conf: conf
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..MiniDfsOptions::default()
         })
     }
 
@@ -382,7 +421,8 @@ impl Drop for MiniDfs {
     }
 }
 
-fn java() -> PathBuf {
+/// `$JAVA_HOME/bin/java` if there is one, else `java` from `PATH`.
+pub(crate) fn java() -> PathBuf {
     match std::env::var_os("JAVA_HOME") {
         Some(home) if Path::new(&home).join("bin/java").exists() => {
             Path::new(&home).join("bin/java")
@@ -413,28 +453,36 @@ pub fn ensure_built() -> anyhow::Result<String> {
     if let Some(cp) = CLASSPATH.get() {
         return Ok(cp.clone());
     }
-    let project = project_dir();
+    let cp = ensure_maven_built(&project_dir(), "minidfs.jar", "MiniDFS harness")?;
+    Ok(CLASSPATH.get_or_init(|| cp).clone())
+}
+
+/// Builds the Maven project `project` (whose `package` writes `target/<jar>` and
+/// `target/classpath.txt`) unless it is up to date, as the module docs describe, and returns the
+/// class path to run it with (jar first). `what` names it in messages. Shared with
+/// [`crate::readers`]; callers keep the answer for the process.
+pub(crate) fn ensure_maven_built(project: &Path, jar: &str, what: &str) -> anyhow::Result<String> {
     let target = project.join("target");
     std::fs::create_dir_all(&target).with_context(|| format!("create {}", target.display()))?;
     let _lock = FileLock::exclusive(&target.join(".build.lock"))?;
-    let cp = match up_to_date_classpath(&project)? {
+    let cp = match up_to_date_classpath(project, jar)? {
         Some(cp) => cp,
         None => {
-            build(&project)?;
-            up_to_date_classpath(&project)?.with_context(|| {
+            build(project, what)?;
+            up_to_date_classpath(project, jar)?.with_context(|| {
                 format!(
-                    "mvn package in {} succeeded but left no usable minidfs.jar and classpath.txt",
+                    "mvn package in {} succeeded but left no usable {jar} and classpath.txt",
                     project.display()
                 )
             })?
         }
     };
-    Ok(CLASSPATH.get_or_init(|| cp).clone())
+    Ok(cp)
 }
 
 /// The class path if the jar is newer than every input and every class-path entry exists.
-fn up_to_date_classpath(project: &Path) -> anyhow::Result<Option<String>> {
-    let jar = project.join("target/minidfs.jar");
+fn up_to_date_classpath(project: &Path, jar: &str) -> anyhow::Result<Option<String>> {
+    let jar = project.join("target").join(jar);
     let cp_file = project.join("target/classpath.txt");
     let (Some(jar_time), Some(cp_time)) = (mtime(&jar), mtime(&cp_file)) else {
         return Ok(None);
@@ -471,7 +519,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// `mvn package`, offline first; online (downloading into `~/.m2`) only if offline fails.
-fn build(project: &Path) -> anyhow::Result<()> {
+fn build(project: &Path, what: &str) -> anyhow::Result<()> {
     let pom = project.join("pom.xml");
     // maven-dependency-plugin leaves an unchanged classpath.txt untouched (old mtime): remove it
     // so the build always leaves a fresh one.
@@ -485,12 +533,14 @@ fn build(project: &Path) -> anyhow::Result<()> {
         .context("run mvn (is Maven on PATH?)")?;
     if offline.status.success() {
         eprintln!(
-            "built MiniDFS harness offline in {:.1} s",
+            "built {what} offline in {:.1} s",
             started.elapsed().as_secs_f64()
         );
         return Ok(());
     }
-    eprintln!("offline Maven build failed (a cold ~/.m2?); building online, this downloads Hadoop");
+    eprintln!(
+        "offline Maven build of {what} failed (a cold ~/.m2?); building online, this downloads Hadoop"
+    );
     let online = Command::new("mvn")
         .args(["-B", "-q", "-f"])
         .arg(&pom)
@@ -507,7 +557,7 @@ fn build(project: &Path) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "built MiniDFS harness online in {:.1} s",
+        "built {what} online in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())

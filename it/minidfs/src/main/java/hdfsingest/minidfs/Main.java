@@ -24,7 +24,10 @@ import org.apache.hadoop.hdfs.server.datanode.DataNode;
  * <p>Arguments (all optional): {@code --port P} (NameNode RPC port, 0 = a free one),
  * {@code --datanodes N} (default 3), {@code --replication R} (default min(3, N)),
  * {@code --block-size BYTES} (default 1 MiB, the smallest a stock NameNode accepts is lowered to
- * allow smaller ones), {@code --base-dir DIR} (where the cluster keeps its data; default a temp dir).
+ * allow smaller ones), {@code --base-dir DIR} (where the cluster keeps its data; default a temp dir),
+ * {@code --conf KEY=VALUE} (any number of times: a Hadoop configuration key for the whole cluster, set
+ * after the harness's own settings, so it overrides them; e.g.
+ * {@code --conf dfs.namenode.fs-limits.max-directory-items=32}).
  *
  * <p>Protocol: stdout carries only the protocol, everything else (Hadoop's logs) goes to stderr.
  * Once the cluster is up and out of safe mode, exactly one line {@code READY hdfs://127.0.0.1:PORT}
@@ -80,6 +83,7 @@ public final class Main {
         String baseDir = null;
         String host = null;
         boolean ha = false;
+        List<String[]> extra = new ArrayList<>();
         for (int i = 0; i < args.length; i++) {
             String flag = args[i];
             if (i + 1 >= args.length) {
@@ -94,6 +98,13 @@ public final class Main {
                 case "--base-dir" -> baseDir = value;
                 case "--host" -> host = value;
                 case "--ha" -> ha = Boolean.parseBoolean(value);
+                case "--conf" -> {
+                    int eq = value.indexOf('=');
+                    if (eq <= 0) {
+                        fail(protocol, "--conf takes KEY=VALUE, not " + value);
+                    }
+                    extra.add(new String[] {value.substring(0, eq), value.substring(eq + 1)});
+                }
                 default -> fail(protocol, "unknown flag " + flag);
             }
         }
@@ -135,6 +146,10 @@ public final class Main {
             conf.set("dfs.datanode.ipc.address", "0.0.0.0:0");
             conf.set("dfs.datanode.http.address", "0.0.0.0:0");
             conf.set("dfs.datanode.hostname", host);
+        }
+        // --conf KEY=VALUE: last, so a test's setting wins over the harness's.
+        for (String[] kv : extra) {
+            conf.set(kv[0], kv[1]);
         }
 
         MiniDFSCluster cluster;
