@@ -7,17 +7,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdfs_ingest::images::ImageSet;
+use hdfs_ingest::layout::Format;
 use hdfs_ingest::send::manifest::{read_manifest, ManifestWriter};
 use hdfs_ingest::send::push::{push, PushOptions};
 use hdfs_ingest::verify::verify;
 use it::{free_port, leftover_staging, write_config, NodeProc};
 
+/// [`crash_at_in`] in every output format.
 async fn crash_at(point: &str) -> anyhow::Result<()> {
+    for format in Format::ALL {
+        crash_at_in(point, format).await?;
+    }
+    Ok(())
+}
+
+async fn crash_at_in(point: &str, format: Format) -> anyhow::Result<()> {
+    println!("{point} in {}", format.name());
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let config = write_config(
         dir.path(),
-        &format!("[batch]\ninterval = \"200ms\"\n[[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:{port}\"\n"),
+        &format!("[batch]\ninterval = \"200ms\"\n[output]\nformat = \"{}\"\n[[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:{port}\"\n", format.name()),
     )?;
     let output = dir.path().join("data/output");
     let mpath = dir.path().join("m.jsonl");
@@ -59,7 +69,8 @@ async fn crash_at(point: &str) -> anyhow::Result<()> {
     let v = verify(&read_manifest(&mpath)?, &output, false)?;
     assert!(
         v.ok() && v.found == 600 && v.unexpected.is_empty(),
-        "{point}: {}",
+        "{point} in {}: {}",
+        format.name(),
         v.summary()
     );
     assert!(leftover_staging(&output).is_empty());
@@ -81,4 +92,13 @@ async fn a_crash_after_the_publish_and_before_the_checkpoint_duplicates_nothing(
 async fn a_crash_after_the_checkpoint_and_before_the_wal_is_trimmed_duplicates_nothing(
 ) -> anyhow::Result<()> {
     crash_at("node::commit::after_checkpoint").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_the_middle_of_a_part_file_publishes_nothing_and_loses_nothing(
+) -> anyhow::Result<()> {
+    for format in [Format::SequenceFile, Format::Parquet] {
+        crash_at_in("sink::part::after_write", format).await?;
+    }
+    Ok(())
 }

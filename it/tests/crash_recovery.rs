@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdfs_ingest::images::ImageSet;
+use hdfs_ingest::layout::Format;
 use hdfs_ingest::send::manifest::{read_manifest, ManifestWriter};
 use hdfs_ingest::send::push::{push, Protocol, PushOptions};
 use hdfs_ingest::verify::verify;
@@ -23,9 +24,24 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_image_survives_sigkill_at_seeded_random_moments_exactly_once(
 ) -> anyhow::Result<()> {
+    sigkills_at_random_moments(Format::Files, env_u64("IT_KILLS", 6)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_image_survives_sigkill_at_random_moments_exactly_once_in_sequencefile_parts(
+) -> anyhow::Result<()> {
+    sigkills_at_random_moments(Format::SequenceFile, env_u64("IT_KILLS", 6) / 2).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_image_survives_sigkill_at_random_moments_exactly_once_in_parquet_parts(
+) -> anyhow::Result<()> {
+    sigkills_at_random_moments(Format::Parquet, env_u64("IT_KILLS", 6) / 2).await
+}
+
+async fn sigkills_at_random_moments(format: Format, kills: u64) -> anyhow::Result<()> {
     let seed = env_u64("IT_SEED", 0x5eed_2026);
-    let kills = env_u64("IT_KILLS", 6);
-    println!("seed {seed}, {kills} kills");
+    println!("seed {seed}, {kills} kills, {}", format.name());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir()?;
     let port = free_port();
@@ -35,7 +51,9 @@ async fn every_acknowledged_image_survives_sigkill_at_seeded_random_moments_exac
         dir.path(),
         &format!(
             "[wal]\nsegment_size = \"1 MiB\"\n[batch]\ninterval = \"150ms\"\n\
-             [[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:{port}\"\n"
+             [output]\nformat = \"{}\"\n\
+             [[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:{port}\"\n",
+            format.name()
         ),
     )?;
     let output = dir.path().join("data/output");

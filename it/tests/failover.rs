@@ -21,9 +21,14 @@ use rand::{Rng, SeedableRng};
 const SEED: u64 = 0xfa11_0e75;
 
 async fn ten_primary_kills(strategy: &str) -> anyhow::Result<()> {
+    primary_kills_in(strategy, "files", env_u64("IT_KILLS", 10)).await
+}
+
+async fn primary_kills_in(strategy: &str, format: &str, kills: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let p = Pipeline::new(strategy, Storage::Local)?;
-    let plan = KillPlan::local(strategy, env_u64("IT_KILLS", 10), seed(SEED));
+    p.set("output.format", format)?;
+    let plan = KillPlan::local(strategy, kills, seed(SEED));
     let r = p.check(kill_primaries(&p, plan).await)?;
     println!(
         "{strategy}: {} images, {} takeovers, {:.1} s",
@@ -53,6 +58,23 @@ async fn every_acknowledged_image_survives_ten_primary_kills_exactly_once_under_
 }
 
 /// The standby is SIGKILLed twice under load and restarted; the primary goes on alone meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_image_survives_primary_kills_exactly_once_in_sequencefile_parts_under_passive_standby(
+) -> anyhow::Result<()> {
+    primary_kills_in(
+        "passive-standby",
+        "sequencefile",
+        env_u64("IT_KILLS", 10) / 2,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_image_survives_primary_kills_exactly_once_in_parquet_parts_under_upstream_backup(
+) -> anyhow::Result<()> {
+    primary_kills_in("upstream-backup", "parquet", env_u64("IT_KILLS", 10) / 2).await
+}
+
 async fn standby_kills(strategy: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let p = Pipeline::new(strategy, Storage::Local)?;

@@ -1,7 +1,8 @@
 //! The primary-kill scenario of `failover.rs` with the checkpoint store and the output on a real HDFS
 //! (the shared MiniDFSCluster, or `HDFS_URL`): fewer kills (3, `IT_HDFS_KILLS` for more), same checks —
 //! every released image exactly once and byte for byte in the HDFS output, and a new image committed
-//! after the last takeover.
+//! after the last takeover. The output is in the HDFS default layout (`sequencefile` part files under
+//! `dt=…/hour=…`); one test runs `parquet`.
 
 use std::time::Instant;
 
@@ -9,10 +10,18 @@ use it::minidfs::MiniDfs;
 use it::pair::{env_u64, kill_primaries, seed, KillPlan};
 use it::{Pipeline, Storage};
 
+/// On HDFS the output defaults to `sequencefile` part files; `format` overrides it.
 async fn primary_kills_on_hdfs(strategy: &str) -> anyhow::Result<()> {
+    primary_kills_on_hdfs_in(strategy, None).await
+}
+
+async fn primary_kills_on_hdfs_in(strategy: &str, format: Option<&str>) -> anyhow::Result<()> {
     let dfs = MiniDfs::shared()?;
     let started = Instant::now();
     let p = Pipeline::new(strategy, Storage::Hdfs(dfs))?;
+    if let Some(format) = format {
+        p.set("output.format", format)?;
+    }
     if strategy == "passive-standby" {
         // Checkpoints that carry every uncommitted block, so takeovers load carried blocks from HDFS
         // (the local ten-kill test runs the default, `lagging`).
@@ -58,4 +67,10 @@ async fn every_acknowledged_image_survives_primary_kills_exactly_once_on_hdfs_un
 async fn every_acknowledged_image_survives_primary_kills_exactly_once_on_hdfs_under_upstream_backup(
 ) -> anyhow::Result<()> {
     primary_kills_on_hdfs("upstream-backup").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_image_survives_primary_kills_exactly_once_on_hdfs_in_parquet_parts_under_active_standby(
+) -> anyhow::Result<()> {
+    primary_kills_on_hdfs_in("active-standby", Some("parquet")).await
 }

@@ -74,7 +74,8 @@
 //!
 //! With the `failpoints` feature: `sink::put::fault` (before a staged file is written or a part
 //! file created), `sink::part::fault` (before each write into a part file; its `return(…)` names
-//! `<batch dir>/<part file>`) and `sink::publish::fault` (after the staged files are durable,
+//! `<batch dir>/<part file>`), `sink::part::after_write` (aborts the process after a write into a
+//! part file: `return` there kills it in the middle of the batch's first part) and `sink::publish::fault` (after the staged files are durable,
 //! before the rename). `return` injects an
 //! I/O error; `return(<batch dir>)` injects it only for that batch; `panic`, `sleep` and `pause`
 //! behave as in the `fail` crate.
@@ -396,6 +397,8 @@ impl OpenPart {
         let chunk = self.encoder.take();
         if !chunk.is_empty() {
             self.file.write(Bytes::from(chunk)).await?;
+            // Tests kill the process here: a part file begun and not complete.
+            fail::fail_point!("sink::part::after_write", |_| std::process::abort());
         }
         Ok(())
     }
