@@ -72,6 +72,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite committed one-file-per-image batches older than `--older-than` into packed
+    /// `sequencefile` or `parquet` batches under the same partitions, exactly once (the originals go
+    /// only after the packed batch is published; a rerun finishes what a crash left).
+    Compact {
+        /// The configuration whose `output` (and `[hdfs]`) name the output to compact.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The packed format: `sequencefile` or `parquet`.
+        #[arg(long, default_value = "sequencefile")]
+        format: crate::layout::Format,
+        /// Only batches whose batch time is at least this old (at least 1m).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The whole pipeline on the embedded defaults: a node, a sender pushing real JPEG and BMP images,
     /// verify; then one failover per strategy (the primary killed with SIGKILL) and the comparison table.
     Demo {
@@ -363,6 +380,32 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Send(s) => send(s).await,
+        Command::Compact {
+            config,
+            format,
+            older_than,
+            json,
+        } => {
+            let cfg = load_config(config.as_deref())?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            let r = crate::compact::compact(&cfg, format, older_than, now).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "compact: {} batches compacted ({} images) into {}, {} finished from an earlier run, {} younger than {} left alone",
+                    r.compacted.len(),
+                    r.images,
+                    format.name(),
+                    r.finished.len(),
+                    r.too_young,
+                    humantime::format_duration(older_than)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify {
             manifest,
             output,

@@ -8,6 +8,7 @@
 //! - [`cli`]: the `hdfs-ingest` binary's argument types and dispatch (`main` only calls [`cli::main`]).
 //! - Commands: [`demo`]; [`bench`](mod@bench) (`bench ingest`, `bench hdfs`, `bench recovery`);
 //!   [`verify`], which checks an output against a manifest (lost, duplicated, corrupt, unexpected);
+//!   [`compact`], which rewrites old one-file-per-image batches into packed ones;
 //!   [`send`], the upstream (`hdfs-ingest send`): the classic image server, a raw/framed pusher with its
 //!   retention log and failover, manifests.
 //! - [`ha`]: roles at run time — heartbeats, watching the primary, a standby taking over.
@@ -27,6 +28,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod demo;
 pub mod ha;

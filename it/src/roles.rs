@@ -327,6 +327,21 @@ impl Pipeline {
         crate::net::exec_in(ns, bin())
     }
 
+    /// Writes into `other`'s output root instead of its own (several pipelines, one root): its
+    /// configuration and what the test lists and verifies.
+    pub fn share_output_of(&mut self, other: &Pipeline) -> anyhow::Result<()> {
+        let url = match &other.output {
+            OutputAt::Local(dir) => dir.display().to_string(),
+            OutputAt::Hdfs(url) => url.clone(),
+        };
+        self.set("output.url", url)?;
+        self.output = match &other.output {
+            OutputAt::Local(dir) => OutputAt::Local(dir.clone()),
+            OutputAt::Hdfs(url) => OutputAt::Hdfs(url.clone()),
+        };
+        Ok(())
+    }
+
     /// Sets `key` (dotted) in the configuration file, before any role starts.
     pub fn set(&self, key: &str, value: impl Into<toml::Value>) -> anyhow::Result<()> {
         let mut t: toml::Table = std::fs::read_to_string(&self.config)?.parse()?;

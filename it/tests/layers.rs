@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// and of the layers below.
 const LAYERS: &[&[&str]] = &[
     &["cli"],
-    &["demo", "bench", "verify", "send"],
+    &["demo", "bench", "verify", "compact", "send"],
     &["ha"],
     &["node"],
     &["receiver", "sink", "wal"],

@@ -840,11 +840,11 @@ mod tests {
         file
     }
 
+    /// A file's metadata and records.
+    type Contents = (Vec<(String, String)>, Vec<(String, Vec<u8>)>);
+
     /// Every record of `file`, or the first error.
-    fn read_all(
-        file: &[u8],
-        options: ReaderOptions,
-    ) -> Result<(Vec<(String, String)>, Vec<(String, Vec<u8>)>), SequenceFileError> {
+    fn read_all(file: &[u8], options: ReaderOptions) -> Result<Contents, SequenceFileError> {
         let mut reader = Reader::with_options(file, options)?;
         let mut records = Vec::new();
         while let Some(record) = reader.next_record()? {

@@ -232,6 +232,9 @@ impl Node {
                 "batch {dir} (number {n}) was voided by the node that took over"
             )));
         }
+        if summary.outcome == Some(PublishOutcome::AlreadyPublished) {
+            self.check_published_by_us(n, batch_ms, &dir).await?;
+        }
         fail::fail_point!("node::commit::after_publish", |_| std::process::abort());
         let members = std::mem::take(&mut *members.lock().unwrap_or_else(|p| p.into_inner()));
         let claimed = summary.outcome.is_some();
@@ -297,6 +300,36 @@ impl Node {
               already_published = summary.outcome == Some(PublishOutcome::AlreadyPublished),
               checkpoint = %key, elapsed_ms = started.elapsed().as_millis() as u64, "batch committed");
         Ok(())
+    }
+
+    /// A batch directory found published is ours only if this pipeline's batch log holds claim `n`
+    /// for it (an earlier attempt of this batch claimed, then published, then failed). Otherwise
+    /// another writer — a pipeline with its own checkpoint store writing the same paths — published
+    /// it, and counting its directory as this batch would lose this batch's blocks: refuse, naming
+    /// the fix. The blocks stay durable and uncommitted, so nothing is lost while it is fixed.
+    async fn check_published_by_us(
+        &self,
+        n: u64,
+        batch_ms: u64,
+        dir: &str,
+    ) -> Result<(), NodeError> {
+        let claim = strategies::claims::read(&*self.inner.store, n).await?;
+        let ours = claim.as_ref().is_some_and(|c| {
+            c.batch_ms() == Some(batch_ms) && c.batch_dir().is_none_or(|d| d == dir)
+        });
+        if ours {
+            return Ok(());
+        }
+        let cfg = &self.inner.cfg;
+        Err(NodeError::Failed(format!(
+            "batch directory {dir} in {} was published by another writer, not by pipeline {} (its batch log has no claim {n} for it): \
+             pipelines that share an output root need distinct paths — give each its own node.pipeline and put {{pipeline}} in output.path \
+             (now {:?}), or give each its own batch.prefix (now {:?})",
+            self.inner.output.describe(),
+            cfg.pipeline(),
+            cfg.output.path,
+            cfg.batch.prefix
+        )))
     }
 
     /// Claims batch `n` for `members`; a claim already held by this node and epoch for the same batch

@@ -379,3 +379,45 @@ async fn a_takeover_leaves_a_live_replaced_nodes_staging_alone_and_its_late_publ
         "the old node discarded its staging"
     );
 }
+
+#[tokio::test]
+async fn a_pipeline_that_finds_its_batch_directory_published_by_another_pipeline_refuses_to_count_it(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("output");
+    let mut nodes = Vec::new();
+    for name in ["east", "west"] {
+        let root = dir.path().join(name);
+        let mut cfg = config(&root, name, Strategy::None);
+        // Both write the same paths into one root: the mistake the check exists for.
+        cfg.output.url = Some(shared.display().to_string());
+        cfg.batch.interval = std::time::Duration::from_secs(3600);
+        nodes.push(Node::open(cfg).await.unwrap());
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        node.ingest("cam", Some(i as u64), Bytes::from(vec![i as u8; 10]))
+            .await
+            .unwrap();
+    }
+    assert!(nodes[0].seal_and_commit().await.unwrap());
+    let err = match nodes[1].seal_and_commit().await {
+        Err(e) => e.to_string(),
+        Ok(_) => {
+            // Only if the two batches fell on either side of an hour boundary: nothing collided.
+            assert_eq!(batch_dirs(&dir.path().join("east")).len(), 0);
+            let published = crate::layout::read::local_batch_dirs(&shared).unwrap();
+            assert_eq!(
+                published.len(),
+                2,
+                "a collision must not pass: {published:?}"
+            );
+            return;
+        }
+    };
+    assert!(
+        err.contains("pipeline west") && err.contains("{pipeline}") && err.contains("batch.prefix"),
+        "{err}"
+    );
+    // West's block is not counted as committed: it is still pending for the retry.
+    assert!(!nodes[1].state().is_committed("cam", 1));
+}

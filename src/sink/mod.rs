@@ -417,6 +417,8 @@ impl OpenPart {
         })?;
         if !rest.is_empty() {
             file.write(Bytes::from(rest)).await?;
+            // A Parquet part's first write may be its last (one row group): written, not closed.
+            fail::fail_point!("sink::part::after_write", |_| std::process::abort());
         }
         file.close().await
     }
