@@ -75,7 +75,11 @@ pub struct HdfsArgs {
     #[arg(long, value_delimiter = ',', default_value = "16KiB,64KiB,256KiB")]
     pub sizes: Vec<ByteSize>,
     /// Layouts, comma-separated: files, sequencefile, parquet.
-    #[arg(long, value_delimiter = ',', default_value = "files,sequencefile,parquet")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "files,sequencefile,parquet"
+    )]
     pub formats: Vec<Format>,
     /// Images per batch (default: 2 s at 2,048 images/s), at most --batch-bytes of them.
     #[arg(long, default_value_t = 4096)]
@@ -212,9 +216,7 @@ pub async fn hdfs(a: HdfsArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| {
             let size = s.as_usize().max(64);
-            let pool: Vec<Bytes> = (0..64)
-                .map(|i| Bytes::from(bmp_of_size(size, i)))
-                .collect();
+            let pool: Vec<Bytes> = (0..64).map(|i| Bytes::from(bmp_of_size(size, i))).collect();
             let packed = a.batch_images.min(a.batch_bytes.as_usize() / size).max(1);
             SizePlan {
                 size,
@@ -360,7 +362,12 @@ pub async fn hdfs(a: HdfsArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let rows = summarize(&plans.iter().map(|p| p.size as u64).collect::<Vec<_>>(), &writers, &batches, &verified);
+    let rows = summarize(
+        &plans.iter().map(|p| p.size as u64).collect::<Vec<_>>(),
+        &writers,
+        &batches,
+        &verified,
+    );
     let table = layout_table(&rows);
     let targets = target_lines(&rows);
     println!("\n{table}\n{targets}");
@@ -411,7 +418,10 @@ pub async fn hdfs(a: HdfsArgs) -> anyhow::Result<ExitCode> {
         a.out.join("hdfs.md").display()
     );
     let all_verified = rows.iter().all(|r| r.verified);
-    ensure!(all_verified, "a batch read back did not match what was written");
+    ensure!(
+        all_verified,
+        "a batch read back did not match what was written"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -114,7 +114,8 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
     let cfg = crate::config::Config::load(&config)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let format = cfg.output_format();
-    let shown_output = output_url.unwrap_or_else(|| a.dir.join("data/output").display().to_string());
+    let shown_output =
+        output_url.unwrap_or_else(|| a.dir.join("data/output").display().to_string());
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(["run", "--config"])
