@@ -3,6 +3,20 @@
 //! Starts `hdfs-ingest run` as a child process on a scratch directory, pushes `--total` bytes of images
 //! framed over loopback, and prints images/s, MB/s, ack latency p50/p99 and the node's resident memory
 //! as the stream grows (sampled from /proc), so a memory leak shows as a column that keeps climbing.
+//!
+//! # Output
+//!
+//! The node's output is `<dir>/data/output` unless `--output` names another: a local directory, or
+//! `hdfs://namenode:port/dir`, where the node writes into a fresh subdirectory `bench-ingest-<pid>`
+//! that is removed afterwards (unless `--keep`). `--format` sets `output.format` (the node's default:
+//! `sequencefile` on HDFS, `files` in a directory) and `--block-size` `output.block_size`.
+//!
+//! By default the sender releases a block once the node has it durable in its WAL, so images/s is
+//! what the WAL takes. With `--until-committed` a block is released only when the batch holding it
+//! is published in the output (the `upstream-backup` release level): the push ends when the last
+//! image is in the output, and images/s and MB/s are end to end, output included. The sender keeps
+//! the unreleased blocks (at most 1 GiB), so a slow output slows the push down instead of piling up
+//! in the node's WAL.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -17,6 +31,8 @@ use bytes::Bytes;
 use crate::bench::child::{rss_of, terminate};
 use crate::bench::stats::fmt_ms;
 use crate::images::{bmp_of_size, ImageSet};
+use crate::layout::Format;
+use crate::protocol::AckLevel;
 use crate::send::push::{push, Protocol, PushOptions};
 use crate::size::ByteSize;
 
@@ -39,6 +55,19 @@ pub struct IngestArgs {
     /// latency of the WAL's group commit itself.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// The node's output: a directory or `hdfs://namenode:port/dir` (a fresh subdirectory is used).
+    /// Default: `<dir>/data/output`.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// `output.format`: files, sequencefile or parquet (default: the node's for the output).
+    #[arg(long)]
+    pub format: Option<Format>,
+    /// `output.block_size`: the HDFS block size of part files (default: the cluster's).
+    #[arg(long)]
+    pub block_size: Option<ByteSize>,
+    /// Release a block only once it is in the published output, so the figures are end to end.
+    #[arg(long)]
+    pub until_committed: bool,
     /// Scratch directory (removed afterwards unless --keep).
     #[arg(long, default_value = "./target/bench-ingest")]
     pub dir: PathBuf,
@@ -53,14 +82,40 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&a.dir)?;
     let config = a.dir.join("node.toml");
+    // On HDFS, a subdirectory of our own, removed at the end.
+    let (output_url, hdfs_run) = match a.output.as_deref() {
+        Some(url) if url.starts_with("hdfs://") || url.starts_with("viewfs://") => {
+            let (base, root) = crate::config::split_hdfs_url(url).map_err(anyhow::Error::msg)?;
+            let run = format!("{root}/bench-ingest-{}", std::process::id());
+            (Some(format!("{base}{run}")), Some((base, run)))
+        }
+        Some(dir) => (Some(dir.to_owned()), None),
+        None => (None, None),
+    };
+    let mut output = String::new();
+    if let Some(url) = &output_url {
+        output.push_str(&format!("url = {url:?}\n"));
+    }
+    if let Some(f) = a.format {
+        output.push_str(&format!("format = {:?}\n", f.name()));
+    }
+    if let Some(b) = a.block_size {
+        output.push_str(&format!("block_size = {}\n", b.as_u64()));
+    }
     std::fs::write(
         &config,
         format!(
             "[node]\ndata_dir = {:?}\n[checkpoint.store]\nkind = \"sled\"\n\
-             [[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:0\"\n",
+             [[receiver.sources]]\nkind = \"framed-listen\"\naddress = \"127.0.0.1:0\"\n\
+             [output]\n{output}",
             a.dir.join("data").display().to_string()
         ),
     )?;
+    let cfg = crate::config::Config::load(&config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let format = cfg.output_format();
+    let shown_output =
+        output_url.unwrap_or_else(|| a.dir.join("data/output").display().to_string());
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(["run", "--config"])
@@ -107,13 +162,20 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
         rate: a.rate,
         source_prefix: "bench".into(),
         progress: Some(progress.clone()),
+        release: if a.until_committed {
+            AckLevel::Committed
+        } else {
+            AckLevel::Durable
+        },
         ..PushOptions::default()
     };
     println!(
-        "bench ingest: {count} images of {} ({}) over {} streams, node pid {pid}",
+        "bench ingest: {count} images of {} ({}) over {} streams, node pid {pid}; output {shown_output} as {}; released when {}",
         ByteSize(size as u64),
         ByteSize(count * size as u64),
-        a.concurrency
+        a.concurrency,
+        format.name(),
+        if a.until_committed { "in the output" } else { "durable in the WAL" },
     );
     let total = count * size as u64;
     let sampler = {
@@ -177,6 +239,12 @@ pub async fn ingest(a: IngestArgs) -> anyhow::Result<ExitCode> {
     );
     if !a.keep {
         let _ = std::fs::remove_dir_all(&a.dir);
+        if let Some((base, run)) = hdfs_run {
+            let client = strategies::store::hdfs::build_client(&base, &Default::default())?;
+            if let Err(e) = client.delete(&run, true).await {
+                tracing::warn!(path = %run, error = %e, "could not remove the bench's HDFS output");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

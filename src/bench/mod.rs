@@ -8,9 +8,10 @@
 //!   `hdfs-ingest run` on a scratch directory, pushes `--total` bytes of images framed over
 //!   loopback, and prints images/s, MB/s, ack latency p50/p99 and the node's resident memory as the
 //!   stream grows (sampled from /proc), so a memory leak shows as a column that keeps climbing.
-//! - [`hdfs`](mod@hdfs) (`bench hdfs`): batch output to HDFS against plain hdfs-native writes of the
-//!   same bytes, in interleaved rounds so that drift hits both alike, and checkpoint write/read
-//!   latency on HDFS and on sled.
+//! - [`hdfs`](mod@hdfs) (`bench hdfs`): every output layout (`files`, `sequencefile`, `parquet`) at
+//!   every image size against plain hdfs-native writing the same bytes as one file, in interleaved
+//!   rounds so that drift hits all alike, with the NameNode objects each layout creates per 10,000
+//!   images; and checkpoint write/read latency on HDFS and on sled.
 //! - [`recovery`] (`bench recovery`): every strategy on one seeded workload, its primary killed
 //!   with SIGKILL mid-stream (or, `--fault partition`, cut off from everyone by a real network
 //!   partition), measured side by side; the module documents every figure.

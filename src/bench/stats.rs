@@ -10,7 +10,7 @@
 //!   the smallest value with at least p · n of the runs at or below it — so p99 over 5 runs is the
 //!   worst run, not an interpolation between runs that never happened.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -76,6 +76,36 @@ pub(crate) fn ms_between(from: Instant, to: Instant) -> f64 {
         to.duration_since(from).as_secs_f64() * 1e3
     } else {
         -(from.duration_since(to).as_secs_f64() * 1e3)
+    }
+}
+
+/// Cores, CPU, kernel, date: what a reader needs to compare figures across machines.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub kernel: String,
+    pub date: String,
+}
+
+pub(crate) fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    Machine {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu,
+        kernel,
+        date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     }
 }
 

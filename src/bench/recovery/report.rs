@@ -9,13 +9,14 @@
 //! ordinary run's.
 
 use std::path::Path;
-use std::time::SystemTime;
 
 use serde::Serialize;
 use strategies::Strategy;
 
 use super::plan::{Fault, Plan};
 use super::watch::RunResult;
+pub(super) use crate::bench::stats::machine;
+pub use crate::bench::stats::Machine;
 use crate::bench::stats::{p50_ratio, ratio_cell, spread, spread_cell, Spread};
 use crate::size::ByteSize;
 
@@ -182,36 +183,6 @@ fn markdown_table(rows: &[Summary], variant: bool) -> String {
         t.push_str(&line(columns.iter().map(|(_, f)| f(r)).collect()));
     }
     t
-}
-
-/// Cores, CPU, kernel, date: what a reader needs to compare figures across machines.
-#[derive(Clone, Debug, Serialize)]
-pub struct Machine {
-    pub cores: usize,
-    pub cpu: String,
-    pub kernel: String,
-    pub date: String,
-}
-
-pub(super) fn machine() -> Machine {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    Machine {
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        cpu,
-        kernel,
-        date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-    }
 }
 
 #[derive(Serialize)]
