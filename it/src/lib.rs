@@ -189,6 +189,16 @@ pub fn write_config(dir: &Path, body: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The published batch directories of a local output, at any depth of its layout (none if it does
+/// not exist): `(path relative to the output, absolute path)`, sorted.
+pub fn batch_paths(output: &Path) -> Vec<(String, PathBuf)> {
+    hdfs_ingest::layout::read::local_batch_dirs(output)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| (b.clone(), output.join(b)))
+        .collect()
+}
+
 /// The regular files under `dir`, at any depth (0 if it does not exist).
 pub fn files_under(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -83,12 +83,8 @@ async fn commit_until_acknowledged(
 /// The image files in published batch directories of `output` (staging left out).
 fn published_images(output: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    for dir in std::fs::read_dir(output).unwrap().flatten() {
-        let name = dir.file_name().to_string_lossy().into_owned();
-        if name.starts_with('_') || !dir.file_type().unwrap().is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+    for (_, dir) in it::batch_paths(output) {
+        for f in std::fs::read_dir(dir).unwrap().flatten() {
             out.push(f.file_name().to_string_lossy().into_owned());
         }
     }

@@ -17,12 +17,8 @@ use rand::{Rng, SeedableRng};
 /// Every file of a local output but staging: its hash and modification time.
 fn output_files(output: &Path) -> anyhow::Result<BTreeMap<PathBuf, (String, SystemTime)>> {
     let mut out = BTreeMap::new();
-    for batch in std::fs::read_dir(output)? {
-        let batch = batch?;
-        if batch.file_name() == "_temporary" || !batch.file_type()?.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(batch.path())? {
+    for (_, batch) in it::batch_paths(output) {
+        for f in std::fs::read_dir(batch)? {
             let f = f?;
             let data = std::fs::read(f.path())?;
             out.insert(f.path(), (sha256_hex(&data), f.metadata()?.modified()?));
@@ -34,18 +30,10 @@ fn output_files(output: &Path) -> anyhow::Result<BTreeMap<PathBuf, (String, Syst
 /// The batch directories of a local output that hold images (not only `_VOID`/`_`-files).
 fn batches_with_images(output: &Path) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(output) else {
-        return Ok(out);
-    };
-    for batch in rd {
-        let batch = batch?;
-        let name = batch.file_name().to_string_lossy().into_owned();
-        if name.starts_with('_') || !batch.file_type()?.is_dir() {
-            continue;
-        }
+    for (name, batch) in it::batch_paths(output) {
         let mut images = 0;
         let mut void = false;
-        for f in std::fs::read_dir(batch.path())? {
+        for f in std::fs::read_dir(batch)? {
             let n = f?.file_name();
             let n = n.to_string_lossy();
             void |= n == VOID_FILE;

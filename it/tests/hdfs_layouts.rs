@@ -241,3 +241,66 @@ async fn hadoops_own_readers_and_parquet_mr_read_every_packed_image_back_byte_fo
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_packs_old_files_batches_on_hdfs_and_hadoops_reader_reads_every_image_back(
+) -> anyhow::Result<()> {
+    let dfs = MiniDfs::shared()?;
+    let root = unique_dir("layouts-compact");
+    let url = format!("{}{root}", dfs.url());
+    let out = HdfsOutput::connect(&url, HdfsOptions::default()).await?;
+    let files = layout(Format::Files, PathTemplate::DEFAULT);
+    let now = 1_796_236_611_000;
+    let mut sent = Vec::new();
+    for b in 0..3u64 {
+        let batch = blocks(b + 1, 12);
+        sent.extend(batch.clone());
+        // Two hours old.
+        write(&out, &files, now - 7_200_000 + b * 2000, batch).await?;
+    }
+    let mut cfg = hdfs_ingest::config::Config::default();
+    cfg.output.url = Some(url.clone());
+    let r = hdfs_ingest::compact::compact(
+        &cfg,
+        Format::SequenceFile,
+        std::time::Duration::from_secs(3600),
+        now,
+    )
+    .await?;
+    assert_eq!((r.compacted.len(), r.images), (3, 36), "{r:?}");
+    // The originals are gone; only packed part files hold images now.
+    let listing = out.client().list_status(&root, true).await?;
+    assert!(
+        listing
+            .iter()
+            .all(|s| s.isdir || s.path.ends_with(".seq") || s.path.ends_with("_analysis.jsonl")),
+        "{:?}",
+        listing.iter().map(|s| &s.path).collect::<Vec<_>>()
+    );
+    let seq = part_urls(dfs, &out, &root, ".seq").await;
+    assert_eq!(seq.len(), 3);
+    assert!(
+        seq.iter()
+            .all(|u| u.contains("/dt=2026-12-02/hour=16/packed-images-")),
+        "{seq:?}"
+    );
+    let read = tokio::task::spawn_blocking(move || readers::read_sequence_files(&seq)).await??;
+    let mut got: Vec<_> = read
+        .iter()
+        .map(|r| (r.name.clone(), r.length, r.crc32))
+        .collect();
+    got.sort();
+    let mut want: Vec<_> = sent
+        .iter()
+        .map(|b| {
+            (
+                format!("{}-{}.jpg", b.source, b.seq),
+                b.bytes.len() as u64,
+                crc32fast::hash(&b.bytes),
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    Ok(())
+}

@@ -53,10 +53,9 @@ async fn the_python_client_in_the_protocol_doc_works() -> anyhow::Result<()> {
     );
     assert!(stdout.lines().any(|l| l == "durable 0"), "{stdout}");
     let output = n.stop().await?;
-    let stored: Vec<_> = std::fs::read_dir(&output)?
-        .flatten()
-        .filter(|b| !b.file_name().to_string_lossy().starts_with('_'))
-        .map(|b| b.path().join("cam-7-0.jpg"))
+    let stored: Vec<_> = hdfs_ingest::layout::read::local_batch_dirs(&output)?
+        .into_iter()
+        .map(|b| output.join(b).join("cam-7-0.jpg"))
         .filter(|p| p.exists())
         .collect();
     assert_eq!(stored.len(), 1);

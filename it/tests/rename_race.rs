@@ -31,12 +31,8 @@ fn config(root: &Path, name: &str) -> Config {
 /// Every published batch directory and the files in it (staging left out).
 fn published(output: &Path) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(output).unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == STAGING_DIR || !entry.file_type().unwrap().is_dir() {
-            continue;
-        }
-        let mut files: Vec<String> = std::fs::read_dir(entry.path())
+    for (name, entry) in it::batch_paths(output) {
+        let mut files: Vec<String> = std::fs::read_dir(entry)
             .unwrap()
             .flatten()
             .map(|f| f.file_name().to_string_lossy().into_owned())

@@ -102,12 +102,9 @@ fn with_grace_5s(cfg: &Path) -> anyhow::Result<()> {
 /// Every image file in the output, by name.
 fn output_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir.join("data/output")) {
-        for d in rd.flatten() {
-            if d.file_name().to_string_lossy().starts_with('_') {
-                continue;
-            }
-            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+    {
+        for (_, d) in it::batch_paths(&dir.join("data/output")) {
+            for f in std::fs::read_dir(d).into_iter().flatten().flatten() {
                 let name = f.file_name().to_string_lossy().into_owned();
                 if !name.starts_with('_') {
                     out.push(name);

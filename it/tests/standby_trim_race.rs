@@ -105,10 +105,9 @@ async fn a_standby_trim_keeps_a_segment_whose_block_is_durable_but_not_yet_marke
     standby.become_primary().await.unwrap();
     assert!(standby.seal_and_commit().await.unwrap());
     let out = dir.path().join("output");
-    let found: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .flat_map(|b| std::fs::read_dir(b.path()).into_iter().flatten().flatten())
+    let found: Vec<String> = it::batch_paths(&out)
+        .into_iter()
+        .flat_map(|(_, b)| std::fs::read_dir(b).into_iter().flatten().flatten())
         .map(|f| f.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("cam-"))
         .collect();

@@ -103,7 +103,7 @@ pub fn inspect(file: &str, source: &str, seq: u64, bytes: &[u8]) -> ImageReport 
         }
     };
 
-    let report = ImageReport {
+    ImageReport {
         file: file.to_owned(),
         source: source.to_owned(),
         seq,
@@ -114,8 +114,7 @@ pub fn inspect(file: &str, source: &str, seq: u64, bytes: &[u8]) -> ImageReport 
         crc32: crc32fast::hash(bytes),
         valid: error.is_none(),
         error,
-    };
-    report
+    }
 }
 
 fn describe_error(err: &imagesize::ImageError, len: usize) -> String {

@@ -614,43 +614,6 @@ impl StagedBatch for LocalStagedBatch {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_portable_rename_refuses_an_existing_destination_and_moves_otherwise() {
-        let dir = tempfile::tempdir().unwrap();
-        let from = dir.path().join("staged");
-        std::fs::create_dir(&from).unwrap();
-        std::fs::write(from.join("f"), b"new").unwrap();
-        let taken = dir.path().join("taken");
-        std::fs::create_dir(&taken).unwrap();
-
-        let err = rename_checked(&from, &taken).expect_err("destination exists");
-        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
-        assert!(from.join("f").exists() && !taken.join("f").exists());
-
-        let free = dir.path().join("free");
-        rename_checked(&from, &free).unwrap();
-        assert_eq!(std::fs::read(free.join("f")).unwrap(), b"new");
-        assert!(!from.exists());
-    }
-
-    #[test]
-    fn the_noreplace_rename_refuses_an_existing_empty_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let from = dir.path().join("staged");
-        std::fs::create_dir(&from).unwrap();
-        let to = dir.path().join("published");
-        std::fs::create_dir(&to).unwrap();
-
-        let err = rename_noreplace(&from, &to).expect_err("destination exists");
-        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
-        assert!(from.is_dir() && to.is_dir());
-    }
-}
-
 /// A staged file written in pieces; made durable with the rest of the batch at publish.
 struct LocalStagedFile {
     output: String,
@@ -703,5 +666,42 @@ impl StagedFile for LocalStagedFile {
                 io::Error::other("an earlier write of this file failed"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_portable_rename_refuses_an_existing_destination_and_moves_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("staged");
+        std::fs::create_dir(&from).unwrap();
+        std::fs::write(from.join("f"), b"new").unwrap();
+        let taken = dir.path().join("taken");
+        std::fs::create_dir(&taken).unwrap();
+
+        let err = rename_checked(&from, &taken).expect_err("destination exists");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(from.join("f").exists() && !taken.join("f").exists());
+
+        let free = dir.path().join("free");
+        rename_checked(&from, &free).unwrap();
+        assert_eq!(std::fs::read(free.join("f")).unwrap(), b"new");
+        assert!(!from.exists());
+    }
+
+    #[test]
+    fn the_noreplace_rename_refuses_an_existing_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("staged");
+        std::fs::create_dir(&from).unwrap();
+        let to = dir.path().join("published");
+        std::fs::create_dir(&to).unwrap();
+
+        let err = rename_noreplace(&from, &to).expect_err("destination exists");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(from.is_dir() && to.is_dir());
     }
 }

@@ -288,30 +288,46 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The `(source, seq)` of the images in one file of a batch: the file itself, or the images of a
+/// packed part file.
+fn images_of(name: &str, data: impl FnOnce() -> Option<bytes::Bytes>) -> Vec<(String, u64)> {
+    let names: Vec<String> = match crate::layout::Format::of_part_name(name) {
+        Some(format) => data()
+            .and_then(|d| crate::layout::read::decode_part(format, d).ok())
+            .map(|images| images.into_iter().map(|(n, _)| n).collect())
+            .unwrap_or_default(),
+        None => vec![name.to_owned()],
+    };
+    names
+        .iter()
+        .filter_map(|n| crate::verify::parse_image_name(n).map(|(s, q)| (s.to_string(), q)))
+        .collect()
+}
+
 /// The images of batch directories published since the last call (a batch is published with one
-/// rename, so a directory seen is complete).
+/// rename, so a directory seen is complete), in any layout.
 fn new_batches(output: &Path, known: &mut HashSet<String>) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(output) else {
+    let Ok(batches) = crate::layout::read::local_batch_dirs(output) else {
         return out;
     };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('_') || name.starts_with('.') || known.contains(&name) {
+    for batch in batches {
+        if known.contains(&batch) {
             continue;
         }
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        if let Ok(files) = std::fs::read_dir(e.path()) {
-            for f in files.flatten() {
-                let fname = f.file_name().to_string_lossy().into_owned();
-                if let Some((source, seq)) = crate::verify::parse_image_name(&fname) {
-                    out.push((source.to_string(), seq));
-                }
+        let dir = output.join(&batch);
+        if let Ok(files) = crate::layout::read::local_batch_files(&dir) {
+            for f in files {
+                let fname = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.extend(images_of(&fname, || {
+                    std::fs::read(&f).ok().map(bytes::Bytes::from)
+                }));
             }
         }
-        known.insert(name);
+        known.insert(batch);
     }
     out
 }
@@ -323,23 +339,46 @@ async fn new_hdfs_batches(
     known: &mut HashSet<String>,
 ) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    let Ok(dirs) = client.list_status(output, false).await else {
+    let Ok(all) = client.list_status(output, true).await else {
         return out;
     };
-    for d in dirs.into_iter().filter(|d| d.isdir) {
-        let name = d.path.rsplit('/').next().unwrap_or_default().to_string();
-        if name.starts_with('_') || name.starts_with('.') || known.contains(&name) {
+    // Every file's batch is its directory; staging and hidden names are skipped.
+    let mut by_batch: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in all.into_iter().filter(|f| !f.isdir) {
+        let Some(rel) = f
+            .path
+            .strip_prefix(output)
+            .map(|r| r.trim_start_matches('/'))
+        else {
+            continue;
+        };
+        let Some((batch, name)) = rel.rsplit_once('/') else {
+            continue;
+        };
+        if batch.split('/').any(|p| p.starts_with(['_', '.'])) || name.starts_with(['_', '.']) {
             continue;
         }
-        if let Ok(files) = client.list_status(&format!("{output}/{name}"), false).await {
-            for f in files {
-                let fname = f.path.rsplit('/').next().unwrap_or_default();
-                if let Some((source, seq)) = crate::verify::parse_image_name(fname) {
-                    out.push((source.to_string(), seq));
-                }
-            }
+        by_batch
+            .entry(batch.to_owned())
+            .or_default()
+            .push(name.to_owned());
+    }
+    for (batch, files) in by_batch {
+        if known.contains(&batch) {
+            continue;
         }
-        known.insert(name);
+        for name in files {
+            let data = if crate::layout::Format::of_part_name(&name).is_some() {
+                match client.read(&format!("{output}/{batch}/{name}")).await {
+                    Ok(r) => r.read_range(0, r.file_length()).await.ok(),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            out.extend(images_of(&name, || data));
+        }
+        known.insert(batch);
     }
     out
 }
