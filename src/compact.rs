@@ -75,32 +75,7 @@ impl Tree {
                 Ok(out)
             }
             Tree::Hdfs { client, root } => {
-                let mut out = Vec::new();
-                let mut dirs = vec![String::new()];
-                while let Some(rel) = dirs.pop() {
-                    let path = if rel.is_empty() {
-                        root.clone()
-                    } else {
-                        format!("{root}/{rel}")
-                    };
-                    let listing = client.list_status(&path, false).await?;
-                    let name = |p: &str| p.rsplit('/').next().unwrap_or("").to_owned();
-                    if !rel.is_empty() && listing.iter().any(|e| !e.isdir) {
-                        out.push((rel, listing.iter().map(|e| name(&e.path)).collect()));
-                        continue;
-                    }
-                    for e in listing.iter().filter(|e| e.isdir) {
-                        let n = name(&e.path);
-                        if !n.starts_with(['_', '.']) {
-                            dirs.push(if rel.is_empty() {
-                                n
-                            } else {
-                                format!("{rel}/{n}")
-                            });
-                        }
-                    }
-                }
-                Ok(out)
+                Ok(crate::layout::read::hdfs_batch_dirs(client, root).await?)
             }
         }
     }

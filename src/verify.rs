@@ -172,39 +172,21 @@ async fn scan_hdfs_output(
     let client =
         strategies::store::hdfs::build_client(&base, options).map_err(|e| err(e.to_string()))?;
     let mut out = Vec::new();
-    // Depth first, as the local walk: a directory with a file in it is a batch, one with only
-    // directories a partition.
-    let mut dirs = vec![root.clone()];
-    while let Some(dir) = dirs.pop() {
-        let entries = client
-            .list_status(&dir, false)
-            .await
-            .map_err(|e| err(format!("{dir}: {e}")))?;
-        let visible = |p: &str| {
-            let n = p.rsplit('/').next().unwrap_or("");
-            !n.starts_with('.') && !n.starts_with('_')
-        };
-        let is_batch = dir != root && entries.iter().any(|e| !e.isdir);
-        if !is_batch {
-            dirs.extend(
-                entries
-                    .iter()
-                    .filter(|e| e.isdir && visible(&e.path))
-                    .map(|e| e.path.clone()),
-            );
-            continue;
-        }
-        for f in entries.iter().filter(|e| !e.isdir && visible(&e.path)) {
-            let name = f.path.rsplit('/').next().unwrap_or("").to_string();
+    let batches = crate::layout::read::hdfs_batch_dirs(&client, &root)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    for (batch, names) in batches {
+        for name in names.iter().filter(|n| !n.starts_with(['_', '.'])) {
+            let path = format!("{root}/{batch}/{name}");
             let reader = client
-                .read(&f.path)
+                .read(&path)
                 .await
-                .map_err(|e| err(format!("{}: {e}", f.path)))?;
+                .map_err(|e| err(format!("{path}: {e}")))?;
             let data = reader
                 .read_range(0, reader.file_length())
                 .await
-                .map_err(|e| err(format!("{}: {e}", f.path)))?;
-            images_of(&name, &format!("{base}{}", f.path), data, &mut out)?;
+                .map_err(|e| err(format!("{path}: {e}")))?;
+            images_of(name, &format!("{base}{path}"), data, &mut out)?;
         }
     }
     Ok(out)

@@ -454,34 +454,12 @@ impl Pipeline {
                 let (base, root) =
                     hdfs_ingest::config::split_hdfs_url(url).map_err(|e| anyhow!(e))?;
                 let client = strategies::store::hdfs::build_client(&base, &self.hdfs_options())?;
-                let mut dirs = vec![String::new()];
-                while let Some(rel) = dirs.pop() {
-                    let path = if rel.is_empty() {
-                        root.clone()
-                    } else {
-                        format!("{root}/{rel}")
-                    };
-                    let listing = match client.list_status(&path, false).await {
-                        Ok(l) => l,
-                        Err(hdfs_native::HdfsError::FileNotFound(_)) => continue,
-                        Err(e) => return Err(e.into()),
-                    };
-                    let name_of = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
-                    if !rel.is_empty() && listing.iter().any(|e| !e.isdir) {
-                        out.push((rel, listing.iter().map(|f| name_of(&f.path)).collect()));
-                        continue;
-                    }
-                    for e in listing.iter().filter(|e| e.isdir) {
-                        let name = name_of(&e.path);
-                        if !name.starts_with(['_', '.']) {
-                            dirs.push(if rel.is_empty() {
-                                name
-                            } else {
-                                format!("{rel}/{name}")
-                            });
-                        }
-                    }
-                }
+                out = match hdfs_ingest::layout::read::hdfs_batch_dirs(&client, &root).await {
+                    Ok(b) => b,
+                    // Nothing published yet.
+                    Err(hdfs_native::HdfsError::FileNotFound(_)) => Vec::new(),
+                    Err(e) => return Err(e.into()),
+                };
             }
         }
         Ok(out)

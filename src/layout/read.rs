@@ -66,6 +66,47 @@ fn walk(dir: &Path, rel: String, out: &mut Vec<String>) -> io::Result<()> {
     Ok(())
 }
 
+/// [`local_batch_dirs`] on HDFS: every batch directory under the absolute directory `root`, relative
+/// to it, with the names of its entries (files and directories, `_`-files included), sorted. A
+/// missing `root` is an error (`FileNotFound`); a directory that vanishes during the walk (renamed
+/// or removed) is skipped.
+pub async fn hdfs_batch_dirs(
+    client: &hdfs_native::Client,
+    root: &str,
+) -> Result<Vec<(String, Vec<String>)>, hdfs_native::HdfsError> {
+    let mut out = Vec::new();
+    let mut dirs = vec![String::new()];
+    while let Some(rel) = dirs.pop() {
+        let path = if rel.is_empty() {
+            root.to_owned()
+        } else {
+            format!("{root}/{rel}")
+        };
+        let listing = match client.list_status(&path, false).await {
+            Ok(l) => l,
+            Err(hdfs_native::HdfsError::FileNotFound(_)) if !rel.is_empty() => continue,
+            Err(e) => return Err(e),
+        };
+        let name = |p: &str| p.rsplit('/').next().unwrap_or("").to_owned();
+        if !rel.is_empty() && listing.iter().any(|e| !e.isdir) {
+            out.push((rel, listing.iter().map(|e| name(&e.path)).collect()));
+            continue;
+        }
+        for e in listing.iter().filter(|e| e.isdir) {
+            let n = name(&e.path);
+            if !n.starts_with(['_', '.']) {
+                dirs.push(if rel.is_empty() {
+                    n
+                } else {
+                    format!("{rel}/{n}")
+                });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Every image file or part file of a local batch directory (not `_`- or `.`-files), sorted by name.
 pub fn local_batch_files(batch: &Path) -> io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(batch)?
