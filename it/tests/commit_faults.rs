@@ -148,6 +148,94 @@ async fn a_checkpoint_write_that_fails_after_the_publish_still_sends_the_committ
     );
 }
 
+/// The race a primary that is alive but cut off runs into: it passes its fence check, is held at the
+/// checkpoint write while another node takes over (and counts the batch, published already, as
+/// committed), then writes its checkpoint. That late checkpoint is inert (an older epoch is never the
+/// newest), but the old node must not acknowledge anything on it: it re-checks its fence after the
+/// write and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_replaced_while_it_writes_its_checkpoint_acknowledges_nothing_and_stops_fenced() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let cfg = it::node_config(&root, "old", Strategy::UpstreamBackup);
+    let output = cfg.output_dir();
+    let (old, mut acks) = node_with_blocks(cfg, 3).await;
+
+    // Held after its fence check, the old node waits while the new node opens: a takeover in a
+    // thread of its own (the failpoint's callback is synchronous).
+    let new_node: Arc<std::sync::Mutex<Option<(Node, tokio::runtime::Runtime)>>> = Arc::default();
+    {
+        let (root, new_node) = (root.clone(), new_node.clone());
+        fail::cfg_callback("node::commit::before_checkpoint", move || {
+            let root = root.clone();
+            let opened = std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                let node = rt
+                    .block_on(Node::open(it::node_config(
+                        &root,
+                        "new",
+                        Strategy::UpstreamBackup,
+                    )))
+                    .expect("the takeover goes through while the old node is held");
+                (node, rt)
+            })
+            .join()
+            .unwrap();
+            *new_node.lock().unwrap() = Some(opened);
+        })
+        .unwrap();
+    }
+    let outcome = old.seal_and_commit().await;
+    fail::remove("node::commit::before_checkpoint");
+    let (new, rt) = new_node
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the failpoint was not hit");
+    assert!(new.epoch() > old.epoch());
+
+    let err = outcome.expect_err("the replaced node's commit must not succeed");
+    assert!(matches!(err, NodeError::Fenced(_)), "{err}");
+    assert_eq!(
+        committed_acks(&mut acks),
+        Vec::<u64>::new(),
+        "nothing is acknowledged on a checkpoint written after a newer epoch was claimed"
+    );
+    assert!(old.stop_reason().is_some_and(|r| r.contains("fenced")));
+    // The new node counted the published batch as committed; each image is in the output once.
+    let resent = std::thread::scope(|s| {
+        s.spawn(|| {
+            rt.block_on(async {
+                let mut out = Vec::new();
+                for seq in 0..3 {
+                    out.push(
+                        new.ingest("cam", Some(seq), Bytes::from(format!("img{seq}")))
+                            .await,
+                    );
+                }
+                out
+            })
+        })
+        .join()
+        .unwrap()
+    });
+    for (seq, r) in resent.into_iter().enumerate() {
+        let r = r.unwrap();
+        assert!(
+            r.duplicate && r.committed,
+            "seq {seq}: the new node counts the claimant's published batch as committed"
+        );
+    }
+    assert_eq!(
+        published_images(&output),
+        vec!["cam-0.bin", "cam-1.bin", "cam-2.bin"]
+    );
+    drop(new);
+    drop(old);
+    rt.shutdown_background();
+}
+
 /// An ext4 image on a loop device, mounted for one test, that the test can freeze (`fsfreeze -f`:
 /// every write into it blocks in the kernel until thawed). Thawed and unmounted when dropped.
 struct Freezable {

@@ -266,6 +266,14 @@ impl Node {
             fail::fail_point!("node::commit::before_checkpoint");
             let key = self.inner.checkpointer.write(&snapshot).await?;
             progress.fetch_add(1, Ordering::Release);
+            // The fence check above and the write are two steps: a node cut off between them (its
+            // write stalled in a partition, then let through) may have been replaced meanwhile. Its
+            // checkpoint is inert then — an older epoch is never the newest — but it must not
+            // acknowledge on it: only a node still current after its write sends committed acks.
+            if let Some(reason) = self.stop_reason().filter(|r| r.contains("fenced")) {
+                return Err(NodeError::Fenced(reason));
+            }
+            self.check_fence().await?;
             key
         };
         fail::fail_point!("node::commit::after_checkpoint", |_| std::process::abort());
