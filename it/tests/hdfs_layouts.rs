@@ -104,6 +104,22 @@ async fn three_hundred_batches_commit_under_partitions_where_the_flat_root_fails
     Ok(())
 }
 
+/// `(name, length, crc32)` of SequenceFile records as Hadoop's reader returned them, after checking
+/// that each key records the format, the length and the CRC-32 of the value Hadoop read.
+fn named_records(records: &[readers::SeqRecord]) -> Vec<(String, u64, u32)> {
+    records
+        .iter()
+        .map(|r| {
+            let key = hdfs_ingest::layout::RecordKey::parse(&r.name)
+                .unwrap_or_else(|e| panic!("{}: {e}", r.file));
+            assert_eq!(key.format, Some("jpeg"), "{}: key {}", r.file, r.name);
+            assert_eq!(key.size, Some(r.length), "{}: key {}", r.file, r.name);
+            assert_eq!(key.crc32, Some(r.crc32), "{}: key {}", r.file, r.name);
+            (key.name.to_owned(), r.length, r.crc32)
+        })
+        .collect()
+}
+
 /// The part files of every batch under `root` (an HDFS path), as URLs.
 async fn part_urls(dfs: &MiniDfs, out: &HdfsOutput, root: &str, ext: &str) -> Vec<String> {
     let mut urls: Vec<String> = out
@@ -166,18 +182,12 @@ async fn hadoops_own_readers_and_parquet_mr_read_every_packed_image_back_byte_fo
     );
     let urls = seq.clone();
     let read = tokio::task::spawn_blocking(move || readers::read_sequence_files(&urls)).await??;
-    let mut got: Vec<_> = read
-        .iter()
-        .map(|r| (r.name.clone(), r.length, r.crc32))
-        .collect();
+    let mut got = named_records(&read);
     got.sort();
     assert_eq!(got, want(Format::SequenceFile), "SequenceFile.Reader");
     let urls = seq.clone();
     let text = tokio::task::spawn_blocking(move || readers::read_with_fs_text(&urls)).await??;
-    let mut got: Vec<_> = text
-        .iter()
-        .map(|r| (r.name.clone(), r.length, r.crc32))
-        .collect();
+    let mut got = named_records(&text);
     got.sort();
     assert_eq!(got, want(Format::SequenceFile), "hadoop fs -text");
     let urls = seq.clone();
@@ -285,10 +295,7 @@ async fn compact_packs_old_files_batches_on_hdfs_and_hadoops_reader_reads_every_
         "{seq:?}"
     );
     let read = tokio::task::spawn_blocking(move || readers::read_sequence_files(&seq)).await??;
-    let mut got: Vec<_> = read
-        .iter()
-        .map(|r| (r.name.clone(), r.length, r.crc32))
-        .collect();
+    let mut got = named_records(&read);
     got.sort();
     let mut want: Vec<_> = sent
         .iter()

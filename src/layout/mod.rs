@@ -5,8 +5,13 @@
 //!
 //! - [`Format::Files`]: one file per image, `<source>-<seq>.<ext>` (the default for a local
 //!   directory, and what Spark's `saveAsNewAPIHadoopFiles` of single images looks like).
-//! - [`Format::SequenceFile`]: Hadoop SequenceFiles `part-NNNNN.seq` of `(Text name, BytesWritable
-//!   image)` ([`sequencefile`]), the pair the classic Spark image pipeline writes.
+//! - [`Format::SequenceFile`]: Hadoop SequenceFiles `part-NNNNN.seq` of `(Text key, BytesWritable
+//!   image)` ([`sequencefile`]), the pair the classic Spark image pipeline writes. A SequenceFile's
+//!   metadata is in its header, written before its images are known, so what a reader needs to check
+//!   an image is in its key ([`record_key`]): `<source>-<seq>.<ext>#format=jpeg&size=65536&crc32=0a1b2c3d`
+//!   — the `files` layout's name, then, after `#` (like a URL fragment; `key.split('#')` gives the
+//!   name), the analysis format, the byte length and the CRC-32 (IEEE, 8 hex digits) of the value.
+//!   [`read::decode_part`] checks both against the value.
 //! - [`Format::Parquet`]: Parquet files `part-NNNNN.parquet` ([`parquet`]), one row per image with its
 //!   name, source, seq, batch time, format, width, height, CRC-32 and bytes.
 //!
@@ -163,6 +168,76 @@ pub struct PackedImage<'a> {
     pub bytes: &'a [u8],
 }
 
+/// The key of image `image`'s SequenceFile record (see the module doc).
+pub fn record_key(image: &PackedImage<'_>) -> String {
+    format!(
+        "{}#format={}&size={}&crc32={:08x}",
+        image.name,
+        image.format,
+        image.bytes.len(),
+        image.crc32
+    )
+}
+
+/// A SequenceFile record key read back: the image's name and what the key says of its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey<'a> {
+    pub name: &'a str,
+    pub format: Option<&'a str>,
+    pub size: Option<u64>,
+    pub crc32: Option<u32>,
+}
+
+impl<'a> RecordKey<'a> {
+    /// Parses `key`; a key without `#` is a bare name (a file packed by another writer). Unknown
+    /// fields after `#` are ignored (a later version may add some); a known one that does not parse
+    /// is an error naming it.
+    pub fn parse(key: &'a str) -> Result<RecordKey<'a>, String> {
+        let (name, fields) = key.rsplit_once('#').unwrap_or((key, ""));
+        let mut out = RecordKey {
+            name,
+            format: None,
+            size: None,
+            crc32: None,
+        };
+        for field in fields.split('&').filter(|f| !f.is_empty()) {
+            let (k, v) = field.split_once('=').unwrap_or((field, ""));
+            let bad = || format!("record key {key:?}: field {k} = {v:?} does not parse");
+            match k {
+                "format" => out.format = Some(v),
+                "size" => out.size = Some(v.parse().map_err(|_| bad())?),
+                "crc32" if v.len() == 8 => {
+                    out.crc32 = Some(u32::from_str_radix(v, 16).map_err(|_| bad())?)
+                }
+                "crc32" => return Err(bad()),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks the value against the key's size and CRC-32: an error says which differs.
+    pub fn check(&self, value: &[u8]) -> Result<(), String> {
+        if let Some(size) = self.size.filter(|s| *s != value.len() as u64) {
+            return Err(format!(
+                "image {}: its key says {size} bytes, its value has {}",
+                self.name,
+                value.len()
+            ));
+        }
+        if let Some(crc) = self.crc32 {
+            let actual = crc32fast::hash(value);
+            if crc != actual {
+                return Err(format!(
+                    "image {}: its key says CRC-32 {crc:08x}, its value's is {actual:08x}",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Encodes one part file into memory, drained by the caller after every image so that the part
 /// streams out. Errors are the encoder's own (Parquet); the caller adds the path.
 pub trait PartEncoder: Send {
@@ -201,7 +276,7 @@ struct SequenceFilePart {
 impl PartEncoder for SequenceFilePart {
     fn append(&mut self, image: &PackedImage<'_>) -> Result<(), String> {
         self.writer
-            .try_append(image.name, image.bytes)
+            .try_append(&record_key(image), image.bytes)
             .map_err(|e| e.to_string())
     }
     fn take(&mut self) -> Vec<u8> {
@@ -233,6 +308,61 @@ mod tests {
         );
         assert_eq!(Format::of_part_name("cam-1-3.jpg"), None);
         assert_eq!(Layout::flat("images").part_name(0), None);
+    }
+
+    fn image<'a>(bytes: &'a [u8]) -> PackedImage<'a> {
+        PackedImage {
+            name: "cam-1-42.jpg",
+            source: "cam-1",
+            seq: 42,
+            batch_ms: 1_000,
+            format: "jpeg",
+            width: None,
+            height: None,
+            crc32: crc32fast::hash(bytes),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_record_key_carries_the_name_format_size_and_crc_and_parses_back() {
+        let bytes = b"\xff\xd8 an image";
+        let key = record_key(&image(bytes));
+        assert_eq!(
+            key,
+            format!(
+                "cam-1-42.jpg#format=jpeg&size=11&crc32={:08x}",
+                crc32fast::hash(bytes)
+            )
+        );
+        let parsed = RecordKey::parse(&key).unwrap();
+        assert_eq!(parsed.name, "cam-1-42.jpg");
+        assert_eq!(parsed.format, Some("jpeg"));
+        assert_eq!(parsed.size, Some(11));
+        assert_eq!(parsed.check(bytes), Ok(()));
+        // A bare name (another writer's file) has nothing to check; unknown fields are ignored.
+        let bare = RecordKey::parse("img-3.bin").unwrap();
+        assert_eq!(
+            (bare.name, bare.size, bare.crc32),
+            ("img-3.bin", None, None)
+        );
+        assert_eq!(bare.check(b"anything"), Ok(()));
+        assert_eq!(RecordKey::parse("a.jpg#later=1").unwrap().name, "a.jpg");
+    }
+
+    #[test]
+    fn a_value_that_disagrees_with_its_key_is_named_with_what_differs() {
+        let bytes = b"\xff\xd8 an image";
+        let key = record_key(&image(bytes));
+        let parsed = RecordKey::parse(&key).unwrap();
+        let flipped = b"\xff\xd8 an imagf";
+        let e = parsed.check(flipped).unwrap_err();
+        assert!(e.contains("cam-1-42.jpg") && e.contains("CRC-32"), "{e}");
+        let e = parsed.check(b"short").unwrap_err();
+        assert!(e.contains("11 bytes") && e.contains("has 5"), "{e}");
+        let e = RecordKey::parse("a.jpg#crc32=xyz").unwrap_err();
+        assert!(e.contains("crc32") && e.contains("a.jpg#crc32=xyz"), "{e}");
+        assert!(RecordKey::parse("a.jpg#size=ten").is_err());
     }
 
     #[test]

@@ -121,7 +121,8 @@ pub fn local_batch_files(batch: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The images of a part file of `format`, as `(name, bytes)` in file order.
+/// The images of a part file of `format`, as `(name, bytes)` in file order. A SequenceFile record
+/// whose value disagrees with the size or CRC-32 its key records is an error naming the image.
 pub fn decode_part(format: Format, data: Bytes) -> Result<Vec<(String, Bytes)>, String> {
     match format {
         Format::Files => Err("a files batch has no part files".into()),
@@ -130,7 +131,9 @@ pub fn decode_part(format: Format, data: Bytes) -> Result<Vec<(String, Bytes)>, 
                 sequencefile::Reader::new(io::Cursor::new(data)).map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             while let Some((key, value)) = reader.next_record().map_err(|e| e.to_string())? {
-                out.push((key, Bytes::from(value)));
+                let key = super::RecordKey::parse(&key)?;
+                key.check(&value)?;
+                out.push((key.name.to_owned(), Bytes::from(value)));
             }
             Ok(out)
         }

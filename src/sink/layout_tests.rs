@@ -195,3 +195,42 @@ async fn a_write_that_fails_in_the_middle_of_a_part_file_publishes_nothing_and_t
         );
     }
 }
+
+/// A SequenceFile has no checksum of its own: a flipped bit in an image's bytes reads back as a
+/// well-formed record. The key's CRC-32 is what catches it.
+#[tokio::test]
+async fn a_flipped_byte_in_a_sequencefile_image_is_caught_by_its_keys_crc_naming_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = LocalOutput::new(dir.path()).unwrap();
+    let sent = blocks(3, 500);
+    let summary = write(
+        &output,
+        &layout(Format::SequenceFile),
+        1_796_236_611_000,
+        sent.clone(),
+    )
+    .await;
+    assert_eq!(summary.outcome, Some(PublishOutcome::Published));
+    let part = dir
+        .path()
+        .join("dt=2026-12-02/hour=18/images-1796236611000/part-00000.seq");
+    let mut data = std::fs::read(&part).unwrap();
+    assert_eq!(
+        decode_part(Format::SequenceFile, Bytes::from(data.clone()))
+            .unwrap()
+            .len(),
+        3
+    );
+    // Flip the last byte of the last image, inside its record.
+    let last = &sent[2].bytes;
+    let at = data
+        .windows(last.len())
+        .rposition(|w| w == &last[..])
+        .expect("the image's bytes are in the part");
+    data[at + last.len() - 1] ^= 0x01;
+    let err = decode_part(Format::SequenceFile, Bytes::from(data)).unwrap_err();
+    assert!(
+        err.contains("cam-2-2.jpg") && err.contains("CRC-32"),
+        "the error names the image and the check: {err}"
+    );
+}
