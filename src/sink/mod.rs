@@ -21,7 +21,10 @@
 //!    [`write_batch`] returns [`PublishOutcome::AlreadyPublished`] without consuming a single block.
 //! 2. [`Output::stage`]: removes any stale staging of this batch *of its own owner and epoch* (a
 //!    crash mid-staging) and creates an empty staging directory.
-//! 3. [`StagedBatch::put`] for every image, then `_analysis.jsonl`.
+//! 3. [`StagedBatch::put`] for every image, then `_analysis.jsonl` (packed layouts: part files made
+//!    with [`StagedBatch::create`], each closed in a task of its own while the next part or
+//!    `_analysis.jsonl` is written; every close has returned before step 4, and a batch that fails
+//!    aborts the closes still running).
 //! 4. [`StagedBatch::publish`]: makes every staged file durable (fsync each file, then the staging
 //!    directory), renames the staging directory to its final name **without replacing** an existing
 //!    destination (Linux `renameat2(RENAME_NOREPLACE)`; elsewhere an existence check, and a
@@ -403,6 +406,14 @@ impl OpenPart {
         Ok(())
     }
 
+    /// Closes the part in a task of its own: a close waits for the last packets' acknowledgements and
+    /// the NameNode's `complete` (a round trip or more on HDFS), which need not hold up the next part
+    /// or `_analysis.jsonl`. The batch is published only once every close has returned.
+    fn close_behind(self, batch: &str) -> tokio::task::JoinHandle<Result<(), SinkError>> {
+        let batch = batch.to_owned();
+        tokio::spawn(async move { self.close(&batch).await })
+    }
+
     async fn close(self, batch: &str) -> Result<(), SinkError> {
         let OpenPart {
             name,
@@ -421,6 +432,20 @@ impl OpenPart {
             fail::fail_point!("sink::part::after_write", |_| std::process::abort());
         }
         file.close().await
+    }
+}
+
+/// The closes of a batch's finished parts, each in its task. A batch that fails (or whose writer is
+/// dropped, as a commit timeout does) aborts those still running: no I/O of an abandoned attempt
+/// outlives it, and nothing of it is published.
+#[derive(Default)]
+struct Closing(Vec<(String, tokio::task::JoinHandle<Result<(), SinkError>>)>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        for (_, close) in &self.0 {
+            close.abort();
+        }
     }
 }
 
@@ -464,6 +489,8 @@ where
     let packed = layout.format != Format::Files;
     let mut staged: Option<Box<dyn StagedBatch>> = None;
     let mut part: Option<OpenPart> = None;
+    // Parts closing behind the writer (see `OpenPart::close_behind`).
+    let mut closing = Closing::default();
     let mut next_part = 0u32;
     let mut summary = BatchSummary::default();
     let mut seen: HashSet<(String, u64)> = HashSet::new();
@@ -524,7 +551,10 @@ where
             let full = p.images >= layout.max_images_per_file
                 || p.encoder.size() + len + PART_RECORD_OVERHEAD > layout.max_file_size;
             if full {
-                part.take().expect("checked").close(&batch).await?;
+                let full = part.take().expect("checked");
+                closing
+                    .0
+                    .push((full.name.clone(), full.close_behind(&batch)));
             }
         }
         let p = match &mut part {
@@ -570,10 +600,17 @@ where
         return Ok(summary);
     };
     if let Some(p) = part.take() {
-        p.close(&batch).await?;
+        closing.0.push((p.name.clone(), p.close_behind(&batch)));
     }
     if analysis {
         staged.put(ANALYSIS_FILE, Bytes::from(reports)).await?;
+    }
+    for (name, close) in std::mem::take(&mut closing.0) {
+        close.await.map_err(|e| SinkError::Part {
+            batch: batch.clone(),
+            file: name,
+            reason: format!("its close panicked or was cancelled: {e}"),
+        })??;
     }
     claim().await?;
     let outcome = staged.publish().await?;
