@@ -81,8 +81,8 @@ fn restarting_the_namenode_or_the_whole_hdfs_keeps_every_image_and_ingest_resume
     let cluster = c.cluster_id()?;
     let before = output_count(&c)?;
     assert!(
-        before.0 >= 200,
-        "only {before:?} files committed before the restart"
+        before.1 > 0,
+        "nothing committed before the restart: {before:?}"
     );
 
     c.run(&["restart", "namenode"])?;
@@ -156,7 +156,22 @@ fn a_datanode_killed_while_batches_are_written_loses_nothing() -> anyhow::Result
     };
     std::thread::sleep(Duration::from_secs(4));
     c.kill("datanode2")?;
-    let report = finish_and_verify(&c, "/data/sent.jsonl")?;
+    let code = c.wait_exit("sender", SENDER_DONE)?;
+    ensure!(code == 0, "sender exited {code}:\n{}", c.logs("sender"));
+    // The write pipeline through the dead DataNode stalls until the client's ack timeout (60 s in
+    // hdfs-native), then goes on with the other two; every acknowledged image is committed after it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let report = loop {
+        match c.verify("sender", "/data/sent.jsonl", NONE_OUTPUT, NONE_CONFIG) {
+            Ok(r) if r.ends_with("OK") => break r,
+            other => ensure!(
+                std::time::Instant::now() < deadline,
+                "still not clean after the DataNode kill: {other:?}\n{}",
+                c.logs("node")
+            ),
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    };
     assert!(
         report.contains("600 expected, 600 found, 0 lost"),
         "{report}"
