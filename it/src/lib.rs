@@ -1,6 +1,7 @@
 //! The integration-test harness: runs the real `hdfs-ingest` binary as child processes, kills them with
 //! SIGKILL, and gives tests free ports and scratch configurations. The tests are in `it/tests/`.
 
+pub mod compose;
 pub mod hostile;
 mod logged;
 pub mod minidfs;
