@@ -4,7 +4,8 @@
 //! # Design
 //!
 //! Tests drive the compose CLI exactly as the README tells users to (`docker-compose` 1.29 when it is
-//! installed, else Compose v2's `docker compose`), so what is tested is the file users run. The
+//! installed, else Compose v2's `docker compose`; `IT_COMPOSE=v1|v2` picks one), so what is tested
+//! is the file users run. The
 //! compose file publishes fixed host ports (the DataNodes advertise them), so only one project runs
 //! at a time: [`Compose::up`] holds a process-wide lock for the handle's life.
 //!
@@ -128,14 +129,20 @@ impl Compose {
         Ok(Some(c))
     }
 
-    /// The compose command of this project (`docker-compose` if installed, else `docker compose`).
+    /// The compose command of this project: `IT_COMPOSE=v1` (`docker-compose`) or `IT_COMPOSE=v2`
+    /// (`docker compose`, the CLI plugin of Compose v2 and its successors) if set, else
+    /// `docker-compose` if installed, else `docker compose`.
     pub fn command(&self, args: &[&str]) -> Command {
-        let v1 = Command::new("docker-compose")
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let v1 = match std::env::var("IT_COMPOSE").as_deref() {
+            Ok("v1") => true,
+            Ok("v2") => false,
+            _ => Command::new("docker-compose")
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+        };
         let mut c = if v1 {
             Command::new("docker-compose")
         } else {
