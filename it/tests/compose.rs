@@ -40,6 +40,21 @@ fn compose_up_pushes_images_and_verify_over_hdfs_is_clean() -> anyhow::Result<()
         report.contains("300 expected, 300 found, 0 lost"),
         "{report}"
     );
+    // hdfs-native loads libgssapi_krb5.so.2 when a cluster asks for Kerberos: the image must have it.
+    let libs = c.run(&[
+        "run",
+        "--rm",
+        "--no-deps",
+        "--entrypoint",
+        "sh",
+        "sender",
+        "-c",
+        "ldconfig -p",
+    ])?;
+    assert!(
+        libs.contains("libgssapi_krb5.so.2"),
+        "the connector image lacks libgssapi_krb5.so.2 (Kerberos):\n{libs}"
+    );
     Ok(())
 }
 
@@ -248,6 +263,14 @@ fn the_hdfs_integration_tests_pass_against_the_compose_cluster() -> anyhow::Resu
     };
     // `up -d` of HDFS alone waits for no health check: the NameNode is ready with 3 DataNodes live.
     c.wait_healthy("namenode", Duration::from_secs(180))?;
+    // `up -d` without a profile is HDFS only, as the README says: the NameNode and three DataNodes.
+    let running = c.run(&["ps", "-q"])?;
+    assert_eq!(
+        running.lines().filter(|l| !l.trim().is_empty()).count(),
+        4,
+        "`up -d` without a profile started other services:\n{}",
+        c.run(&["ps"])?
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = std::process::Command::new(cargo)
         .args(["test", "-p", "it", "--test", "hdfs_output"])
